@@ -1,0 +1,55 @@
+"""C-layout argument structs: a dataclass whose fields map one to one onto a ``struct`` format.
+
+``@cstruct("HHI", out=("port",))`` turns a class of annotated fields into a slotted dataclass with ``LAYOUT``
+(little-endian, the platform's), ``FIELDS`` and ``OUT`` (the fields the hypervisor writes back). Padding is spelled
+as ordinary ``_pad`` fields, so that a round trip keeps every byte the guest passed, as Xen's copy-in and
+copy-back of a whole struct does.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Self
+
+
+class CStruct:
+    """Base of every argument struct; see :func:`cstruct`."""
+
+    LAYOUT: ClassVar[struct.Struct]
+    FIELDS: ClassVar[tuple[str, ...]]
+    OUT: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def size(cls) -> int:
+        return cls.LAYOUT.size
+
+    def pack(self) -> bytes:
+        return self.LAYOUT.pack(*(getattr(self, name) for name in self.FIELDS))
+
+    @classmethod
+    def unpack(cls, data: bytes | bytearray | memoryview) -> Self:
+        """Decode the first ``size()`` bytes of ``data``; raises ``struct.error`` when it is shorter."""
+        return cls(*cls.LAYOUT.unpack_from(data))
+
+
+def cstruct(fmt: str, *, out: tuple[str, ...] = ()) -> Callable[[type[Any]], type[Any]]:
+    """Class decorator: a slotted dataclass laid out as ``"<" + fmt``, one format item per field."""
+
+    def wrap(cls: type[Any]) -> type[Any]:
+        cls = dataclass(slots=True)(cls)
+        layout = struct.Struct("<" + fmt)
+        names = tuple(f.name for f in fields(cls))
+        items = len(layout.unpack(bytes(layout.size)))
+        if items != len(names):
+            raise TypeError(f"{cls.__name__}: format {fmt!r} has {items} items for {len(names)} fields")
+        unknown = set(out) - set(names)
+        if unknown:
+            raise TypeError(f"{cls.__name__}: OUT names unknown fields {sorted(unknown)}")
+        cls.LAYOUT = layout
+        cls.FIELDS = names
+        cls.OUT = out
+        return cls
+
+    return wrap

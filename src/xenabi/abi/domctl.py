@@ -1,0 +1,112 @@
+"""``XEN_DOMCTL_createdomain``: the create flags and the fields of ``struct xen_domctl_createdomain`` we model.
+
+Flags as of Xen 4.14 (hvm 0 ... nested_virt 6) plus the v5 series' ``evtchn_fifo`` 7 and ``evtchn_upcall`` 8
+(``spec/abi-control.md`` §1.2-§1.3; in real Xen those bits were later reused by vpmu and
+trap_unmapped_accesses, §3). Limits per ``spec/evtchn.md`` §6. The x86 ``emulation_flags`` decide between HVM
+and PVH, as in Xen, where PVH is an HVM container without emulated platform devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class GuestType(str, Enum):
+    HVM = "hvm"
+    PVH = "pvh"
+    PV = "pv"
+
+
+CDF_BITS: dict[str, int] = {
+    "hvm": 0,
+    "hap": 1,
+    "s3_integrity": 2,
+    "oos_off": 3,
+    "xs_domain": 4,
+    "iommu": 5,
+    "nested_virt": 6,
+    "evtchn_fifo": 7,
+    "evtchn_upcall": 8,
+}
+"""XEN_DOMCTL_CDF_* flag name -> bit number."""
+
+XEN_DOMCTL_CDF_hvm = 1 << CDF_BITS["hvm"]
+XEN_DOMCTL_CDF_hap = 1 << CDF_BITS["hap"]
+XEN_DOMCTL_CDF_s3_integrity = 1 << CDF_BITS["s3_integrity"]
+XEN_DOMCTL_CDF_oos_off = 1 << CDF_BITS["oos_off"]
+XEN_DOMCTL_CDF_xs_domain = 1 << CDF_BITS["xs_domain"]
+XEN_DOMCTL_CDF_iommu = 1 << CDF_BITS["iommu"]
+XEN_DOMCTL_CDF_nested_virt = 1 << CDF_BITS["nested_virt"]
+XEN_DOMCTL_CDF_evtchn_fifo = 1 << CDF_BITS["evtchn_fifo"]
+XEN_DOMCTL_CDF_evtchn_upcall = 1 << CDF_BITS["evtchn_upcall"]
+
+BASE_CDF_MASK = (1 << (CDF_BITS["nested_virt"] + 1)) - 1
+"""The flags every modelled release accepts (4.14's set); feature flags come from the registry."""
+
+# x86 emulation flags (xen/include/public/arch-x86/xen.h)
+XEN_X86_EMU_LAPIC = 1 << 0
+XEN_X86_EMU_HPET = 1 << 1
+XEN_X86_EMU_PM = 1 << 2
+XEN_X86_EMU_RTC = 1 << 3
+XEN_X86_EMU_IOAPIC = 1 << 4
+XEN_X86_EMU_PIC = 1 << 5
+XEN_X86_EMU_VGA = 1 << 6
+XEN_X86_EMU_IOMMU = 1 << 7
+XEN_X86_EMU_PIT = 1 << 8
+XEN_X86_EMU_USE_PIRQ = 1 << 9
+XEN_X86_EMU_VPCI = 1 << 10
+XEN_X86_EMU_ALL = (1 << 11) - 1
+EMU_HVM = XEN_X86_EMU_ALL & ~XEN_X86_EMU_VPCI  # what libxl asks for an HVM guest
+EMU_PVH = XEN_X86_EMU_LAPIC  # what libxl asks for a PVH guest
+
+HVM_MAX_VCPUS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class CreateDomain:
+    """The modelled part of ``struct xen_domctl_createdomain``.
+
+    ``max_evtchn_port`` defaults to libxl's 1023; grant limits < 0 mean "hypervisor default".
+    ``emulation_flags`` None means what libxl would pass for the type the flags imply (HVM or PV).
+    """
+
+    flags: int = 0
+    max_vcpus: int = 1
+    max_evtchn_port: int = 1023
+    max_grant_frames: int = -1
+    max_maptrack_frames: int = -1
+    emulation_flags: int | None = None
+
+    @classmethod
+    def for_type(cls, guest_type: GuestType | str, *, features: int = 0, **limits: int) -> CreateDomain:
+        """The config libxl builds for a guest type: HVM gets hap and all emulators, PVH only the LAPIC."""
+        kind = GuestType(guest_type)
+        if kind is GuestType.PV:
+            return cls(flags=features, emulation_flags=0, **limits)
+        emulation = EMU_HVM if kind is GuestType.HVM else EMU_PVH
+        return cls(flags=XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap | features, emulation_flags=emulation, **limits)
+
+    @property
+    def is_hvm(self) -> bool:
+        return bool(self.flags & XEN_DOMCTL_CDF_hvm)
+
+    @property
+    def effective_emulation_flags(self) -> int:
+        if self.emulation_flags is not None:
+            return self.emulation_flags
+        return EMU_HVM if self.is_hvm else 0
+
+    @property
+    def guest_type(self) -> GuestType:
+        if not self.is_hvm:
+            return GuestType.PV
+        return GuestType.HVM if self.effective_emulation_flags & XEN_X86_EMU_PIC else GuestType.PVH
+
+
+def emulation_flags_ok(is_hvm: bool, emulation: int) -> bool:
+    """x86 ``emulation_flags_ok`` for a domU: HVM has every emulator but vPCI, PVH only the LAPIC; PV none or
+    the PIT."""
+    if is_hvm:
+        return emulation in (EMU_HVM, EMU_PVH)
+    return emulation in (0, XEN_X86_EMU_PIT)

@@ -1,0 +1,99 @@
+"""The hypercall dispatch table: (hypercall, sub-op) -> argument struct, handler and optional pre-copy check.
+
+Like Xen's hypercall table and the ``switch (cmd)`` of each ``do_*_op``: a hypercall that is not in the table, or a
+sub-op its hypercall does not know, answers that hypercall's "unknown" code (``-ENOSYS`` for event_channel_op and
+hvm_op, ``spec/evtchn.md`` §1). ABI feature gating is not here: the hypervisor checks a domain's hidden operations,
+derived from the feature registry, before it looks anything up. New sub-ops are added with :meth:`register`.
+
+The old ``event_channel_op_compat`` (16) takes one ``struct evtchn_op`` and forwards sub-ops 0-9 to the
+event_channel_op handlers, gating included (it calls ``do_event_channel_op``); other commands are -ENOSYS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from xenabi.abi import errno
+from xenabi.abi import evtchn as abi_evtchn
+from xenabi.abi.cstruct import CStruct
+from xenabi.abi.hvm import EvtchnUpcallVector
+from xenabi.abi.xen import (
+    HYPERVISOR_event_channel_op,
+    HYPERVISOR_event_channel_op_compat,
+    HYPERVISOR_hvm_op,
+)
+from xenabi.hypervisor import evtchn, evtchn_fifo, hvm
+
+if TYPE_CHECKING:
+    from xenabi.hypervisor.domain import Domain
+    from xenabi.hypervisor.hypervisor import Hypervisor
+
+Handler = Callable[["Hypervisor", "Domain", Any], int]
+Precheck = Callable[["Hypervisor", "Domain"], int]
+
+
+@dataclass(frozen=True, slots=True)
+class SubOp:
+    struct: type[CStruct]
+    handler: Handler
+    precheck: Precheck | None = None
+
+
+class DispatchTable:
+    def __init__(self) -> None:
+        self.entries: dict[tuple[int, int], SubOp] = {}
+        self.unknown_rc: dict[int, int] = {}
+
+    def declare(self, op: int, *, unknown_rc: int) -> None:
+        """A hypercall exists; its unknown sub-ops answer ``unknown_rc``."""
+        self.unknown_rc[op] = unknown_rc
+
+    def register(
+        self, op: int, cmd: int, struct: type[CStruct], handler: Handler, precheck: Precheck | None = None
+    ) -> None:
+        if op not in self.unknown_rc:
+            raise ValueError(f"hypercall {op} is not declared")
+        key = (int(op), int(cmd))
+        if key in self.entries:
+            raise ValueError(f"hypercall {op} sub-op {cmd} is already registered")
+        self.entries[key] = SubOp(struct, handler, precheck)
+
+    def unregister(self, op: int, cmd: int) -> None:
+        del self.entries[(op, cmd)]
+
+    def unknown(self, op: int) -> int:
+        return self.unknown_rc.get(op, -errno.ENOSYS)
+
+
+def event_channel_op_compat(hv: Hypervisor, cur: Domain, arg: abi_evtchn.CompatEvtchnOp) -> int:
+    cmd = arg.cmd
+    if cmd not in abi_evtchn.COMPAT_SUBOPS:
+        return -errno.ENOSYS
+    key = (HYPERVISOR_event_channel_op, cmd)
+    if key in cur.hidden_ops:
+        return -errno.ENOSYS
+    entry = DISPATCH.entries[key]
+    inner = entry.struct.unpack(arg.u)
+    rc = entry.handler(hv, cur, inner)
+    if rc == 0 and entry.struct.OUT:
+        size = entry.struct.size()
+        arg.u = inner.pack() + arg.u[size:]
+    return rc
+
+
+# The old hypercall has no sub-op argument: its struct carries the command.
+COMPAT_CMD = 0
+
+DISPATCH = DispatchTable()
+DISPATCH.declare(HYPERVISOR_event_channel_op, unknown_rc=-errno.ENOSYS)
+DISPATCH.declare(HYPERVISOR_hvm_op, unknown_rc=-errno.ENOSYS)
+DISPATCH.declare(HYPERVISOR_event_channel_op_compat, unknown_rc=-errno.ENOSYS)
+for _cmd, _handler in (evtchn.SUBOPS | evtchn_fifo.SUBOPS).items():
+    DISPATCH.register(HYPERVISOR_event_channel_op, _cmd, abi_evtchn.ARG_STRUCTS[_cmd], _handler)
+for _cmd, _handler in hvm.SUBOPS.items():
+    DISPATCH.register(HYPERVISOR_hvm_op, _cmd, EvtchnUpcallVector, _handler, hvm.PRECHECKS.get(_cmd))
+DISPATCH.register(
+    HYPERVISOR_event_channel_op_compat, COMPAT_CMD, abi_evtchn.CompatEvtchnOp, event_channel_op_compat
+)

@@ -1,0 +1,225 @@
+"""Domains, vCPUs and event channel objects of the hypervisor model.
+
+``Chan`` mirrors ``struct evtchn`` (``spec/evtchn.md`` §2.1), ``Domain`` the per-domain event channel fields (§2.3,
+§8) and the lifecycle of ``xen/common/domain.c`` (``DESIGN.md`` decision 4): a new domain starts paused by its
+controller (count 1); pause and unpause are counted up to 255; creation is finished when the count first drops to 0.
+
+Guest memory is one contiguous ``bytearray`` per domain; gfn ``g`` is ``[g*4096, (g+1)*4096)``. The model keeps
+shared_info at the fixed :data:`SHARED_INFO_GFN` (in real Xen an HVM guest chooses the gfn and a PV guest is
+told the frame), and the ``vcpu_info`` of vCPUs 32 and up (which a real guest places with
+VCPUOP_register_vcpu_info) on the pages after it. Those pages belong to Xen, not to guest RAM: a guest cannot
+hand them to init_control or expand_array.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from typing import TYPE_CHECKING
+
+from xenabi.abi.domctl import CreateDomain, GuestType
+from xenabi.abi.evtchn import EVTCHN_FIFO_PRIORITY_DEFAULT
+from xenabi.abi.xen import (
+    NR_VIRQS,
+    PAGE_SIZE,
+    SHARED_INFO_EVTCHN_PENDING,
+    VCPU_INFO_SIZE,
+    XEN_LEGACY_MAX_VCPUS,
+    evtchn_mask_offset,
+    pending_sel_offset,
+)
+from xenabi.policy import AbiPolicy
+
+if TYPE_CHECKING:
+    from xenabi.hypervisor.evtchn_2l import PortOps
+    from xenabi.hypervisor.evtchn_fifo import FifoDomain, FifoVcpu
+
+SHARED_INFO_GFN = 1
+VCPU_INFO_GFN = SHARED_INFO_GFN + 1  # vcpu_info of vCPUs >= 32, 64 to a page
+MAX_VCPUS = 128
+XEN_PAGES = range(SHARED_INFO_GFN, VCPU_INFO_GFN + (MAX_VCPUS - XEN_LEGACY_MAX_VCPUS) // 64)
+EVTCHNS_PER_BUCKET = 64
+MAX_PAUSE_COUNT = 255
+INT_MAX = 0x7FFFFFFF
+
+
+class ChanState(IntEnum):
+    """``ECS_*`` (§2.2)."""
+
+    FREE = 0
+    RESERVED = 1
+    UNBOUND = 2
+    INTERDOMAIN = 3
+    PIRQ = 4
+    VIRQ = 5
+    IPI = 6
+
+
+FREE, RESERVED, UNBOUND, INTERDOMAIN, PIRQ, VIRQ, IPI = (int(s) for s in ChanState)
+
+
+class Chan:
+    """One event channel (``struct evtchn``). ``remote_domid`` is the UNBOUND remote or the INTERDOMAIN peer."""
+
+    __slots__ = (
+        "lastq_priority",
+        "lastq_vcpu",
+        "notify_vcpu_id",
+        "pending",
+        "pirq",
+        "port",
+        "priority",
+        "remote_domid",
+        "remote_port",
+        "state",
+        "virq",
+        "xen_consumer",
+    )
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.state = FREE
+        self.xen_consumer = 0
+        self.remote_domid = 0
+        self.remote_port = 0
+        self.pirq = 0
+        self.virq = 0
+        self.notify_vcpu_id = 0
+        self.pending = False  # FIFO: pending while no event-array page covers the port
+        self.priority = EVTCHN_FIFO_PRIORITY_DEFAULT
+        self.lastq_vcpu = 0  # fifo_lastq starts as vCPU0, priority 0
+        self.lastq_priority = 0
+
+    @property
+    def usable(self) -> bool:
+        """``evtchn_usable``: no Xen consumer and a state above RESERVED."""
+        return not self.xen_consumer and self.state > RESERVED
+
+    def __repr__(self) -> str:
+        return f"Chan(port={self.port}, state={ChanState(self.state).name})"
+
+
+class UpcallVia(Enum):
+    """How an upcall reached a vCPU: the domain-wide callback, or the vCPU's own HVM vector."""
+
+    DOMAIN_CALLBACK = "callback"
+    VCPU_VECTOR = "vector"
+
+
+@dataclass(frozen=True, slots=True)
+class Upcall:
+    via: UpcallVia
+    vector: int | None = None
+
+
+UPCALL_LOG_LENGTH = 256
+
+
+class Vcpu:
+    __slots__ = ("domain", "fifo", "info_offset", "upcall_count", "upcall_vector", "upcalls", "vcpu_id", "virq_to_evtchn")
+
+    def __init__(self, domain: Domain, vcpu_id: int) -> None:
+        self.domain = domain
+        self.vcpu_id = vcpu_id
+        if vcpu_id < XEN_LEGACY_MAX_VCPUS:
+            self.info_offset = SHARED_INFO_GFN * PAGE_SIZE + vcpu_id * VCPU_INFO_SIZE
+        else:
+            self.info_offset = VCPU_INFO_GFN * PAGE_SIZE + (vcpu_id - XEN_LEGACY_MAX_VCPUS) * VCPU_INFO_SIZE
+        self.virq_to_evtchn = [0] * NR_VIRQS
+        self.upcall_vector = 0  # HVMOP_set_evtchn_upcall_vector; 0 = use the domain's callback
+        self.upcall_count = 0
+        self.upcalls: deque[Upcall] = deque(maxlen=UPCALL_LOG_LENGTH)
+        self.fifo: FifoVcpu | None = None
+
+    def __repr__(self) -> str:
+        return f"Vcpu(d{self.domain.domid}v{self.vcpu_id})"
+
+
+class Lifecycle(Enum):
+    CREATED = "created"  # paused by the controller since creation, never run
+    RUNNING = "running"
+    PAUSED = "paused"
+    DYING = "dying"
+
+
+class Domain:
+    """A domain: its configuration, policy, memory, vCPUs and event channel state."""
+
+    def __init__(
+        self,
+        domid: int,
+        config: CreateDomain,
+        policy: AbiPolicy,
+        hidden_ops: frozenset[tuple[int, int]],
+        memory_mb: int,
+        *,
+        privileged: bool = False,
+        nr_pirqs: int = 0,
+    ) -> None:
+        self.domid = domid
+        self.config = config
+        self.guest_type: GuestType = config.guest_type
+        self.is_hvm = config.is_hvm  # is_hvm_domain(): HVM and PVH
+        self.policy = policy
+        self.hidden_ops = hidden_ops
+        self.privileged = privileged
+        self.target: int | None = None  # XEN_DOMCTL_set_target: the domain this one is device model for
+        self.memory = bytearray(memory_mb << 20)
+        self.memory32 = memoryview(self.memory).cast("I")  # FIFO event words and control blocks
+        self.nr_pages = len(self.memory) // PAGE_SIZE
+        self.max_vcpus = config.max_vcpus
+        self.vcpus = [Vcpu(self, i) for i in range(config.max_vcpus)]
+        self.controller_pause_count = 1
+        self.creation_finished = False
+        self.is_dying = False
+        self.set_word_bits(64)
+        # event channels (§2.3); evtchn_init (§2.4) fills these in
+        self.max_evtchn_port = min(config.max_evtchn_port & 0xFFFFFFFF, INT_MAX)
+        self.chans: list[Chan] = []
+        self.valid_evtchns = 0
+        self.active_evtchns = 0
+        self.xen_evtchns = 0
+        self.next_evtchn = 0
+        self.free_hint = 0  # every port below it is not FREE
+        self.port_ops: PortOps
+        self.fifo: FifoDomain | None = None
+        self.nr_pirqs = nr_pirqs
+        self.pirq_to_port: dict[int, int] = {}
+        self.permitted_pirqs: set[int] | None = None if privileged else set()  # None: every pirq
+
+    # --- 2-level layout --------------------------------------------------------------------------------
+    def set_word_bits(self, bits: int) -> None:
+        """Latch the guest's xen_ulong_t width (``has_32bit_shinfo``): 64 or 32 bits, 4096 or 1024 channels."""
+        if bits not in (32, 64):
+            raise ValueError("word_bits must be 32 or 64")
+        self.word_bits = bits
+        self.word_shift = bits.bit_length() - 1
+        base = SHARED_INFO_GFN * PAGE_SIZE
+        self.shinfo_pending = base + SHARED_INFO_EVTCHN_PENDING
+        self.shinfo_mask = base + evtchn_mask_offset(bits)
+        self.pending_sel = pending_sel_offset(bits)
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+    @property
+    def lifecycle(self) -> Lifecycle:
+        if self.is_dying:
+            return Lifecycle.DYING
+        if self.controller_pause_count == 0:
+            return Lifecycle.RUNNING
+        return Lifecycle.PAUSED if self.creation_finished else Lifecycle.CREATED
+
+    @property
+    def evtchn_abi(self) -> str:
+        """``'2l'`` or ``'fifo'``: the port ops in force."""
+        return self.port_ops.name
+
+    def is_guest_ram(self, gfn: int) -> bool:
+        """Whether ``gfn`` is a RAM page the guest owns (and so can map for FIFO); Xen's pages are not."""
+        return 0 <= gfn < self.nr_pages and gfn not in XEN_PAGES
+
+    def page(self, gfn: int) -> memoryview:
+        return memoryview(self.memory)[gfn * PAGE_SIZE : (gfn + 1) * PAGE_SIZE]
+
+    def __repr__(self) -> str:
+        return f"Domain(d{self.domid}, {self.guest_type.value}, {self.evtchn_abi})"

@@ -1,0 +1,329 @@
+"""``Hypervisor``: one Xen host: a release, ``abi_control``, dom0 and the domains it creates, and hypercall entry.
+
+Domain creation validates like ``sanitise_domain_config`` and ``arch_sanitise_domain_config`` (``DESIGN.md``
+decision 4, ``spec/abi-control.md`` §1.2-§1.3), with the feature flags taken from the registry: a feature flag is
+known only to a host with ``abi_control`` whose release implements the feature, and must apply to the guest
+type. A domain's policy is fixed at creation; the hypercall entry hides, before dispatch, every operation of a
+feature the domain does not have (decision 2), which answers -ENOSYS and touches nothing.
+
+On a host without ``abi_control`` every domain is exposed to every feature the release implements; its policy
+lists those that apply to its guest type.
+
+Model constants (x86): a domU has 48 static IRQs + 32 extra pirqs, dom0 48 + 256; dom0 is a PV domain with an
+unlimited event channel port range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xenabi.abi import errno
+from xenabi.abi.domctl import (
+    BASE_CDF_MASK,
+    HVM_MAX_VCPUS,
+    CreateDomain,
+    GuestType,
+    XEN_DOMCTL_CDF_hap,
+    XEN_DOMCTL_CDF_hvm,
+    emulation_flags_ok,
+)
+from xenabi.abi.features import REGISTRY
+from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF, HYPERVISOR_event_channel_op_compat
+from xenabi.errors import XenError
+from xenabi.hypervisor import evtchn
+from xenabi.hypervisor.dispatch import COMPAT_CMD, DISPATCH
+from xenabi.hypervisor.domain import MAX_PAUSE_COUNT, UNBOUND, XEN_PAGES, Domain
+from xenabi.hypervisor.evtchn_fifo import Fifo, fifo_destroy
+from xenabi.policy import AbiPolicy, Release, get_release
+
+NR_STATIC_IRQS = 48
+EXTRA_DOMU_PIRQS = 32
+EXTRA_DOM0_PIRQS = 256
+INITIAL_NR_GRANT_FRAMES = 1
+OPT_MAX_GRANT_FRAMES = 64
+OPT_MAX_MAPTRACK_FRAMES = 1024
+MIN_MEMORY_MB = 1
+
+_ENOSYS, _EFAULT, _ESRCH = -errno.ENOSYS, -errno.EFAULT, -errno.ESRCH
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+class Hypervisor:
+    """A Xen host. See ``DESIGN.md`` "Public API" for the contract."""
+
+    def __init__(
+        self,
+        release: str | Release = "4.14",
+        abi_control: bool = True,
+        *,
+        dom0_memory_mb: int = 16,
+        dom0_max_vcpus: int = 1,
+    ) -> None:
+        self.release = get_release(release)
+        self.abi_control = abi_control
+        self.fifo_ops = Fifo(self.release.fifo_no_control_block_sets_pending)
+        self.domains: dict[int, Domain] = {}
+        # Decides whether a long-running hypercall is preempted at a preemption point; a hook may issue
+        # hypercalls itself, standing for what runs before the continuation (evtchn reset, §3.11).
+        self.preempt_check: Callable[[], bool] = lambda: False
+        self._next_domid = 1
+        self._xen_consumers: list[Callable[[int, int], None]] = []
+        self._pirq_binders: dict[int, dict[int, bool]] = {}  # host IRQ -> {domid: will_share}
+        dom0 = self._build(0, self.dom0_config(dom0_max_vcpus), dom0_memory_mb, privileged=True)
+        self.domains[0] = dom0
+
+    # --- configuration derived from the registry --------------------------------------------------------
+    def dom0_config(self, max_vcpus: int = 1) -> CreateDomain:
+        """dom0 (PV) gets the flag of every implemented feature that applies to it, on a controlled host."""
+        flags = 0
+        if self.abi_control:
+            for row in REGISTRY:
+                if self.release.implements(row) and row.applies_to(GuestType.PV):
+                    flags |= row.cdf_flag
+        return CreateDomain(flags=flags, max_vcpus=max_vcpus, max_evtchn_port=0xFFFFFFFF, emulation_flags=0)
+
+    def known_cdf_mask(self) -> int:
+        """The create flags this host accepts: the base set plus, with ABI control, implemented features'."""
+        mask = BASE_CDF_MASK
+        if self.abi_control:
+            for row in REGISTRY:
+                if self.release.implements(row):
+                    mask |= row.cdf_flag
+        return mask
+
+    def _sanitise(self, config: CreateDomain) -> tuple[AbiPolicy, frozenset[tuple[int, int]]]:
+        """Validate ``config`` in Xen's order; return the domain's policy and hidden operations."""
+        unknown = config.flags & ~self.known_cdf_mask()
+        if unknown:
+            raise XenError(errno.EINVAL, self._unknown_flags_reason(unknown), field="flags")
+        if not 1 <= config.max_vcpus <= HVM_MAX_VCPUS:
+            raise XenError(errno.EINVAL, f"max_vcpus {config.max_vcpus} not in 1..{HVM_MAX_VCPUS}", field="max_vcpus")
+        if config.flags & XEN_DOMCTL_CDF_hap and not config.flags & XEN_DOMCTL_CDF_hvm:
+            raise XenError(errno.EINVAL, "hap requested without hvm", field="flags")
+        guest_type = config.guest_type
+        for row in REGISTRY:
+            if config.flags & row.cdf_flag and not row.applies_to(guest_type):
+                raise XenError(
+                    errno.EINVAL, f"{row.name} does not apply to {guest_type.value} guests", field="flags"
+                )
+        if not emulation_flags_ok(config.is_hvm, config.effective_emulation_flags):
+            raise XenError(
+                errno.EOPNOTSUPP,
+                f"emulation flags {config.effective_emulation_flags:#x} not allowed for this guest type",
+                field="emulation_flags",
+            )
+        grant = config.max_grant_frames
+        if grant >= 0 and not INITIAL_NR_GRANT_FRAMES <= grant <= OPT_MAX_GRANT_FRAMES:
+            raise XenError(errno.EINVAL, f"max_grant_frames {grant} not in 1..64", field="max_grant_frames")
+        if config.max_maptrack_frames > OPT_MAX_MAPTRACK_FRAMES:
+            raise XenError(errno.EINVAL, "max_maptrack_frames above 1024", field="max_maptrack_frames")
+        if self.abi_control:
+            features = frozenset(row.name for row in REGISTRY if config.flags & row.cdf_flag)
+            exposed = features
+        else:
+            features = self.release.applicable_features(guest_type)
+            exposed = self.release.features
+        hidden = frozenset(gate for row in REGISTRY if row.name not in exposed for gate in row.gates)
+        policy = AbiPolicy(
+            features,
+            max_evtchn_port=config.max_evtchn_port,
+            max_grant_frames=config.max_grant_frames,
+            max_maptrack_frames=config.max_maptrack_frames,
+        )
+        return policy, hidden
+
+    def _unknown_flags_reason(self, unknown: int) -> str:
+        for row in REGISTRY:
+            if unknown & row.cdf_flag:
+                if not self.abi_control:
+                    return f"XEN_DOMCTL_CDF_{row.name}: this host has no ABI control"
+                if not self.release.implements(row):
+                    return f"XEN_DOMCTL_CDF_{row.name}: Xen {self.release.name} does not implement {row.name}"
+        return f"unknown CDF flags {unknown:#x}"
+
+    # --- domain lifecycle --------------------------------------------------------------------------------
+    def create_domain(self, config: CreateDomain, memory_mb: int = 128) -> int:
+        """XEN_DOMCTL_createdomain: validate, then build a domain paused by its controller. Returns its domid."""
+        if not isinstance(config, CreateDomain):
+            raise XenError(errno.EINVAL, "config must be a CreateDomain", field="config")
+        domid = self._free_domid()
+        self.domains[domid] = self._build(domid, config, memory_mb)
+        return domid
+
+    def _build(self, domid: int, config: CreateDomain, memory_mb: int, *, privileged: bool = False) -> Domain:
+        policy, hidden = self._sanitise(config)
+        if not isinstance(memory_mb, int) or memory_mb < MIN_MEMORY_MB:
+            raise XenError(errno.EINVAL, f"memory_mb must be at least {MIN_MEMORY_MB}", field="memory_mb")
+        nr_pirqs = NR_STATIC_IRQS + (EXTRA_DOM0_PIRQS if privileged else EXTRA_DOMU_PIRQS)
+        d = Domain(domid, config, policy, hidden, memory_mb, privileged=privileged, nr_pirqs=nr_pirqs)
+        if d.nr_pages <= max(XEN_PAGES):
+            raise XenError(errno.EINVAL, "memory_mb too small for the shared_info pages", field="memory_mb")
+        evtchn.evtchn_init(d)
+        return d
+
+    def _free_domid(self) -> int:
+        for _ in range(DOMID_FIRST_RESERVED):
+            domid = self._next_domid
+            self._next_domid = domid + 1 if domid + 1 < DOMID_FIRST_RESERVED else 1
+            if domid not in self.domains:
+                return domid
+        raise XenError(errno.ENOMEM, "no free domid")
+
+    def domain(self, domid: int) -> Domain:
+        try:
+            return self.domains[domid]
+        except KeyError:
+            raise XenError(errno.ESRCH, f"no domain {domid}", field="domid") from None
+
+    def pause(self, domid: int) -> None:
+        """Controller pause: counted, at most 255 (-EUSERS beyond)."""
+        d = self.domain(domid)
+        if d.controller_pause_count + 1 > MAX_PAUSE_COUNT:
+            raise XenError(errno.EUSERS, f"d{domid} already paused {MAX_PAUSE_COUNT} times", field="domid")
+        d.controller_pause_count += 1
+
+    def unpause(self, domid: int) -> None:
+        """Controller unpause; the first time the count reaches 0, creation is finished."""
+        d = self.domain(domid)
+        if d.controller_pause_count == 0:
+            raise XenError(errno.EINVAL, f"d{domid} is not paused by its controller", field="domid")
+        d.controller_pause_count -= 1
+        if d.controller_pause_count == 0:
+            d.creation_finished = True
+
+    def destroy_domain(self, domid: int) -> None:
+        """Kill and release a domain: every port is closed (peers revert to UNBOUND), FIFO state freed."""
+        d = self.domain(domid)
+        if d.privileged and domid == 0:
+            raise XenError(errno.EINVAL, "dom0 cannot be destroyed", field="domid")
+        d.is_dying = True
+        for port in range(1, d.valid_evtchns):
+            evtchn.evtchn_close(self, d, port, guest=False)
+        if d.fifo is not None:
+            fifo_destroy(d)
+        for pirq in list(d.pirq_to_port):
+            self.pirq_guest_unbind(d, pirq)
+        del self.domains[domid]
+
+    def set_target(self, domid: int, target: int | None) -> None:
+        """XEN_DOMCTL_set_target: ``domid`` becomes the device model of ``target`` (XSM_TARGET allows it)."""
+        d = self.domain(domid)
+        if target is not None:
+            self.domain(target)
+        d.target = target
+
+    def permit_pirq(self, domid: int, pirq: int) -> None:
+        """XEN_DOMCTL_irq_permission: let a PV domain bind ``pirq``."""
+        d = self.domain(domid)
+        if d.permitted_pirqs is not None:
+            d.permitted_pirqs.add(pirq)
+
+    def set_guest_width(self, domid: int, bits: int) -> None:
+        """Latch a 32- or 64-bit shared_info (``has_32bit_shinfo``): the 2-level capacity is 1024 or 4096."""
+        d = self.domain(domid)
+        if bits not in (32, 64):
+            raise XenError(errno.EINVAL, "guest width must be 32 or 64", field="bits")
+        d.set_word_bits(bits)
+
+    # --- Xen-internal event channels ----------------------------------------------------------------------
+    def alloc_xen_event_channel(
+        self, domid: int, vcpu: int, remote_domid: int, notify: Callable[[int, int], None]
+    ) -> int:
+        """``alloc_unbound_xen_event_channel``: a port in ``domid`` consumed by Xen (ioreq, vm_event...)."""
+        d = self.domain(domid)
+        port = evtchn.get_free_port(d)
+        if port < 0:
+            raise XenError(-port, f"no free port in d{domid}")
+        self._xen_consumers.append(notify)
+        chn = d.chans[port]
+        chn.state = UNBOUND
+        chn.remote_domid = remote_domid
+        chn.notify_vcpu_id = vcpu
+        chn.xen_consumer = len(self._xen_consumers)
+        d.port_ops.init(d, chn)
+        d.xen_evtchns += 1
+        return port
+
+    def notify_xen_consumer(self, d: Domain, chn: evtchn.Chan) -> None:
+        self._xen_consumers[chn.xen_consumer - 1](d.domid, chn.port)
+
+    def pirq_guest_bind(self, d: Domain, pirq: int, will_share: bool) -> int:
+        binders = self._pirq_binders.setdefault(pirq, {})
+        if binders and not (will_share and all(binders.values())):
+            return -errno.EBUSY
+        binders[d.domid] = will_share
+        return 0
+
+    def pirq_guest_unbind(self, d: Domain, pirq: int) -> None:
+        binders = self._pirq_binders.get(pirq)
+        if binders is not None:
+            binders.pop(d.domid, None)
+
+    # --- hypercalls ----------------------------------------------------------------------------------------
+    def lookup(self, cur: Domain, domid: int) -> Domain | None:
+        """``rcu_lock_domain_by_any_id``: DOMID_SELF is the caller."""
+        if domid == DOMID_SELF:
+            return cur
+        return self.domains.get(domid)
+
+    def hypercall(self, caller: int, op: int, cmd: int, arg: object) -> int:
+        """Issue a hypercall from domain ``caller`` with an argument struct; OUT fields are written iff rc == 0.
+
+        An argument of the wrong struct type, or with fields that are not C integers, cannot be copied in:
+        -EFAULT. Never raises.
+        """
+        cur = self.domains.get(caller)
+        if cur is None:
+            return _ESRCH
+        if op == HYPERVISOR_event_channel_op_compat:
+            cmd = COMPAT_CMD
+        key = (op, cmd)
+        if key in cur.hidden_ops:
+            return _ENOSYS
+        entry = DISPATCH.entries.get(key)
+        if entry is None:
+            return DISPATCH.unknown(op)
+        if entry.precheck is not None:
+            rc = entry.precheck(self, cur)
+            if rc:
+                return rc
+        if type(arg) is not entry.struct:
+            return _EFAULT
+        try:
+            return entry.handler(self, cur, arg)
+        except (TypeError, OverflowError, AttributeError):
+            return _EFAULT
+
+    def hypercall_raw(self, caller: int, op: int, cmd: int, data: bytes) -> tuple[int, bytes]:
+        """The same in C layout: ``data`` in, ``(rc, bytes)`` out; a short buffer is -EFAULT. Never raises.
+
+        The bytes returned are the argument as the guest sees it afterwards: on success the struct with its OUT
+        fields written back, otherwise exactly what was passed.
+        """
+        if not isinstance(data, _BYTES_LIKE):
+            return _EFAULT, b""
+        data = bytes(data)
+        cur = self.domains.get(caller)
+        if cur is None:
+            return _ESRCH, data
+        if op == HYPERVISOR_event_channel_op_compat:
+            cmd = COMPAT_CMD
+        key = (op, cmd)
+        if key in cur.hidden_ops:
+            return _ENOSYS, data
+        entry = DISPATCH.entries.get(key)
+        if entry is None:
+            return DISPATCH.unknown(op), data
+        if entry.precheck is not None:
+            rc = entry.precheck(self, cur)
+            if rc:
+                return rc, data
+        struct = entry.struct
+        size = struct.LAYOUT.size
+        if len(data) < size:
+            return _EFAULT, data
+        arg = struct.unpack(data)
+        rc = entry.handler(self, cur, arg)
+        if rc == 0 and struct.OUT:
+            return 0, arg.pack() + data[size:]
+        return rc, data

@@ -1,0 +1,162 @@
+"""Xen releases 4.3-4.14 and ``AbiPolicy``, the set of ABI features (plus limits) a domain is given.
+
+A release implements every registry feature whose ``since`` it has reached; the release table carries the few
+guest-visible error codes and behaviours that changed between releases (``spec/evtchn.md`` §3.13, §5.3).
+``DESIGN.md`` decisions 3, 6 and 7: a host is a release plus ``abi_control``; the legacy policy of a release is
+exactly what it implements.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from xenabi.abi import errno
+from xenabi.abi.domctl import GuestType
+from xenabi.abi.features import REGISTRY, AbiFeature
+from xenabi.errors import PolicyError
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """One Xen release, as a guest sees it.
+
+    ``expand_array_uninit_rc``: what EVTCHNOP_expand_array returns before init_control (-ENOSYS before 4.8,
+    -EOPNOTSUPP from 4.8, commit a66765eb06).
+    ``fifo_no_control_block_sets_pending``: FIFO set_pending for a vCPU without a control block set PENDING
+    before dropping the event until Xen 4.17 (commit 8aa0e9d2d1); every modelled release does.
+    """
+
+    name: str
+    expand_array_uninit_rc: int
+    fifo_no_control_block_sets_pending: bool = True
+
+    @property
+    def version(self) -> tuple[int, int]:
+        major, minor = self.name.split(".")
+        return int(major), int(minor)
+
+    def implements(self, feature: AbiFeature) -> bool:
+        return self.version >= feature.since
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The registry features this release implements."""
+        return frozenset(row.name for row in REGISTRY if self.implements(row))
+
+    def applicable_features(self, guest_type: GuestType) -> frozenset[str]:
+        return frozenset(row.name for row in REGISTRY if self.implements(row) and row.applies_to(guest_type))
+
+
+_ENOSYS, _EOPNOTSUPP = -errno.ENOSYS, -errno.EOPNOTSUPP
+
+RELEASES: dict[str, Release] = {
+    release.name: release
+    for release in (
+        Release("4.3", _ENOSYS),
+        Release("4.4", _ENOSYS),
+        Release("4.5", _ENOSYS),
+        Release("4.6", _ENOSYS),
+        Release("4.7", _ENOSYS),
+        Release("4.8", _EOPNOTSUPP),
+        Release("4.9", _EOPNOTSUPP),
+        Release("4.10", _EOPNOTSUPP),
+        Release("4.11", _EOPNOTSUPP),
+        Release("4.12", _EOPNOTSUPP),
+        Release("4.13", _EOPNOTSUPP),
+        Release("4.14", _EOPNOTSUPP),
+    )
+}
+"""The modelled releases, oldest first."""
+
+
+def get_release(name: str | Release) -> Release:
+    if isinstance(name, Release):
+        return name
+    try:
+        return RELEASES[str(name)]
+    except KeyError:
+        known = ", ".join(RELEASES)
+        raise PolicyError(f"unknown Xen release {name!r} (known: {known})", name=str(name)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class AbiPolicy:
+    """The guest-visible ABI of a domain: its features and its event channel and grant limits."""
+
+    features: frozenset[str] = field(default_factory=frozenset)
+    max_evtchn_port: int = 1023
+    max_grant_frames: int = -1
+    max_maptrack_frames: int = -1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", frozenset(self.features))
+        unknown = sorted(self.features - set(REGISTRY.names()))
+        if unknown:
+            raise PolicyError(f"unknown ABI feature {unknown[0]!r}", name=unknown[0])
+
+    def has(self, feature: str) -> bool:
+        return feature in self.features
+
+    def level(self, other: AbiPolicy) -> AbiPolicy:
+        """The richest policy both admit: common features, the smaller limits."""
+        return AbiPolicy(
+            self.features & other.features,
+            min(self.max_evtchn_port, other.max_evtchn_port),
+            _min_limit(self.max_grant_frames, other.max_grant_frames),
+            _min_limit(self.max_maptrack_frames, other.max_maptrack_frames),
+        )
+
+    def diff(self, other: AbiPolicy) -> tuple[frozenset[str], frozenset[str]]:
+        """(features ``other`` adds, features ``other`` lacks) relative to this policy."""
+        return other.features - self.features, self.features - other.features
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "features": sorted(self.features, key=lambda name: REGISTRY[name].bit),
+            "max_evtchn_port": self.max_evtchn_port,
+            "max_grant_frames": self.max_grant_frames,
+            "max_maptrack_frames": self.max_maptrack_frames,
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, doc: object) -> AbiPolicy:
+        if isinstance(doc, str | bytes):
+            try:
+                doc = json.loads(doc)
+            except json.JSONDecodeError as exc:
+                raise PolicyError(f"policy JSON does not parse: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise PolicyError("a policy must be a JSON object")
+        allowed = {"features", "max_evtchn_port", "max_grant_frames", "max_maptrack_frames"}
+        for key in doc:
+            if key not in allowed:
+                raise PolicyError(f"unknown policy key {key!r}", name=str(key))
+        features = doc.get("features", [])
+        if not isinstance(features, list) or not all(isinstance(name, str) for name in features):
+            raise PolicyError("policy 'features' must be a list of feature names", name="features")
+        limits: dict[str, int] = {}
+        for key in allowed - {"features"}:
+            if key in doc:
+                value = doc[key]
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise PolicyError(f"policy {key!r} must be an integer", name=key)
+                limits[key] = value
+        return cls(frozenset(features), **limits)
+
+
+def _min_limit(a: int, b: int) -> int:
+    """Grant limits: < 0 is the hypervisor default, which any explicit value may undercut."""
+    if a < 0:
+        return b
+    if b < 0:
+        return a
+    return min(a, b)
+
+
+def legacy_policy(release: str | Release, **limits: int) -> AbiPolicy:
+    """What a domain got from ``release`` before ABI control existed: everything it implements (decision 7)."""
+    return AbiPolicy(get_release(release).features, **limits)
