@@ -9,10 +9,10 @@ and PVH, as in Xen, where PVH is an HVM container without emulated platform devi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class GuestType(str, Enum):
+class GuestType(StrEnum):
     HVM = "hvm"
     PVH = "pvh"
     PV = "pv"

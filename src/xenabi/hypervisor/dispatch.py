@@ -94,6 +94,4 @@ for _cmd, _handler in (evtchn.SUBOPS | evtchn_fifo.SUBOPS).items():
     DISPATCH.register(HYPERVISOR_event_channel_op, _cmd, abi_evtchn.ARG_STRUCTS[_cmd], _handler)
 for _cmd, _handler in hvm.SUBOPS.items():
     DISPATCH.register(HYPERVISOR_hvm_op, _cmd, EvtchnUpcallVector, _handler, hvm.PRECHECKS.get(_cmd))
-DISPATCH.register(
-    HYPERVISOR_event_channel_op_compat, COMPAT_CMD, abi_evtchn.CompatEvtchnOp, event_channel_op_compat
-)
+DISPATCH.register(HYPERVISOR_event_channel_op_compat, COMPAT_CMD, abi_evtchn.CompatEvtchnOp, event_channel_op_compat)

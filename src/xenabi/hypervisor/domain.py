@@ -117,7 +117,16 @@ UPCALL_LOG_LENGTH = 256
 
 
 class Vcpu:
-    __slots__ = ("domain", "fifo", "info_offset", "upcall_count", "upcall_vector", "upcalls", "vcpu_id", "virq_to_evtchn")
+    __slots__ = (
+        "domain",
+        "fifo",
+        "info_offset",
+        "upcall_count",
+        "upcall_vector",
+        "upcalls",
+        "vcpu_id",
+        "virq_to_evtchn",
+    )
 
     def __init__(self, domain: Domain, vcpu_id: int) -> None:
         self.domain = domain

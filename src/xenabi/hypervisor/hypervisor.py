@@ -103,9 +103,7 @@ class Hypervisor:
         guest_type = config.guest_type
         for row in REGISTRY:
             if config.flags & row.cdf_flag and not row.applies_to(guest_type):
-                raise XenError(
-                    errno.EINVAL, f"{row.name} does not apply to {guest_type.value} guests", field="flags"
-                )
+                raise XenError(errno.EINVAL, f"{row.name} does not apply to {guest_type.value} guests", field="flags")
         if not emulation_flags_ok(config.is_hvm, config.effective_emulation_flags):
             raise XenError(
                 errno.EOPNOTSUPP,
