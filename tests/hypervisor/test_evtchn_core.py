@@ -109,7 +109,7 @@ def test_section3_1_alloc_unbound(two) -> None:
     assert hv.domain(a).chans[port].remote_domid == 0  # the caller's domid, not d's
     port = port_of(hv, a, "alloc_unbound", dom=a, remote_dom=0x1234)  # not validated
     assert hv.domain(a).chans[port].remote_domid == 0x1234
-    rc, st = ev(hv, a, "status", dom=a, port=port)
+    _rc, st = ev(hv, a, "status", dom=a, port=port)
     assert (st.status, st.unbound_dom, st.vcpu) == (EvtchnStat.unbound, 0x1234, 0)
 
 
@@ -126,7 +126,7 @@ def test_section3_2_bind_interdomain_sets_local_pending(two) -> None:
     pa, pb = interdomain(hv, a, b)
     assert state(hv, a, pa) == state(hv, b, pb) == ChanState.INTERDOMAIN
     assert pending(hv, b, pb) and not pending(hv, a, pa)
-    rc, st = ev(hv, b, "status", dom=DOMID_SELF, port=pb)
+    _rc, st = ev(hv, b, "status", dom=DOMID_SELF, port=pb)
     assert (st.status, st.interdomain_dom, st.interdomain_port) == (EvtchnStat.interdomain, a, pa)
 
 
@@ -153,8 +153,7 @@ def test_section3_2_loopback(hv: Hypervisor) -> None:
 
 
 def test_section3_2_remote_keeps_its_vcpu(two) -> None:
-    hv, a, b = two
-    hv.domain(a).vcpus  # one vCPU each; use bind_vcpu on a 2-vCPU domain
+    hv, a, _b = two
     c = new_domu(hv, max_vcpus=2)
     pc = port_of(hv, c, "alloc_unbound", dom=c, remote_dom=a)
     assert ev(hv, c, "bind_vcpu", port=pc, vcpu=1)[0] == 0
@@ -174,7 +173,7 @@ def test_section3_3_bind_virq_check_order(hv: Hypervisor) -> None:
     t1 = port_of(hv, a, "bind_virq", virq=VIRQ_TIMER, vcpu=1)
     assert ev(hv, a, "bind_virq", virq=VIRQ_TIMER, vcpu=1)[0] == EEXIST
     assert hv.domain(a).chans[t1].notify_vcpu_id == 1 and t0 != t1
-    rc, st = ev(hv, a, "status", dom=a, port=t1)
+    _rc, st = ev(hv, a, "status", dom=a, port=t1)
     assert (st.status, st.virq, st.vcpu) == (EvtchnStat.virq, VIRQ_TIMER, 1)
 
 
@@ -198,7 +197,7 @@ def test_section3_4_bind_ipi(hv: Hypervisor) -> None:
     port = port_of(hv, a, "bind_ipi", vcpu=1)
     assert hv.domain(a).chans[port].notify_vcpu_id == 1
     assert ev(hv, a, "send", port=port)[0] == 0 and pending(hv, a, port)
-    rc, st = ev(hv, a, "status", dom=a, port=port)
+    _rc, st = ev(hv, a, "status", dom=a, port=port)
     assert (st.status, st.vcpu) == (EvtchnStat.ipi, 1)
 
 
@@ -211,7 +210,7 @@ def test_section3_5_bind_pirq_check_order(hv: Hypervisor) -> None:
     hv.permit_pirq(pv, 5)
     port = port_of(hv, pv, "bind_pirq", pirq=5)
     assert ev(hv, pv, "bind_pirq", pirq=5)[0] == EEXIST
-    rc, st = ev(hv, pv, "status", dom=pv, port=port)
+    _rc, st = ev(hv, pv, "status", dom=pv, port=port)
     assert (st.status, st.pirq) == (EvtchnStat.pirq, 5)
     assert ev(hv, pv, "close", port=port)[0] == 0 and port_of(hv, pv, "bind_pirq", pirq=5) == port
 
@@ -351,7 +350,7 @@ def test_section3_11_reset_check_order(two) -> None:
 
 def test_section3_11_reset_closes_guest_ports_keeps_xen_and_reserved(two) -> None:
     hv, a, b = two
-    pa, pb = interdomain(hv, a, b)
+    _pa, pb = interdomain(hv, a, b)
     port_of(hv, a, "bind_ipi", vcpu=0)
     xen = hv.alloc_xen_event_channel(a, 0, 0, lambda *_: None)
     assert ev(hv, a, "reset", dom=DOMID_SELF)[0] == 0
@@ -403,7 +402,7 @@ def test_section3_11_rebinding_during_reset_gives_eagain(hv: Hypervisor) -> None
 # --- destruction ---------------------------------------------------------------------------------------------
 def test_destroy_reverts_peers_to_unbound(two) -> None:
     hv, a, b = two
-    pa, pb = interdomain(hv, a, b)
+    _pa, pb = interdomain(hv, a, b)
     hv.destroy_domain(a)
     peer = hv.domain(b).chans[pb]
     assert (peer.state, peer.remote_domid) == (ChanState.UNBOUND, a)
