@@ -1,0 +1,155 @@
+"""The guest side of the 2-level ABI, as Linux's ``events_2l.c`` does it (``spec/evtchn.md`` §4.5).
+
+Upcall loop: clear ``evtchn_upcall_pending``, handle events, repeat while it was set again. Handling takes the
+selector with an exchange, scans words round-robin from a per-vCPU cursor (the starting word twice: its upper
+part first, then whole), takes ``pending & ~mask`` restricted to the ports this vCPU owns, acks each event by
+clearing PENDING, then delivers it. Masking is local; unmasking follows Linux (a hypercall for a port owned by
+another vCPU or for a pending HVM port, local emulation for a pending PV port).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xenabi.abi.evtchn import BindVcpu, EVTCHNOP_bind_vcpu, EVTCHNOP_unmask, Unmask
+from xenabi.abi.xen import HYPERVISOR_event_channel_op
+from xenabi.hypervisor import Hypervisor
+
+
+class TwoLevelGuest:
+    """One domain's 2-level event handling: per-vCPU cursors and port ownership (``cpu_evtchn_mask``)."""
+
+    def __init__(self, hv: Hypervisor, domid: int) -> None:
+        self.hv = hv
+        self.domid = domid
+        self.d = hv.domain(domid)
+        self.cursor = [(0, 0)] * self.d.max_vcpus
+        self.owner: dict[int, int] = {}  # port -> vCPU it is bound to in the guest; default vCPU0
+
+    # --- bit access -------------------------------------------------------------------------------------
+    def _bit(self, base: int, port: int) -> bool:
+        return bool(self.d.memory[base + (port >> 3)] & (1 << (port & 7)))
+
+    def _set(self, base: int, port: int, value: bool) -> bool:
+        at = base + (port >> 3)
+        bit = 1 << (port & 7)
+        old = self.d.memory[at]
+        self.d.memory[at] = (old | bit) if value else (old & ~bit)
+        return bool(old & bit)
+
+    def is_pending(self, port: int) -> bool:
+        return self._bit(self.d.shinfo_pending, port)
+
+    def is_masked(self, port: int) -> bool:
+        return self._bit(self.d.shinfo_mask, port)
+
+    def mask(self, port: int) -> None:
+        self._set(self.d.shinfo_mask, port, True)
+
+    def mask_all(self) -> None:
+        d = self.d
+        size = d.word_bits * d.word_bits // 8
+        d.memory[d.shinfo_mask : d.shinfo_mask + size] = b"\xff" * size
+
+    def unmask(self, port: int, vcpu: int = 0) -> int:
+        """Linux ``evtchn_2l_unmask``; returns the hypercall's rc, or 0 when none was needed."""
+        d = self.d
+        if self.owner.get(port, 0) != vcpu:
+            return self._unmask_hypercall(port)
+        self._set(d.shinfo_mask, port, False)
+        if not self.is_pending(port):
+            return 0
+        if d.is_hvm:
+            self._set(d.shinfo_mask, port, True)  # Xen's unmask acts only on a masked port
+            return self._unmask_hypercall(port)
+        word = port >> d.word_shift
+        info = d.vcpus[vcpu].info_offset
+        if not self._set(info + d.pending_sel, word, True):
+            d.memory[info] |= 1
+        return 0
+
+    def rebind(self, port: int, vcpu: int) -> int:
+        """Linux ``xen_rebind_evtchn_to_cpu``: mask, EVTCHNOP_bind_vcpu, move ownership, unmask if it was unmasked
+        (the unmask re-raises a pending event on the new vCPU)."""
+        was_masked = self.is_masked(port)
+        self.mask(port)
+        rc = self.hv.hypercall(self.domid, HYPERVISOR_event_channel_op, EVTCHNOP_bind_vcpu, BindVcpu(port, vcpu))
+        if rc == 0:
+            self.owner[port] = vcpu
+        if not was_masked:
+            self.unmask(port)
+        return rc
+
+    def _unmask_hypercall(self, port: int) -> int:
+        return self.hv.hypercall(self.domid, HYPERVISOR_event_channel_op, EVTCHNOP_unmask, Unmask(port))
+
+    # --- consumption ----------------------------------------------------------------------------------------
+    def upcall(self, vcpu: int, deliver: Callable[[int], None]) -> int:
+        """``__xen_evtchn_do_upcall`` on ``vcpu``; returns how many events were delivered."""
+        memory = self.d.memory
+        info = self.d.vcpus[vcpu].info_offset
+        handled = 0
+        while True:
+            memory[info] = 0
+            handled += self.handle_events(vcpu, deliver)
+            if not memory[info]:
+                return handled
+
+    def handle_events(self, vcpu: int, deliver: Callable[[int], None]) -> int:
+        d = self.d
+        bits = d.word_bits
+        full = (1 << bits) - 1
+        memory = d.memory
+        sel_at = d.vcpus[vcpu].info_offset + d.pending_sel
+        nbytes = bits // 8
+        pending_words = int.from_bytes(memory[sel_at : sel_at + nbytes], "little")
+        memory[sel_at : sel_at + nbytes] = bytes(nbytes)
+        start_word, start_bit = self.cursor[vcpu]
+        word_idx, first_pass = start_word, True
+        handled = 0
+        while pending_words:
+            words = pending_words & (full << word_idx) & full
+            if not words:
+                word_idx = 0
+                continue
+            word_idx = (words & -words).bit_length() - 1
+            active = self._active_bits(vcpu, word_idx)
+            bit_idx = 0
+            if word_idx == start_word and first_pass:
+                bit_idx = start_bit
+            rescan_start = word_idx == start_word and first_pass and start_bit != 0
+            first_pass = first_pass and word_idx != start_word
+            while True:
+                candidates = active & (full << bit_idx) & full
+                if not candidates:
+                    break
+                bit_idx = (candidates & -candidates).bit_length() - 1
+                port = word_idx * bits + bit_idx
+                self._set(d.shinfo_pending, port, False)  # the edge IRQ handler acks first
+                deliver(port)
+                handled += 1
+                active &= ~(1 << bit_idx)
+                bit_idx = (bit_idx + 1) % bits
+                self.cursor[vcpu] = (word_idx if bit_idx else (word_idx + 1) % bits, bit_idx)
+                if bit_idx == 0:
+                    break
+            if not rescan_start:
+                pending_words &= ~(1 << word_idx)
+            word_idx = (word_idx + 1) % bits
+        return handled
+
+    def _active_bits(self, vcpu: int, word_idx: int) -> int:
+        d = self.d
+        nbytes = d.word_bits // 8
+        start = word_idx * nbytes
+        pending = int.from_bytes(d.memory[d.shinfo_pending + start : d.shinfo_pending + start + nbytes], "little")
+        mask = int.from_bytes(d.memory[d.shinfo_mask + start : d.shinfo_mask + start + nbytes], "little")
+        active = pending & ~mask
+        if self.owner:
+            base = word_idx * d.word_bits
+            for bit in range(d.word_bits):
+                if active >> bit & 1 and self.owner.get(base + bit, 0) != vcpu:
+                    active &= ~(1 << bit)
+        elif vcpu != 0:
+            return 0
+        return active
