@@ -67,7 +67,7 @@ def test_section3_12_offset_4024_is_the_last_allowed(hv: Hypervisor) -> None:
 
 
 def test_section3_12_second_control_block_for_a_vcpu_is_einval(hv: Hypervisor) -> None:
-    a, guest = fifo_domu(hv, vcpus=2)
+    a, _guest = fifo_domu(hv, vcpus=2)
     assert ev(hv, a, "init_control", control_gfn=30, offset=0, vcpu=0)[0] == EINVAL
 
 
@@ -113,7 +113,7 @@ def test_section3_13_expand_before_init_control(release: str, rc: int) -> None:
 
 
 def test_section3_13_bad_gfn_changes_nothing(hv: Hypervisor) -> None:
-    a, guest = fifo_domu(hv)
+    a, _guest = fifo_domu(hv)
     d = hv.domain(a)
     for gfn in (d.nr_pages, SHARED_INFO_GFN, 2**63):
         assert ev(hv, a, "expand_array", array_gfn=gfn)[0] == EINVAL
@@ -121,7 +121,7 @@ def test_section3_13_bad_gfn_changes_nothing(hv: Hypervisor) -> None:
 
 
 def test_section3_13_pages_append_up_to_128_then_enospc(hv: Hypervisor) -> None:
-    a, guest = fifo_domu(hv, memory_mb=2)
+    a, _guest = fifo_domu(hv, memory_mb=2)
     d = hv.domain(a)
     for _ in range(128):
         assert ev(hv, a, "expand_array", array_gfn=100)[0] == 0  # the same page is accepted each time
@@ -148,7 +148,7 @@ def test_section3_14_check_order(hv: Hypervisor) -> None:
 
 
 def test_section3_14_priority_resets_to_7_on_every_bind(hv: Hypervisor) -> None:
-    a, guest = fifo_domu(hv)
+    a, _guest = fifo_domu(hv)
     ipi = port_of(hv, a, "bind_ipi", vcpu=0)
     ev(hv, a, "set_priority", port=ipi, priority=2)
     ev(hv, a, "close", port=ipi)
@@ -181,7 +181,7 @@ def test_section5_3_append_links_through_tail_without_ready_or_upcall(hv: Hyperv
 
 
 def test_section5_3_masked_or_linked_events_only_set_pending(hv: Hypervisor) -> None:
-    a, guest = fifo_domu(hv)
+    _a, guest = fifo_domu(hv)
     p0, pa = bound_pair(hv, guest)
     guest.mask(pa)
     ev(hv, 0, "send", port=p0)
@@ -265,7 +265,7 @@ def test_section5_4_bind_vcpu_moves_the_next_link(hv: Hypervisor) -> None:
 
 # --- §5.5 unmask ------------------------------------------------------------------------------------------------
 def test_section5_5_unmask_relinks_a_pending_event(hv: Hypervisor) -> None:
-    a, guest = fifo_domu(hv)
+    _a, guest = fifo_domu(hv)
     p0, pa = bound_pair(hv, guest)
     guest.mask(pa)
     ev(hv, 0, "send", port=p0)
@@ -276,7 +276,7 @@ def test_section5_5_unmask_relinks_a_pending_event(hv: Hypervisor) -> None:
 
 def test_section5_5_unmask_hypercall_acts_even_if_not_masked(hv: Hypervisor) -> None:
     a, guest = fifo_domu(hv)
-    p0, pa = bound_pair(hv, guest)
+    _p0, pa = bound_pair(hv, guest)
     guest.d.memory32[guest.word_index(pa)] = PENDING  # pending, unmasked, not linked (guest unlinked it)
     assert ev(hv, a, "unmask", port=pa)[0] == 0
     assert guest.word(pa) & LINKED and head(guest, 0, 7) == pa
@@ -310,7 +310,7 @@ def test_section5_9_reset_returns_fifo_to_2l_and_init_starts_over(hv: Hypervisor
 
 
 def test_section3_11_reset_of_another_domain_also_leaves_fifo(hv: Hypervisor) -> None:
-    a, guest = fifo_domu(hv)
+    a, _guest = fifo_domu(hv)
     hv.pause(a)
     assert ev(hv, 0, "reset", dom=a)[0] == 0 and hv.domain(a).evtchn_abi == "2l"
 
