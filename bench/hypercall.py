@@ -175,9 +175,8 @@ def main() -> None:
     figures["FIFO send + guest consume"] = rate(send_consume_fifo, seconds)
 
     floor_rate = figures["dispatch floor (unknown sub-op)"]
-    print(
-        f"# {platform.python_implementation()} {platform.python_version()} on {platform.machine()}, {platform.processor() or 'cpu'}"
-    )
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    print(f"# {python} on {platform.machine()}, {platform.processor() or 'cpu'}")
     print(f"{'operation':36} {'calls/s':>12} {'ratio to floor':>15}")
     for name, value in figures.items():
         print(f"{name:36} {value:12,.0f} {value / floor_rate:15.2f}")

@@ -13,7 +13,7 @@ from xenabi.abi.features import REGISTRY
 from xenabi.abi.xen import HYPERVISOR_event_channel_op
 from xenabi.hypervisor import Hypervisor
 
-settings.register_profile("ci", max_examples=60, deadline=None)
+settings.register_profile("ci", max_examples=200, deadline=None)
 settings.load_profile("ci")
 
 
