@@ -272,3 +272,22 @@ def test_fifo_domain_reset_behaves_like_a_fresh_2l_domain(sends: list[int]) -> N
     hv.domain(used).vcpus[0].upcall_count = 0
     hv.domain(used).memory[hv.domain(used).vcpus[0].info_offset] = 0
     assert _two_level_trace(hv, used, sends) == _two_level_trace(hv, fresh, sends)
+
+
+# --- arguments that are not C integers (struct API) change nothing ---------------------------------------------
+junk = st.one_of(
+    st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=3), st.none(), st.binary(max_size=3)
+)
+
+
+@given(cmd=st.sampled_from(list(E.EvtchnOp)), data=st.data())
+def test_struct_api_with_junk_fields_never_raises_nor_leaks(cmd: E.EvtchnOp, data: st.DataObject) -> None:
+    hv = Hypervisor("4.14", abi_control=True)
+    domid = new_domu(hv)
+    ev(hv, domid, "alloc_unbound", dom=domid, remote_dom=0)
+    struct = E.ARG_STRUCTS[cmd]
+    arg = struct(*(data.draw(junk) for _ in struct.FIELDS))
+    rc = hv.hypercall(domid, HYPERVISOR_event_channel_op, cmd, arg)
+    assert isinstance(rc, int) and rc <= 0
+    for d in hv.domains.values():
+        assert d.active_evtchns == sum(1 for c in d.chans[1:] if c.state != ChanState.FREE)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from xenabi.abi.evtchn import BindVcpu, EVTCHNOP_bind_vcpu, EVTCHNOP_unmask, Unmask
 from xenabi.abi.xen import HYPERVISOR_event_channel_op
+from xenabi.guest.upcall import do_upcall
 from xenabi.hypervisor import Hypervisor
 
 
@@ -85,15 +86,8 @@ class TwoLevelGuest:
 
     # --- consumption ----------------------------------------------------------------------------------------
     def upcall(self, vcpu: int, deliver: Callable[[int], None]) -> int:
-        """``__xen_evtchn_do_upcall`` on ``vcpu``; returns how many events were delivered."""
-        memory = self.d.memory
-        info = self.d.vcpus[vcpu].info_offset
-        handled = 0
-        while True:
-            memory[info] = 0
-            handled += self.handle_events(vcpu, deliver)
-            if not memory[info]:
-                return handled
+        """The upcall loop on ``vcpu`` with this ABI's event handling; returns events delivered."""
+        return do_upcall(self.d, vcpu, self.handle_events, deliver)
 
     def handle_events(self, vcpu: int, deliver: Callable[[int], None]) -> int:
         d = self.d

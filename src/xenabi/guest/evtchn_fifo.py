@@ -15,6 +15,7 @@ from collections.abc import Callable
 from xenabi.abi import evtchn as E
 from xenabi.abi.xen import PAGE_SIZE, HYPERVISOR_event_channel_op
 from xenabi.guest.pages import PageAllocator
+from xenabi.guest.upcall import do_upcall
 from xenabi.hypervisor import Hypervisor
 
 PENDING = 1 << E.EVTCHN_FIFO_PENDING
@@ -101,15 +102,8 @@ class FifoGuest:
 
     # --- consumption ------------------------------------------------------------------------------------------
     def upcall(self, vcpu: int, deliver: Callable[[int], None]) -> int:
-        """Clear ``evtchn_upcall_pending`` and handle until it stays clear; returns events delivered."""
-        memory = self.d.memory
-        info = self.d.vcpus[vcpu].info_offset
-        handled = 0
-        while True:
-            memory[info] = 0
-            handled += self.handle_events(vcpu, deliver)
-            if not memory[info]:
-                return handled
+        """The upcall loop on ``vcpu`` with this ABI's event handling; returns events delivered."""
+        return do_upcall(self.d, vcpu, self.handle_events, deliver)
 
     def handle_events(self, vcpu: int, deliver: Callable[[int], None]) -> int:
         cb = self.control_block.get(vcpu)

@@ -128,6 +128,7 @@ def _bind(d: Domain, chn: Chan, state: int, notify_vcpu_id: int) -> None:
 # --- sub-ops ------------------------------------------------------------------------------------------------
 def alloc_unbound(hv: Hypervisor, cur: Domain, arg: abi.AllocUnbound) -> int:
     """§3.1."""
+    remote = arg.remote_dom & 0xFFFF  # read before anything is allocated: a bad field cannot leak a port
     d = hv.lookup(cur, arg.dom)
     if d is None:
         return ESRCH
@@ -138,8 +139,7 @@ def alloc_unbound(hv: Hypervisor, cur: Domain, arg: abi.AllocUnbound) -> int:
         check_free_port(d, port)
         return EPERM
     chn = d.chans[port]
-    remote = arg.remote_dom
-    chn.remote_domid = cur.domid if remote == DOMID_SELF else remote & 0xFFFF
+    chn.remote_domid = cur.domid if remote == DOMID_SELF else remote
     _bind(d, chn, UNBOUND, 0)
     arg.port = port
     return 0
@@ -147,14 +147,14 @@ def alloc_unbound(hv: Hypervisor, cur: Domain, arg: abi.AllocUnbound) -> int:
 
 def bind_interdomain(hv: Hypervisor, cur: Domain, arg: abi.BindInterdomain) -> int:
     """§3.2. The local port is always set pending: a send to the unbound remote may have been dropped."""
+    rport = arg.remote_port & 0xFFFFFFFF
     rd = hv.lookup(cur, arg.remote_dom)
     if rd is None:
         return ESRCH
     lport = get_free_port(cur)
     if lport < 0:
         return lport
-    rport = arg.remote_port
-    if not 0 <= rport < rd.valid_evtchns:
+    if rport >= rd.valid_evtchns:
         check_free_port(cur, lport)
         return EINVAL
     rchn = rd.chans[rport]
@@ -210,7 +210,7 @@ def bind_ipi(hv: Hypervisor, cur: Domain, arg: abi.BindIpi) -> int:
 
 def bind_pirq(hv: Hypervisor, cur: Domain, arg: abi.BindPirq) -> int:
     """§3.5 (x86)."""
-    pirq = arg.pirq
+    pirq, will_share = arg.pirq, bool(arg.flags & abi.BIND_PIRQ__WILL_SHARE)
     if not 0 <= pirq < cur.nr_pirqs:
         return EINVAL
     if not cur.is_hvm and cur.permitted_pirqs is not None and pirq not in cur.permitted_pirqs:
@@ -221,7 +221,7 @@ def bind_pirq(hv: Hypervisor, cur: Domain, arg: abi.BindPirq) -> int:
     if port < 0:
         return port
     if not cur.is_hvm:
-        rc = hv.pirq_guest_bind(cur, pirq, bool(arg.flags & abi.BIND_PIRQ__WILL_SHARE))
+        rc = hv.pirq_guest_bind(cur, pirq, will_share)
         if rc:
             check_free_port(cur, port)
             return rc

@@ -289,7 +289,7 @@ class Hypervisor:
             return _EFAULT
         try:
             return entry.handler(self, cur, arg)
-        except (TypeError, OverflowError, AttributeError):
+        except (TypeError, OverflowError):
             return _EFAULT
 
     def hypercall_raw(self, caller: int, op: int, cmd: int, data: bytes) -> tuple[int, bytes]:
