@@ -110,3 +110,12 @@ def test_create_domain_for_type_round_trips_guest_type(kind: GuestType) -> None:
 def test_create_domain_defaults_follow_libxl() -> None:
     config = CreateDomain()
     assert (config.max_evtchn_port, config.max_grant_frames, config.max_maptrack_frames) == (1023, -1, -1)
+
+
+def test_section5_1_fifo_constants() -> None:
+    assert (E.EVTCHN_FIFO_PRIORITY_MAX, E.EVTCHN_FIFO_PRIORITY_DEFAULT, E.EVTCHN_FIFO_PRIORITY_MIN) == (0, 7, 15)
+    assert E.EVTCHN_FIFO_MAX_QUEUES == 16
+    assert (E.EVTCHN_FIFO_PENDING, E.EVTCHN_FIFO_MASKED, E.EVTCHN_FIFO_LINKED, E.EVTCHN_FIFO_BUSY) == (31, 30, 29, 28)
+    assert (E.EVTCHN_FIFO_LINK_BITS, E.EVTCHN_FIFO_LINK_MASK, E.EVTCHN_FIFO_NR_CHANNELS) == (17, 0x1FFFF, 131072)
+    assert (E.EVTCHN_FIFO_EVENT_WORDS_PER_PAGE, E.EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES) == (1024, 128)
+    assert (E.CONTROL_BLOCK_READY, E.CONTROL_BLOCK_HEAD, E.CONTROL_BLOCK_SIZE) == (0, 8, 72)

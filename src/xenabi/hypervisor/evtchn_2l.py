@@ -59,7 +59,17 @@ class TwoLevel:
         memory[at] = old | bit
         if memory[d.shinfo_mask + byte] & bit:
             return
-        _select_word(d, vcpu_id, port)
+        # _select_word, inlined: this is the hot path of every 2-level send.
+        v = d.vcpus[vcpu_id]
+        word = port >> d.word_shift
+        at = v.info_offset + d.pending_sel + (word >> 3)
+        bit = 1 << (word & 7)
+        old = memory[at]
+        if old & bit:
+            return
+        memory[at] = old | bit
+        if not memory[v.info_offset] & 1:  # evtchn_upcall_pending already set: nothing to notify
+            vcpu_mark_events_pending(v)
 
     @staticmethod
     def clear_pending(d: Domain, chn: Chan) -> None:

@@ -136,7 +136,8 @@ class Fifo:
             bit = 1 << priority
             if not ready & bit:
                 words[ready_at] = ready | bit
-                vcpu_mark_events_pending(v)
+                if not d.memory[v.info_offset] & 1:  # evtchn_upcall_pending already set: nothing to notify
+                    vcpu_mark_events_pending(v)
 
     @staticmethod
     def clear_pending(d: Domain, chn: Chan) -> None:
