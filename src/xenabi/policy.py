@@ -95,9 +95,6 @@ class AbiPolicy:
         if unknown:
             raise PolicyError(f"unknown ABI feature {unknown[0]!r}", name=unknown[0])
 
-    def has(self, feature: str) -> bool:
-        return feature in self.features
-
     def level(self, other: AbiPolicy) -> AbiPolicy:
         """The richest policy both admit: common features, the smaller limits."""
         return AbiPolicy(

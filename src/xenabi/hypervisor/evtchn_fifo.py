@@ -185,11 +185,6 @@ def _word_index(d: Domain, port: int) -> int | None:
     return fifo.array[port >> _WORDS_PER_PAGE_SHIFT] + (port & (EVTCHN_FIFO_EVENT_WORDS_PER_PAGE - 1))
 
 
-def event_word_index(d: Domain, port: int) -> int | None:
-    """Where Xen finds ``port``'s event word (32-bit word index into guest RAM), or None without a page."""
-    return _word_index(d, port)
-
-
 # --- sub-ops 11-13 -----------------------------------------------------------------------------------------
 def init_control(hv: Hypervisor, cur: Domain, arg: abi.InitControl) -> int:
     """§3.12. The first call switches the whole domain to FIFO; a failure leaves it exactly as it was."""
