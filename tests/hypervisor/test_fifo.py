@@ -7,7 +7,7 @@ import pytest
 from xenabi.abi import errno
 from xenabi.abi import evtchn as E
 from xenabi.guest.evtchn_fifo import LINKED, MASKED, PENDING, FifoGuest
-from xenabi.hypervisor import Hypervisor
+from xenabi.hypervisor import ChanState, Hypervisor
 from xenabi.hypervisor.domain import SHARED_INFO_GFN
 
 from ..conftest import ev, interdomain, new_domu, port_of
@@ -332,3 +332,37 @@ def test_section5_7_higher_priority_preempts_after_each_event(hv: Hypervisor) ->
 
     guest.upcall(0, deliver)
     assert order == [low[0][1], high_a, low[1][1], low[2][1]]
+
+
+def test_section3_13_reraise_bypasses_the_usable_check_for_a_stale_flag(hv: Hypervisor) -> None:
+    a = new_domu(hv)
+    p0, pa = interdomain(hv, 0, a)
+    ev(hv, 0, "send", port=p0)
+    FifoGuest(hv, a).init_control(0)  # pa.pending = True (setup_ports)
+    assert ev(hv, a, "reset", dom=a)[0] == 0  # pa is closed (FREE) but its flag stays set
+    guest = FifoGuest(hv, a)
+    guest.init_control(0)
+    assert hv.domain(a).chans[pa].state == ChanState.FREE
+    assert guest.setup_port(pa) == 0
+    assert guest.word(pa) & PENDING  # re-raised although the port is FREE
+
+
+def test_section3_2_remote_port_keeps_its_priority(hv: Hypervisor) -> None:
+    a, _guest = fifo_domu(hv)
+    gport = port_of(hv, a, "alloc_unbound", dom=a, remote_dom=0)
+    assert ev(hv, a, "set_priority", port=gport, priority=3)[0] == 0
+    port_of(hv, 0, "bind_interdomain", remote_dom=a, remote_port=gport)
+    assert hv.domain(a).chans[gport].priority == 3  # rchn is not re-initialised
+
+
+def test_section2_7_port_init_does_not_reset_lastq(hv: Hypervisor) -> None:
+    a, guest = fifo_domu(hv, vcpus=2)
+    ipi = port_of(hv, a, "bind_ipi", vcpu=1)
+    guest.setup_port(ipi)
+    guest.unmask(ipi)
+    ev(hv, a, "send", port=ipi)
+    guest.upcall(1, lambda port: None)
+    ev(hv, a, "close", port=ipi)
+    assert port_of(hv, a, "bind_ipi", vcpu=0) == ipi
+    chn = hv.domain(a).chans[ipi]
+    assert (chn.lastq_vcpu, chn.lastq_priority, chn.priority) == (1, 7, 7)
