@@ -113,3 +113,9 @@ def test_garbage_never_raises(cmd: int, data: bytes, caller: int) -> None:
     for op in (EC, COMPAT, HVMOP, 42, 7):
         rc, out = hv.hypercall_raw(caller, op, cmd, data)
         assert rc <= 0 and isinstance(out, bytes)
+
+
+def test_section1_compat_takes_its_command_from_the_struct_not_the_cmd_argument(hv: Hypervisor) -> None:
+    op = E.CompatEvtchnOp(cmd=E.EVTCHNOP_bind_ipi, u=E.BindIpi(vcpu=0).pack().ljust(24, b"\0"))
+    assert hv.hypercall(0, COMPAT, 12345, op) == 0
+    assert E.BindIpi.unpack(op.u).port == 1

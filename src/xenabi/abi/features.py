@@ -67,9 +67,6 @@ class FeatureRegistry:
         self._rows[feature.name] = feature
         return feature
 
-    def unregister(self, name: str) -> None:
-        del self._rows[name]
-
     def __iter__(self) -> Iterator[AbiFeature]:
         return iter(sorted(self._rows.values(), key=lambda row: row.bit))
 

@@ -60,10 +60,11 @@ class DispatchTable:
             raise ValueError(f"hypercall {op} sub-op {cmd} is already registered")
         self.entries[key] = SubOp(struct, handler, precheck)
 
-    def unregister(self, op: int, cmd: int) -> None:
-        del self.entries[(op, cmd)]
-
-    def unknown(self, op: int) -> int:
+    def lookup_miss(self, op: int) -> SubOp | int:
+        """What a (hypercall, sub-op) missing from the table gets: the compat hypercall's one entry (its struct
+        carries the command, whatever ``cmd`` says), else the hypercall's unknown code. Off the hot path."""
+        if op == HYPERVISOR_event_channel_op_compat:
+            return self.entries[(op, COMPAT_CMD)]
         return self.unknown_rc.get(op, -errno.ENOSYS)
 
 
