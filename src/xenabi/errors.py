@@ -6,7 +6,10 @@ raises. Exceptions are for the layers above (toolstack, CLI) and for invalid req
 
     XenabiError                     base of everything xenabi raises on purpose
     ├── XenError                    a hypervisor operation refused with an errno (create_domain, pause, ...)
-    └── PolicyError                 an unknown release or feature, or a malformed policy document
+    ├── PolicyError                 an unknown release or feature, or a malformed policy document
+    ├── XlCfgError                  an xl.cfg that does not parse: line, column and what was expected
+    ├── ConfigError                 a config that parses but means nothing valid: the key and the value
+    └── AbiIncompatible             a host refuses a VM's ABI policy (admission, decision 8): every reason
 
 Every exception carries structured fields besides its message, so callers never parse text.
 """
@@ -48,6 +51,43 @@ class PolicyError(XenabiError):
     def __init__(self, message: str, *, name: str | None = None) -> None:
         self.name = name
         super().__init__(message)
+
+
+class XlCfgError(XenabiError):
+    """An xl.cfg syntax error. ``line`` and ``column`` are 1-based; ``source`` names the file when known."""
+
+    def __init__(self, message: str, *, line: int, column: int, source: str = "<config>") -> None:
+        self.message = message
+        self.line = line
+        self.column = column
+        self.source = source
+        super().__init__(f"{source}:{line}:{column}: {message}")
+
+
+class ConfigError(XenabiError):
+    """A domain configuration that parses but is not valid. ``key`` and ``value`` name the offending entry;
+    ``line`` is where the key was set in an xl.cfg, when the config came from one."""
+
+    def __init__(self, message: str, *, key: str, value: object = None, line: int | None = None) -> None:
+        self.message = message
+        self.key = key
+        self.value = value
+        self.line = line
+        where = f"line {line}: " if line is not None else ""
+        super().__init__(f"{where}{key}: {message}")
+
+
+class AbiIncompatible(XenabiError):
+    """A host cannot give a VM its ABI policy without changing the VM's environment (``DESIGN.md`` decision 8).
+
+    ``reasons`` lists every refusal, one :class:`~xenabi.policy.Refusal` per offending feature.
+    """
+
+    def __init__(self, reasons: tuple[object, ...], *, host: str = "") -> None:
+        self.reasons = tuple(reasons)
+        self.host = host
+        head = f"host {host} refuses: " if host else "refused: "
+        super().__init__(head + "; ".join(str(r) for r in self.reasons))
 
 
 def _errno_name(errno: int) -> str:

@@ -3,18 +3,20 @@
 A release implements every registry feature whose ``since`` it has reached; the release table carries the few
 guest-visible error codes and behaviours that changed between releases (``spec/evtchn.md`` §3.13, §5.3).
 ``DESIGN.md`` decisions 3, 6 and 7: a host is a release plus ``abi_control``; the legacy policy of a release is
-exactly what it implements.
+exactly what it implements. Decision 8, admission, is :func:`admission`: the one implementation that the toolstack
+(create, restore, migrate) and the fleet planner call.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from xenabi.abi import errno
 from xenabi.abi.domctl import GuestType
 from xenabi.abi.features import REGISTRY, AbiFeature
-from xenabi.errors import PolicyError
+from xenabi.errors import AbiIncompatible, PolicyError
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,3 +159,70 @@ def _min_limit(a: int, b: int) -> int:
 def legacy_policy(release: str | Release, **limits: int) -> AbiPolicy:
     """What a domain got from ``release`` before ABI control existed: everything it implements (decision 7)."""
     return AbiPolicy(get_release(release).features, **limits)
+
+
+class RefusalKind(StrEnum):
+    NOT_IMPLEMENTED = "not-implemented"  # the host's release predates the feature
+    NOT_APPLICABLE = "not-applicable"  # the feature does not exist for this guest type
+    WOULD_APPEAR = "would-appear"  # a host without ABI control would expose a feature the policy lacks
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One reason a host cannot run a VM with its policy: the feature and why."""
+
+    feature: str
+    kind: RefusalKind
+    release: str
+
+    def __str__(self) -> str:
+        if self.kind is RefusalKind.NOT_IMPLEMENTED:
+            return f"{self.feature}: Xen {self.release} does not implement it"
+        if self.kind is RefusalKind.NOT_APPLICABLE:
+            return f"{self.feature}: does not apply to this guest type"
+        return f"{self.feature}: Xen {self.release} has no ABI control and would expose it, but the policy lacks it"
+
+    def to_json(self) -> dict[str, str]:
+        return {"feature": self.feature, "kind": self.kind.value, "release": self.release, "reason": str(self)}
+
+
+def admission(
+    policy: AbiPolicy, release: str | Release, abi_control: bool, guest_type: GuestType | str
+) -> tuple[Refusal, ...]:
+    """Decision 8: every reason host (``release``, ``abi_control``) cannot give a ``guest_type`` VM exactly
+    ``policy``; empty when it can. Every policy feature must be implemented (and apply to the guest type); a host
+    without ABI control must not implement an applicable feature outside the policy."""
+    host = get_release(release)
+    kind = GuestType(guest_type)
+    refusals: list[Refusal] = []
+    for row in REGISTRY:
+        if row.name in policy.features:
+            if not host.implements(row):
+                refusals.append(Refusal(row.name, RefusalKind.NOT_IMPLEMENTED, host.name))
+            elif not row.applies_to(kind):
+                refusals.append(Refusal(row.name, RefusalKind.NOT_APPLICABLE, host.name))
+        elif not abi_control and host.implements(row) and row.applies_to(kind):
+            refusals.append(Refusal(row.name, RefusalKind.WOULD_APPEAR, host.name))
+    return tuple(refusals)
+
+
+def admit(
+    policy: AbiPolicy,
+    release: str | Release,
+    abi_control: bool,
+    guest_type: GuestType | str,
+    *,
+    host: str = "",
+    force: bool = False,
+) -> tuple[Refusal, ...]:
+    """:func:`admission` that raises :class:`AbiIncompatible` with every reason, unless ``force``; returns the
+    reasons that ``force`` overrode, so the caller can say so."""
+    refusals = admission(policy, release, abi_control, guest_type)
+    if refusals and not force:
+        raise AbiIncompatible(refusals, host=host or f"Xen {get_release(release).name}")
+    return refusals
+
+
+def default_features(release: str | Release, guest_type: GuestType | str) -> frozenset[str]:
+    """Decision 6, the v5 default for a brand-new VM: every feature the release implements that applies."""
+    return get_release(release).applicable_features(GuestType(guest_type))

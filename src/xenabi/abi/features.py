@@ -2,8 +2,9 @@
 
 One row per feature: its name (the xl.cfg / libxl name), its registry bit (libxl's enum value, the hypervisor CPUID
 leaf bit), the release it appeared in, the (hypercall, sub-op) pairs it gates, the guest types it applies to and
-its ``XEN_DOMCTL_CDF_*`` bit. Every control surface (create-flag validation, dispatch gating, dom0's flags, and
-later CPUID, hypfs and xl.cfg) is derived from these rows; no other code names a feature to gate it.
+its ``XEN_DOMCTL_CDF_*`` bit. Every control surface (create-flag validation, dispatch gating, dom0's flags, the
+hypervisor CPUID leaf, hypfs leaves and the xl.cfg names) is derived from these rows; no other code names a
+feature to gate it.
 ``DESIGN.md`` decisions 1-2; ``spec/abi-control.md`` §1.2-§1.5.
 """
 
@@ -66,6 +67,10 @@ class FeatureRegistry:
             raise ValueError(f"feature {feature.name!r}: CDF bit {feature.cdf_bit} belongs to another flag")
         self._rows[feature.name] = feature
         return feature
+
+    def unregister(self, name: str) -> AbiFeature:
+        """Remove a row (experiments and tests that register their own feature clean up with this)."""
+        return self._rows.pop(name)
 
     def __iter__(self) -> Iterator[AbiFeature]:
         return iter(sorted(self._rows.values(), key=lambda row: row.bit))

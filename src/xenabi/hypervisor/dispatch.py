@@ -2,7 +2,8 @@
 
 Like Xen's hypercall table and the ``switch (cmd)`` of each ``do_*_op``: a hypercall that is not in the table, or a
 sub-op its hypercall does not know, answers that hypercall's "unknown" code (``-ENOSYS`` for event_channel_op and
-hvm_op, ``spec/evtchn.md`` §1). ABI feature gating is not here: the hypervisor checks a domain's hidden operations,
+hvm_op, ``spec/evtchn.md`` §1); hypfs_op decodes its own command after its other checks, so it is registered whole.
+ABI feature gating is not here: the hypervisor checks a domain's hidden operations,
 derived from the feature registry, before it looks anything up. New sub-ops are added with :meth:`register`.
 
 The old ``event_channel_op_compat`` (16) takes one ``struct evtchn_op`` and forwards sub-ops 0-9 to the
@@ -13,24 +14,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from xenabi.abi import errno
 from xenabi.abi import evtchn as abi_evtchn
 from xenabi.abi.cstruct import CStruct
 from xenabi.abi.hvm import EvtchnUpcallVector
+from xenabi.abi.hypfs import HypfsOpArgs
 from xenabi.abi.xen import (
     HYPERVISOR_event_channel_op,
     HYPERVISOR_event_channel_op_compat,
     HYPERVISOR_hvm_op,
+    HYPERVISOR_hypfs_op,
 )
-from xenabi.hypervisor import evtchn, evtchn_fifo, hvm
+from xenabi.hypervisor import evtchn, evtchn_fifo, hvm, hypfs
 
 if TYPE_CHECKING:
     from xenabi.hypervisor.domain import Domain
     from xenabi.hypervisor.hypervisor import Hypervisor
 
 Handler = Callable[["Hypervisor", "Domain", Any], int]
+WholeHandler = Callable[["Hypervisor", "Domain", Any, int], int]  # takes the sub-op itself
 Precheck = Callable[["Hypervisor", "Domain"], int]
 
 
@@ -45,6 +50,7 @@ class DispatchTable:
     def __init__(self) -> None:
         self.entries: dict[tuple[int, int], SubOp] = {}
         self.unknown_rc: dict[int, int] = {}
+        self.whole: dict[int, tuple[type[CStruct], WholeHandler, Precheck | None]] = {}
 
     def declare(self, op: int, *, unknown_rc: int) -> None:
         """A hypercall exists; its unknown sub-ops answer ``unknown_rc``."""
@@ -60,11 +66,29 @@ class DispatchTable:
             raise ValueError(f"hypercall {op} sub-op {cmd} is already registered")
         self.entries[key] = SubOp(struct, handler, precheck)
 
-    def lookup_miss(self, op: int) -> SubOp | int:
+    def unregister(self, op: int, cmd: int) -> None:
+        """Remove a sub-op added with :meth:`register` (experiments and tests that add their own)."""
+        del self.entries[(int(op), int(cmd))]
+
+    def register_hypercall(
+        self, op: int, struct: type[CStruct], handler: WholeHandler, precheck: Precheck | None = None
+    ) -> None:
+        """A hypercall that decodes its own sub-op, checks included (hypfs checks XSM and the path before it
+        looks at the command, so its unknown commands cannot be answered from the table)."""
+        if op in self.unknown_rc or op in self.whole:
+            raise ValueError(f"hypercall {op} is already declared")
+        self.whole[op] = (struct, handler, precheck)
+
+    def lookup_miss(self, op: int, cmd: int) -> SubOp | int:
         """What a (hypercall, sub-op) missing from the table gets: the compat hypercall's one entry (its struct
-        carries the command, whatever ``cmd`` says), else the hypercall's unknown code. Off the hot path."""
+        carries the command, whatever ``cmd`` says), a whole-hypercall handler bound to ``cmd``, else the
+        hypercall's unknown code. Off the hot path."""
         if op == HYPERVISOR_event_channel_op_compat:
             return self.entries[(op, COMPAT_CMD)]
+        whole = self.whole.get(op)
+        if whole is not None:
+            struct, handler, precheck = whole
+            return SubOp(struct, partial(handler, cmd=cmd), precheck)
         return self.unknown_rc.get(op, -errno.ENOSYS)
 
 
@@ -96,3 +120,4 @@ for _cmd, _handler in (evtchn.SUBOPS | evtchn_fifo.SUBOPS).items():
 for _cmd, _handler in hvm.SUBOPS.items():
     DISPATCH.register(HYPERVISOR_hvm_op, _cmd, EvtchnUpcallVector, _handler, hvm.PRECHECKS.get(_cmd))
 DISPATCH.register(HYPERVISOR_event_channel_op_compat, COMPAT_CMD, abi_evtchn.CompatEvtchnOp, event_channel_op_compat)
+DISPATCH.register_hypercall(HYPERVISOR_hypfs_op, HypfsOpArgs, hypfs.hypfs_op, hypfs.hypfs_precheck)

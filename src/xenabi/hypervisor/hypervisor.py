@@ -16,6 +16,7 @@ unlimited event channel port range.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from xenabi.abi import errno
 from xenabi.abi.domctl import (
@@ -31,9 +32,11 @@ from xenabi.abi.features import REGISTRY
 from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF
 from xenabi.errors import XenError
 from xenabi.hypervisor import evtchn
+from xenabi.hypervisor.cpuid import hypervisor_leaf
 from xenabi.hypervisor.dispatch import DISPATCH
 from xenabi.hypervisor.domain import MAX_PAUSE_COUNT, UNBOUND, XEN_PAGES, Domain
 from xenabi.hypervisor.evtchn_fifo import Fifo, fifo_destroy
+from xenabi.hypervisor.hypfs import Hypfs
 from xenabi.policy import AbiPolicy, Release, get_release
 
 NR_STATIC_IRQS = 48
@@ -69,8 +72,10 @@ class Hypervisor:
         self._next_domid = 1
         self._xen_consumers: list[Callable[[int, int], None]] = []
         self._pirq_binders: dict[int, dict[int, bool]] = {}  # host IRQ -> {domid: will_share}
+        self.hypfs = Hypfs(self)
         dom0 = self._build(0, self.dom0_config(dom0_max_vcpus), dom0_memory_mb, privileged=True)
         self.domains[0] = dom0
+        self.unpause(0)  # Xen unpauses dom0 at the end of boot
 
     # --- configuration derived from the registry --------------------------------------------------------
     def dom0_config(self, max_vcpus: int = 1) -> CreateDomain:
@@ -117,11 +122,10 @@ class Hypervisor:
             raise XenError(errno.EINVAL, "max_maptrack_frames above 1024", field="max_maptrack_frames")
         if self.abi_control:
             features = frozenset(row.name for row in REGISTRY if config.flags & row.cdf_flag)
-            exposed = features
+            hidden = _hidden_ops(features)
         else:
             features = self.release.applicable_features(guest_type)
-            exposed = self.release.features
-        hidden = frozenset(gate for row in REGISTRY if row.name not in exposed for gate in row.gates)
+            hidden = _hidden_ops(self.release.features)
         policy = AbiPolicy(
             features,
             max_evtchn_port=config.max_evtchn_port,
@@ -129,6 +133,27 @@ class Hypervisor:
             max_maptrack_frames=config.max_maptrack_frames,
         )
         return policy, hidden
+
+    def set_domain_features(self, d: Domain, features: frozenset[str]) -> None:
+        """Give a domain that has not yet run a new feature set, as its create flags would have (the hypfs
+        writer's effect). Only on a host with ABI control; the features must be known here and apply."""
+        if d.creation_finished:
+            raise XenError(errno.EBUSY, f"d{d.domid} has already run; its ABI is fixed", field="features")
+        flags = d.config.flags & ~REGISTRY.cdf_mask()
+        for name in features:
+            flags |= REGISTRY[name].cdf_flag
+        config = replace(d.config, flags=flags)
+        self._sanitise(config)
+        d.config = config
+        d.policy = replace(d.policy, features=frozenset(features))
+        d.hidden_ops = _hidden_ops(features)
+
+    def cpuid(self, domid: int, leaf: int, subleaf: int = 0, vcpu: int = 0) -> tuple[int, int, int, int]:
+        """What ``cpuid`` with (leaf, subleaf) returns on vCPU ``vcpu`` of the domain: (eax, ebx, ecx, edx)."""
+        d = self.domain(domid)
+        if not 0 <= vcpu < d.max_vcpus:
+            raise XenError(errno.ENOENT, f"d{domid} has no vCPU {vcpu}", field="vcpu")
+        return hypervisor_leaf(self, d, leaf & 0xFFFFFFFF, subleaf & 0xFFFFFFFF, vcpu)
 
     def _unknown_flags_reason(self, unknown: int) -> str:
         for row in REGISTRY:
@@ -280,7 +305,7 @@ class Hypervisor:
             return _ENOSYS
         entry = DISPATCH.entries.get(key)
         if entry is None:
-            entry = DISPATCH.lookup_miss(op)
+            entry = DISPATCH.lookup_miss(op, cmd)
             if isinstance(entry, int):
                 return entry
         if entry.precheck is not None:
@@ -311,7 +336,7 @@ class Hypervisor:
             return _ENOSYS, data
         entry = DISPATCH.entries.get(key)
         if entry is None:
-            entry = DISPATCH.lookup_miss(op)
+            entry = DISPATCH.lookup_miss(op, cmd)
             if isinstance(entry, int):
                 return entry, data
         if entry.precheck is not None:
@@ -327,3 +352,8 @@ class Hypervisor:
         if rc == 0 and struct.OUT:
             return 0, arg.pack() + data[size:]
         return rc, data
+
+
+def _hidden_ops(exposed: frozenset[str]) -> frozenset[tuple[int, int]]:
+    """Every operation of a registry feature outside ``exposed``: gated to -ENOSYS (decision 2)."""
+    return frozenset(gate for row in REGISTRY if row.name not in exposed for gate in row.gates)
