@@ -1,0 +1,395 @@
+"""xl.cfg, read the way xl reads it (``spec/streams.md`` §5; ``tools/libs/util/libxlu_cfg*``).
+
+Grammar::
+
+    file      := { statement }
+    statement := NEWLINE | ";" | KEY ("=" | "+=") value (NEWLINE | ";" | end of file)
+    value     := STRING | NUMBER | "[" nl [ value nl { "," nl value nl } [ "," nl ] ] "]"
+    nl        := { NEWLINE }
+
+Tokens: KEY ``[a-z][._0-9a-z]*``; NUMBER ``[0-9][0-9a-fx]*``, kept as text and converted with C ``strtol`` base 0
+(decimal, 0-octal, 0x-hex) only when a numeric key is read; STRING in single or double quotes on one line; ``#``
+starts a comment that runs to the end of the line; spaces and tabs separate tokens. Any of ``+ - . ( ) :`` outside
+a string (other than ``+=``) makes the file "likely Python" and is a lexical error, as is any other character
+(a carriage return included: xl does not accept CRLF files).
+
+Settings: a later ``key = v`` replaces an earlier one. ``key += v`` concatenates with the earlier value (string to
+string, list to list; mixing them is an error) and marks the setting as added-to, which a numeric key then refuses.
+
+Escapes follow what xl does, not what the manual says (both are in ``spec/streams.md`` §5): ``\\" \\' \\\\ \\a \\b
+\\f \\n \\r \\t \\v`` work; ``\\x`` is always an error (xl skips one character too many, then wants more hex
+digits than it reads); an octal escape ``\\ooo`` is consumed and yields no character (xl reads the digits after
+the first in base 10, wants at least two, and emits nothing). Each octal escape adds a warning, since the same
+file means something else to a reader of the manual.
+
+Every error is an :class:`~xenabi.errors.XlCfgError` with line and column (1-based).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from xenabi.errors import ConfigError, XlCfgError
+
+KEY_RE = re.compile(r"[a-z][._0-9a-z]*")
+NUMBER_RE = re.compile(r"[0-9][0-9a-fx]*")
+PYTHONISH = set("+-.():")
+SIMPLE_ESCAPES = {
+    '"': '"',
+    "'": "'",
+    "\\": "\\",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+}
+
+TokenKind = Literal["key", "number", "string", "=", "+=", "[", "]", ",", ";", "newline", "eof"]
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: TokenKind
+    text: str
+    line: int
+    column: int
+
+
+@dataclass(frozen=True, slots=True)
+class XlAtom:
+    """A STRING or NUMBER value, as text (xl stores numbers as strings too)."""
+
+    text: str
+    kind: Literal["string", "number"]
+    line: int
+    column: int
+
+    def plain(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class XlList:
+    items: tuple[XlValue, ...]
+    line: int
+    column: int
+
+    def plain(self) -> list[object]:
+        return [item.plain() for item in self.items]
+
+
+XlValue = XlAtom | XlList
+
+
+@dataclass(frozen=True, slots=True)
+class XlSetting:
+    key: str
+    op: Literal["=", "+="]
+    value: XlValue
+    line: int
+    column: int
+
+
+@dataclass
+class XlConfig:
+    """A parsed xl.cfg: the settings in force (later ones replace earlier ones) and the parser's warnings."""
+
+    settings: dict[str, XlSetting] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    source: str = "<config>"
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.settings
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.settings)
+
+    # --- typed getters, with xl's rules (``xlu_cfg_get_*``) ---------------------------------------------------
+    def get_string(self, key: str) -> str | None:
+        setting = self.settings.get(key)
+        if setting is None:
+            return None
+        if not isinstance(setting.value, XlAtom):
+            raise ConfigError(
+                "is a list but should be a single value", key=key, value=setting.value.plain(), line=setting.line
+            )
+        return setting.value.text
+
+    def get_long(self, key: str, minimum: int = -(2**63), maximum: int = 2**63 - 1) -> int | None:
+        setting = self.settings.get(key)
+        if setting is None:
+            return None
+        text = self.get_string(key)
+        assert text is not None
+        if setting.op == "+=":
+            raise ConfigError("can't use += with numbers", key=key, value=text, line=setting.line)
+        value = strtol(text)
+        if value is None:
+            raise ConfigError("is not a valid number", key=key, value=text, line=setting.line)
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{value} is outside {minimum}..{maximum}", key=key, value=text, line=setting.line)
+        return value
+
+    def get_list(self, key: str) -> XlList | None:
+        setting = self.settings.get(key)
+        if setting is None:
+            return None
+        if not isinstance(setting.value, XlList):
+            raise ConfigError(
+                "is a single value but should be a list", key=key, value=setting.value.text, line=setting.line
+            )
+        return setting.value
+
+    def get_string_list(self, key: str) -> list[str] | None:
+        values = self.get_list(key)
+        if values is None:
+            return None
+        out = []
+        for item in values.items:
+            if not isinstance(item, XlAtom):
+                raise ConfigError("entries must be strings, not lists", key=key, value=item.plain(), line=item.line)
+            out.append(item.text)
+        return out
+
+    def plain(self) -> dict[str, object]:
+        """Every setting as plain Python: strings and (nested) lists of strings."""
+        return {key: setting.value.plain() for key, setting in self.settings.items()}
+
+
+def strtol(text: str) -> int | None:
+    """C ``strtol(text, &end, 0)`` that must consume all of ``text`` (xl's number rule); None if it does not."""
+    match = re.fullmatch(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", text)
+    if match is None:
+        return None
+    sign, digits = match.groups()
+    if digits[:2] in ("0x", "0X"):
+        value = int(digits, 16)
+    elif digits.startswith("0"):
+        value = int(digits, 8) if len(digits) > 1 else 0
+    else:
+        value = int(digits)
+    value = -value if sign == "-" else value
+    return value if -(2**63) <= value < 2**63 else None
+
+
+# --- lexer ----------------------------------------------------------------------------------------------------
+class _Lexer:
+    def __init__(self, text: str, source: str) -> None:
+        self.text = text
+        self.source = source
+        self.pos = 0
+        self.line = 1
+        self.line_start = 0
+        self.warnings: list[str] = []
+
+    def error(self, message: str, column: int | None = None, line: int | None = None) -> XlCfgError:
+        col = column if column is not None else self.pos - self.line_start + 1
+        return XlCfgError(message, line=line or self.line, column=col, source=self.source)
+
+    def tokens(self) -> Iterator[Token]:
+        text = self.text
+        while True:
+            while self.pos < len(text) and text[self.pos] in " \t":
+                self.pos += 1
+            if self.pos >= len(text):
+                yield Token("eof", "", self.line, self.pos - self.line_start + 1)
+                return
+            ch = text[self.pos]
+            column = self.pos - self.line_start + 1
+            if ch == "#":
+                end = text.find("\n", self.pos)
+                self.pos = len(text) if end < 0 else end
+                continue
+            if ch == "\n":
+                yield Token("newline", "\n", self.line, column)
+                self.pos += 1
+                self.line += 1
+                self.line_start = self.pos
+                continue
+            if text.startswith("+=", self.pos):
+                self.pos += 2
+                yield Token("+=", "+=", self.line, column)
+                continue
+            if ch in "=[],;":
+                self.pos += 1
+                yield Token(ch, ch, self.line, column)  # type: ignore[arg-type]
+                continue
+            if ch in "\"'":
+                yield self._string(ch, column)
+                continue
+            match = KEY_RE.match(text, self.pos) or NUMBER_RE.match(text, self.pos)
+            if match is not None:
+                self.pos = match.end()
+                kind: TokenKind = "key" if ch.isalpha() else "number"
+                yield Token(kind, match.group(), self.line, column)
+                continue
+            if ch in PYTHONISH:
+                raise self.error(f"unexpected {ch!r}: this looks like Python, which xl.cfg no longer accepts")
+            if ch == "\r":
+                raise self.error("carriage return: xl reads only Unix line endings")
+            if ch.isalpha():
+                raise self.error(f"unexpected {ch!r}: keys are lower case ([a-z][._0-9a-z]*)")
+            raise self.error(f"unexpected character {ch!r}")
+
+    def _string(self, quote: str, column: int) -> Token:
+        text = self.text
+        start = self.pos
+        self.pos += 1
+        while True:
+            if self.pos >= len(text) or text[self.pos] == "\n":
+                raise self.error("unterminated string (strings cannot span lines)", column)
+            ch = text[self.pos]
+            if ch == "\\":
+                if self.pos + 1 >= len(text) or text[self.pos + 1] == "\n":
+                    raise self.error("unterminated string (strings cannot span lines)", column)
+                self.pos += 2
+                continue
+            self.pos += 1
+            if ch == quote:
+                break
+        return Token("string", self._dequote(text[start + 1 : self.pos - 1], start + 1), self.line, column)
+
+    def _dequote(self, body: str, body_pos: int) -> str:
+        out: list[str] = []
+        i = 0
+        while i < len(body):
+            ch = body[i]
+            if ch != "\\":
+                out.append(ch)
+                i += 1
+                continue
+            column = body_pos + i - self.line_start + 1
+            nc = body[i + 1]
+            i += 2
+            if nc in SIMPLE_ESCAPES:
+                out.append(SIMPLE_ESCAPES[nc])
+            elif nc == "x":
+                raise self.error(
+                    "xl rejects every \\x escape in a quoted string (the manual documents \\xHH; xl's reader "
+                    "skips a character too many and then finds too few hex digits)",
+                    column,
+                )
+            elif "0" <= nc <= "7":
+                digits = re.match(r"[0-9]{0,3}", body[i : i + 3])
+                consumed = len(digits.group()) if digits else 0
+                if consumed < 2:
+                    raise self.error("invalid digit after backslash octal numerical character escape", column)
+                self.warnings.append(
+                    f"{self.source}:{self.line}:{column}: octal escape \\{nc}{body[i : i + consumed]} yields no "
+                    "character in xl (the manual says it is one character); read as xl does"
+                )
+                i += consumed
+            else:
+                raise self.error(f"invalid character {nc!r} after backslash in quoted string", column)
+        return "".join(out)
+
+
+# --- parser ---------------------------------------------------------------------------------------------------
+class _Parser:
+    def __init__(self, lexer: _Lexer) -> None:
+        self.lexer = lexer
+        self.stream = lexer.tokens()
+        self.tok = next(self.stream)
+
+    def advance(self) -> Token:
+        tok = self.tok
+        if tok.kind != "eof":
+            self.tok = next(self.stream)
+        return tok
+
+    def error(self, message: str, tok: Token | None = None) -> XlCfgError:
+        tok = tok or self.tok
+        near = "end of file" if tok.kind == "eof" else "end of line" if tok.kind == "newline" else repr(tok.text)
+        return XlCfgError(f"{message}, near {near}", line=tok.line, column=tok.column, source=self.lexer.source)
+
+    def skip_newlines(self) -> None:
+        while self.tok.kind == "newline":
+            self.advance()
+
+    def parse(self) -> XlConfig:
+        config = XlConfig(source=self.lexer.source)
+        while self.tok.kind != "eof":
+            if self.tok.kind in ("newline", ";"):
+                self.advance()
+                continue
+            if self.tok.kind != "key":
+                raise self.error("expected a key (lower case, [a-z][._0-9a-z]*)")
+            key = self.advance()
+            if self.tok.kind not in ("=", "+="):
+                raise self.error(f"expected '=' or '+=' after {key.text!r}")
+            op = self.advance().kind
+            value = self.value()
+            if self.tok.kind not in ("newline", ";", "eof"):
+                raise self.error("expected the end of the statement (a newline or ';')")
+            self.store(config, XlSetting(key.text, op, value, key.line, key.column))  # type: ignore[arg-type]
+        config.warnings = self.lexer.warnings
+        return config
+
+    def value(self) -> XlValue:
+        tok = self.tok
+        if tok.kind in ("string", "number"):
+            self.advance()
+            return XlAtom(tok.text, tok.kind, tok.line, tok.column)  # type: ignore[arg-type]
+        if tok.kind != "[":
+            raise self.error("expected a value (a quoted string, a number or a [list])")
+        self.advance()
+        self.skip_newlines()
+        items: list[XlValue] = []
+        while self.tok.kind != "]":
+            items.append(self.value())
+            self.skip_newlines()
+            if self.tok.kind == ",":
+                self.advance()
+                self.skip_newlines()
+            elif self.tok.kind != "]":
+                raise self.error("expected ',' or ']' in a list")
+        self.advance()
+        return XlList(tuple(items), tok.line, tok.column)
+
+    def store(self, config: XlConfig, setting: XlSetting) -> None:
+        previous = config.settings.pop(setting.key, None)
+        if setting.op == "+=" and previous is not None:
+            old, new = previous.value, setting.value
+            if isinstance(old, XlAtom) and isinstance(new, XlAtom):
+                value: XlValue = XlAtom(old.text + new.text, "string", new.line, new.column)
+            elif isinstance(old, XlList) and isinstance(new, XlList):
+                value = XlList(old.items + new.items, new.line, new.column)
+            else:
+                raise XlCfgError(
+                    f'can\'t add [list] to "string" or vice versa (for {setting.key!r})',
+                    line=setting.line,
+                    column=setting.column,
+                    source=self.lexer.source,
+                )
+            setting = XlSetting(setting.key, "+=", value, setting.line, setting.column)
+        config.settings[setting.key] = setting
+
+
+def parse(text: str, source: str = "<config>") -> XlConfig:
+    """Parse xl.cfg text; :class:`~xenabi.errors.XlCfgError` (with line and column) if it is not valid."""
+    return _Parser(_Lexer(text, source)).parse()
+
+
+def quote(text: str) -> str:
+    """A double-quoted xl string that reads back as ``text`` (only escapes xl honours)."""
+    inverse = {v: k for k, v in SIMPLE_ESCAPES.items() if k != "'"}
+    return '"' + "".join("\\" + inverse[ch] if ch in inverse else ch for ch in text) + '"'
+
+
+def render(value: object) -> str:
+    """An xl value for a plain string, int or (nested) list."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return quote(value)
+    if isinstance(value, list | tuple):
+        return "[ " + ", ".join(render(item) for item in value) + " ]"
+    raise TypeError(f"cannot write {type(value).__name__} to xl.cfg")
