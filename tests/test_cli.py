@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -10,6 +11,8 @@ from xenabi import __version__
 from xenabi.cli import main
 from xenabi.policy import legacy_policy
 from xenabi.scenarios import abi_probe
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "xl"
 
 
 def test_version() -> None:
@@ -45,3 +48,56 @@ def test_probe_is_computed_by_the_model() -> None:
     assert (fifo.abi, fifo.init_control, fifo.upcall_vector, fifo.upcall_via) == ("fifo", "0", "0", "vector")
     legacy = abi_probe("4.14", True, legacy_policy("4.3"), events=5)
     assert (legacy.abi, legacy.upcall_via, legacy.handled) == ("2l", "callback", 5)
+
+
+HVM_EXAMPLE = str(SHARED / "xlexample.hvm")
+
+
+def test_config_show_hvm_example() -> None:
+    result = CliRunner().invoke(main, ["config", "show", HVM_EXAMPLE])
+    assert result.exit_code == 0, result.output
+    for text in ("XEN_DOMCTL_CDF_evtchn_fifo", "0x40000006", "/domain/1/abi-features/evtchn_upcall", "pinned"):
+        assert text in result.output
+
+
+def test_config_show_json() -> None:
+    result = CliRunner().invoke(main, ["config", "show", HVM_EXAMPLE, "--json"])
+    report = json.loads(result.output)
+    assert report["policy"]["features"] == ["evtchn_fifo", "evtchn_upcall"]
+    assert report["create_flags"]["value"] == "0x183"
+    assert report["cpuid"][6] == {
+        "leaf": "0x40000006",
+        "regs": ["0x00000003", "0x00000000", "0x00000000", "0x00000000"],
+    }
+    assert [node["path"] for node in report["hypfs"]] == [
+        "/domain/1/abi-features/evtchn_fifo",
+        "/domain/1/abi-features/evtchn_upcall",
+    ]
+
+
+def test_config_show_legacy_host() -> None:
+    result = CliRunner().invoke(main, ["config", "show", HVM_EXAMPLE, "--release", "4.3", "--no-abi-control", "--json"])
+    report = json.loads(result.output)
+    assert result.exit_code == 0 and report["policy"]["features"] == [] and report["hypfs"] == []
+    assert report["cpuid"][0]["regs"][0] == "0x40000005" and report["pinned"] is False
+
+
+def test_config_show_refusal_exits_1(tmp_path: Path) -> None:
+    path = tmp_path / "vm.cfg"
+    path.write_text('name = "vm"\ntype = "hvm"\nxen_abi_features = [ "!evtchn_fifo" ]\n')
+    result = CliRunner().invoke(main, ["config", "show", str(path), "--no-abi-control"])
+    assert result.exit_code == 1 and "would expose it" in result.output
+
+
+def test_config_show_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "vm.cfg"
+    path.write_text('name = "vm"\nmemory = 12 8\n')
+    result = CliRunner().invoke(main, ["config", "show", str(path), "--json"])
+    assert result.exit_code == 1
+    error = json.loads(result.output)["error"]
+    assert (error["type"], error["line"], error["column"]) == ("XlCfgError", 2, 13)
+
+
+def test_config_show_unknown_release(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["config", "show", HVM_EXAMPLE, "--release", "5.0"])
+    assert result.exit_code == 1 and "unknown Xen release" in result.output

@@ -8,8 +8,17 @@ from hypothesis import strategies as st
 
 from xenabi.abi import errno
 from xenabi.abi.domctl import GuestType
-from xenabi.errors import PolicyError
-from xenabi.policy import RELEASES, AbiPolicy, get_release, legacy_policy
+from xenabi.errors import AbiIncompatible, PolicyError
+from xenabi.policy import (
+    RELEASES,
+    AbiPolicy,
+    RefusalKind,
+    admission,
+    admit,
+    default_features,
+    get_release,
+    legacy_policy,
+)
 
 
 def test_releases_4_3_to_4_14() -> None:
@@ -91,3 +100,52 @@ def test_level_is_common_ground(a: AbiPolicy, b: AbiPolicy) -> None:
 def test_policy_json_errors_name_the_problem(doc: str, match: str) -> None:
     with pytest.raises(PolicyError, match=match):
         AbiPolicy.from_json(doc)
+
+
+# --- admission (DESIGN.md decision 8): one named row per case ------------------------------------------------------
+FIFO, UPCALL = "evtchn_fifo", "evtchn_upcall"
+NI, NA, WA = RefusalKind.NOT_IMPLEMENTED, RefusalKind.NOT_APPLICABLE, RefusalKind.WOULD_APPEAR
+ADMISSION_CASES = [
+    # name, policy features, release, abi_control, guest type, expected refusals
+    ("same-everything-controlled", {FIFO, UPCALL}, "4.14", True, "hvm", []),
+    ("subset-on-controlled", {FIFO}, "4.14", True, "hvm", []),
+    ("nothing-on-controlled", set(), "4.14", True, "hvm", []),
+    ("exact-on-legacy", {FIFO, UPCALL}, "4.14", False, "hvm", []),
+    ("legacy-4.3-vm-on-4.3", set(), "4.3", False, "hvm", []),
+    ("legacy-4.3-vm-on-legacy-4.14", set(), "4.14", False, "hvm", [(FIFO, WA), (UPCALL, WA)]),
+    ("legacy-4.3-vm-on-controlled-4.14", set(), "4.14", True, "hvm", []),
+    ("fifo-vm-on-4.3", {FIFO}, "4.3", False, "hvm", [(FIFO, NI)]),
+    ("fifo-vm-on-controlled-4.3", {FIFO}, "4.3", True, "hvm", [(FIFO, NI)]),
+    ("upcall-vm-on-4.5", {FIFO, UPCALL}, "4.5", True, "hvm", [(UPCALL, NI)]),
+    ("4.5-vm-on-legacy-4.6", {FIFO}, "4.6", False, "hvm", [(UPCALL, WA)]),
+    ("4.5-pv-vm-on-legacy-4.6", {FIFO}, "4.6", False, "pv", []),  # upcall does not apply to PV
+    ("upcall-on-pv", {UPCALL}, "4.14", True, "pv", [(UPCALL, NA)]),
+    ("both-reasons", {UPCALL}, "4.5", False, "hvm", [(FIFO, WA), (UPCALL, NI)]),
+]
+
+
+@pytest.mark.parametrize(
+    ("features", "release", "control", "kind", "expected"),
+    [case[1:] for case in ADMISSION_CASES],
+    ids=[case[0] for case in ADMISSION_CASES],
+)
+def test_admission(features: set[str], release: str, control: bool, kind: str, expected: list[tuple[str, str]]) -> None:
+    refusals = admission(AbiPolicy(frozenset(features)), release, control, kind)
+    assert [(r.feature, r.kind) for r in refusals] == expected
+    for refusal in refusals:
+        assert refusal.feature in str(refusal) and refusal.to_json()["kind"] == refusal.kind.value
+
+
+def test_admit_raises_with_every_reason_unless_forced() -> None:
+    policy = AbiPolicy(frozenset({UPCALL}))
+    with pytest.raises(AbiIncompatible) as info:
+        admit(policy, "4.5", False, "hvm", host="h1")
+    assert len(info.value.reasons) == 2 and "h1" in str(info.value)
+    assert len(admit(policy, "4.5", False, "hvm", force=True)) == 2
+    assert admit(AbiPolicy(), "4.3", False, "hvm") == ()
+
+
+def test_default_features_is_the_v5_default() -> None:
+    assert default_features("4.14", "hvm") == {FIFO, UPCALL}
+    assert default_features("4.14", "pvh") == {FIFO}
+    assert default_features("4.3", "hvm") == frozenset()

@@ -101,3 +101,103 @@ def demo(as_json: bool, events: int) -> None:
             )
         _console().print(table)
     sys.exit(1 if lost else 0)
+
+
+@main.group()
+def config() -> None:
+    """Domain configurations (xl.cfg)."""
+
+
+@config.command("show")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--release", default="4.14", show_default=True, help="Xen release of the host.")
+@click.option("--no-abi-control", is_flag=True, help="The host cannot hide features (a Xen without the series).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def config_show(file: str, release: str, no_abi_control: bool, as_json: bool) -> None:
+    """Parse FILE and show what it means on a host: policy, create flags, CPUID leaves, hypfs view."""
+    from xenabi.errors import ConfigError, PolicyError, XlCfgError
+    from xenabi.policy import get_release
+    from xenabi.toolstack import DomainConfig
+    from xenabi.toolstack.report import config_report
+
+    try:
+        get_release(release)
+        with open(file, encoding="utf-8", errors="surrogateescape") as stream:
+            text = stream.read()
+        cfg = DomainConfig.from_xl(text, source=file)
+    except (XlCfgError, ConfigError, PolicyError) as exc:
+        if as_json:
+            click.echo(json.dumps({"error": _error_json(exc)}, indent=2))
+        else:
+            click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    report = config_report(cfg, release, not no_abi_control)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_config_report(report)
+    sys.exit(1 if report["refused"] else 0)
+
+
+def _error_json(exc: Exception) -> dict[str, object]:
+    doc: dict[str, object] = {"type": type(exc).__name__, "message": str(exc)}
+    for attr in ("line", "column", "key", "value", "source", "name"):
+        if getattr(exc, attr, None) is not None:
+            doc[attr] = getattr(exc, attr)
+    return doc
+
+
+def _print_config_report(report: dict[str, object]) -> None:
+    console = _console()
+    host = report["host"]
+    assert isinstance(host, dict)
+    kind = "with ABI control" if host["abi_control"] else "without ABI control"
+    cfg = report["config"]
+    assert isinstance(cfg, dict)
+    console.print(f"[bold]{cfg['c_info']['name']}[/bold] ({cfg['c_info']['type']}) on Xen {host['release']} {kind}")
+    requested = report["requested_policy"]
+    assert isinstance(requested, dict)
+    console.print(f"requested features: {', '.join(requested['features']) or '(none)'}")
+    refused = report["refused"]
+    assert isinstance(refused, list)
+    if refused:
+        console.print("[red]refused before anything was created:[/red]")
+        for reason in refused:
+            console.print(f"  - {reason['reason']}")
+        return
+    policy = report["policy"]
+    assert isinstance(policy, dict)
+    table = Table(title="effective policy")
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("features", ", ".join(policy["features"]) or "(none)")
+    for key in ("max_evtchn_port", "max_grant_frames", "max_maptrack_frames"):
+        table.add_row(key, str(policy[key]))
+    flags = report["create_flags"]
+    assert isinstance(flags, dict)
+    table.add_row("create flags", f"{flags['value']} = " + (" | ".join(flags["names"]) or "(none)"))
+    table.add_row("stored config", "pinned" if report["pinned"] else "not pinned (legacy toolstack)")
+    console.print(table)
+    cpuid = Table(title="hypervisor CPUID leaves (vCPU 0)")
+    for column in ("leaf", "eax", "ebx", "ecx", "edx"):
+        cpuid.add_column(column)
+    leaves = report["cpuid"]
+    assert isinstance(leaves, list)
+    for row in leaves:
+        cpuid.add_row(row["leaf"], *row["regs"])
+    console.print(cpuid)
+    nodes = report["hypfs"]
+    assert isinstance(nodes, list)
+    if nodes:
+        hypfs = Table(title="hypfs (as dom0 reads it)")
+        for column in ("path", "type", "value", "writable"):
+            hypfs.add_column(column)
+        for node in nodes:
+            hypfs.add_row(
+                node["path"], node["type"], str(node["value"]), "until first unpause" if node["writable"] else "no"
+            )
+        console.print(hypfs)
+    else:
+        console.print("hypfs: no per-domain abi-features tree on this host")
+    console.print("[bold]stored config[/bold]")
+    console.print(str(report["stored_config"]), markup=False, highlight=False)

@@ -211,7 +211,7 @@ class DomainConfig:
             "guest_type": guest_type,
             "kernel": cfg.get_string("kernel"),
             "ramdisk": cfg.get_string("ramdisk"),
-            "cmdline": cfg.get_string("cmdline") or cfg.get_string("extra"),
+            "cmdline": cfg.get_string("cmdline") if "cmdline" in cfg else cfg.get_string("extra"),
             "abi_features": tuple(entries) if entries is not None else None,
             "pinned_features": frozenset(pinned) if pinned is not None else None,
             "xl_settings": {key: _typed(cfg.settings[key].value) for key in cfg if key not in MODELLED_XL_KEYS},

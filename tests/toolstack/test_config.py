@@ -1,0 +1,211 @@
+"""DomainConfig: xl keys, v5 ``xen_abi_features`` semantics (``spec/abi-control.md`` §1.4-§1.5) and libxl JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xenabi.abi.domctl import GuestType, XEN_DOMCTL_CDF_evtchn_fifo, XEN_DOMCTL_CDF_evtchn_upcall
+from xenabi.errors import ConfigError
+from xenabi.policy import get_release
+from xenabi.toolstack import DomainConfig
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "xl"
+
+
+def xl(body: str, kind: str = "hvm") -> DomainConfig:
+    return DomainConfig.from_xl(f'name = "vm"\ntype = "{kind}"\n{body}\n')
+
+
+def test_hvm_example_fields() -> None:
+    cfg = DomainConfig.from_xl((SHARED / "xlexample.hvm").read_text())
+    assert (cfg.name, cfg.guest_type, cfg.memory_mb, cfg.vcpus) == ("example.hvm", GuestType.HVM, 128, 2)
+    assert cfg.max_event_channels == 1023 and cfg.abi_features is None and cfg.pinned_features is None
+    assert cfg.xl_settings == {"vif": [""], "disk": ["/dev/vg/guest-volume,raw,xvda,rw"], "sdl": 1}
+
+
+def test_pv_example_defaults_to_pv() -> None:
+    cfg = DomainConfig.from_xl((SHARED / "xlexample.pvlinux").read_text())
+    assert cfg.guest_type is GuestType.PV and cfg.kernel == "/boot/vmlinuz" and cfg.cmdline == "root=/dev/xvda1"
+
+
+def test_builder_hvm_means_hvm() -> None:
+    assert DomainConfig.from_xl('name = "x"\nbuilder = "hvm"').guest_type is GuestType.HVM
+
+
+def test_limits_are_read() -> None:
+    cfg = xl("max_event_channels = 4095\nmax_grant_frames = 32\nmax_maptrack_frames = 0x100\nmaxvcpus = 4")
+    assert (cfg.max_event_channels, cfg.max_grant_frames, cfg.max_maptrack_frames) == (4095, 32, 256)
+    create = cfg.create_domain(frozenset(), abi_control=True)
+    assert (create.max_evtchn_port, create.max_grant_frames, create.max_maptrack_frames) == (4095, 32, 256)
+    assert create.max_vcpus == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "line"),
+    [
+        ('type = "hvm"\ntype = "kvm"', "type", 4),
+        ("memory = 0", "memory", 3),
+        ("memory = 'lots'", "memory", 3),
+        ("memory = [1]", "memory", 3),
+        ("vcpus = 2\nmaxvcpus = 1", "maxvcpus", 4),
+        ("memory = 64\nmaxmem = 32", "maxmem", 4),
+        ("max_event_channels = 0", "max_event_channels", 3),
+        ("xen_abi_features = 'evtchn_fifo'", "xen_abi_features", 3),
+    ],
+)
+def test_bad_values_name_key_and_line(body: str, key: str, line: int) -> None:
+    with pytest.raises(ConfigError) as info:
+        xl(body)
+    assert info.value.key == key and info.value.line == line
+
+
+def test_name_is_required() -> None:
+    with pytest.raises(ConfigError) as info:
+        DomainConfig.from_xl("memory = 64")
+    assert info.value.key == "name"
+
+
+# --- v5 semantics -----------------------------------------------------------------------------------------------
+V5_414 = get_release("4.14")
+
+
+@pytest.mark.parametrize(
+    ("kind", "entries", "expected"),
+    [
+        ("hvm", None, {"evtchn_fifo", "evtchn_upcall"}),  # the v5 default: everything that applies
+        ("pv", None, {"evtchn_fifo"}),
+        ("pvh", None, {"evtchn_fifo"}),
+        ("hvm", '[ "all" ]', {"evtchn_fifo", "evtchn_upcall"}),
+        ("pv", '[ "all" ]', {"evtchn_fifo"}),  # all enables only what applies
+        ("hvm", '[ "all", "!evtchn_upcall" ]', {"evtchn_fifo"}),
+        ("hvm", '[ "!evtchn_fifo" ]', {"evtchn_upcall"}),
+        ("hvm", '[ "!evtchn_fifo", "!evtchn_upcall" ]', set()),
+        ("hvm", "[]", {"evtchn_fifo", "evtchn_upcall"}),
+        ("pv", '[ "!evtchn_fifo" ]', set()),
+        ("hvm", '[ "evtchn_fifo", "evtchn_fifo" ]', {"evtchn_fifo", "evtchn_upcall"}),
+    ],
+)
+def test_v5_feature_entries(kind: str, entries: str | None, expected: set[str]) -> None:
+    body = f"xen_abi_features = {entries}" if entries is not None else ""
+    assert xl(body, kind).requested_features(V5_414) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "entries", "bad_entry", "fragment"),
+    [
+        ("hvm", '[ "evtchn_lifo" ]', "evtchn_lifo", "unknown"),
+        ("hvm", '[ "!all" ]', "!all", "unknown"),
+        ("hvm", '[ "evtchn_fifo", "!evtchn_fifo" ]', "!evtchn_fifo", "both enabled and disabled"),
+        ("hvm", '[ "!evtchn_fifo", "evtchn_fifo" ]', "evtchn_fifo", "both enabled and disabled"),
+        ("pv", '[ "evtchn_upcall" ]', "evtchn_upcall", "does not apply to pv"),
+        ("pvh", '[ "evtchn_upcall" ]', "evtchn_upcall", "does not apply to pvh"),
+        ("hvm", '[ "" ]', "", "unknown"),
+    ],
+)
+def test_v5_errors_name_the_entry(kind: str, entries: str, bad_entry: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        xl(f"xen_abi_features = {entries}", kind)
+    assert info.value.key == "xen_abi_features" and info.value.value == bad_entry and info.value.line == 3
+    assert fragment in info.value.message
+
+
+def test_disabling_upcall_on_pv_is_fine() -> None:
+    assert xl('xen_abi_features = [ "!evtchn_upcall" ]', "pv").requested_features(V5_414) == {"evtchn_fifo"}
+
+
+def test_request_on_an_older_release_keeps_what_it_lacks_for_admission_to_name() -> None:
+    cfg = xl('xen_abi_features = [ "evtchn_upcall" ]')
+    assert cfg.requested_features("4.5") == {"evtchn_fifo", "evtchn_upcall"}
+    assert xl("").requested_features("4.3") == set()
+
+
+def test_pool_default_replaces_the_v5_default() -> None:
+    assert xl("").requested_features(V5_414, default=frozenset({"evtchn_fifo"})) == {"evtchn_fifo"}
+    assert xl('xen_abi_features = [ "all" ]').requested_features(V5_414, frozenset()) == {
+        "evtchn_fifo",
+        "evtchn_upcall",
+    }
+
+
+def test_pinned_set_wins_over_everything() -> None:
+    cfg = xl('xen_abi_features_pinned = [ "evtchn_upcall" ]')
+    assert cfg.is_pinned and cfg.requested_features(V5_414) == {"evtchn_upcall"}
+    assert cfg.requested_features("4.3") == {"evtchn_upcall"}  # admission, not the config, decides
+
+
+def test_create_flags_only_for_a_controlled_host() -> None:
+    cfg = xl("")
+    features = frozenset({"evtchn_fifo", "evtchn_upcall"})
+    assert (
+        cfg.create_domain(features, abi_control=True).flags
+        & (XEN_DOMCTL_CDF_evtchn_fifo | XEN_DOMCTL_CDF_evtchn_upcall)
+        == XEN_DOMCTL_CDF_evtchn_fifo | XEN_DOMCTL_CDF_evtchn_upcall
+    )
+    assert cfg.create_domain(features, abi_control=False).flags & XEN_DOMCTL_CDF_evtchn_fifo == 0
+
+
+# --- JSON -------------------------------------------------------------------------------------------------------
+def test_libxl_json_shape() -> None:
+    doc = (
+        xl('xen_abi_features = [ "!evtchn_upcall" ]\nvcpus = 2\nmemory = 64')
+        .pinned(frozenset({"evtchn_fifo"}))
+        .to_json()
+    )
+    assert doc["c_info"] == {"type": "hvm", "name": "vm"}
+    b_info = doc["b_info"]
+    assert (b_info["max_vcpus"], b_info["avail_vcpus"], b_info["target_memkb"]) == (2, [0, 1], 64 * 1024)
+    assert b_info["event_channels"] == 1023 and b_info["type.hvm"] == {}
+    assert b_info["xen_abi_features"] == ["!evtchn_upcall"] and b_info["xen_abi_features_pinned"] == ["evtchn_fifo"]
+
+
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ("{", "<json>"),
+        ("[]", "<json>"),
+        ('{"b_info": {}}', "c_info"),
+        ('{"c_info": {"name": "x"}}', "b_info"),
+        ('{"c_info": {"name": 3}, "b_info": {}}', "c_info.name"),
+        ('{"c_info": {"name": "x", "type": "xen"}, "b_info": {}}', "c_info.type"),
+        ('{"c_info": {"name": "x"}, "b_info": {"event_channels": true}}', "b_info.event_channels"),
+        ('{"c_info": {"name": "x"}, "b_info": {"xen_abi_features_pinned": ["bogus"]}}', "xen_abi_features_pinned"),
+        ('{"c_info": {"name": "x"}, "b_info": {"xen_abi_features": ["bogus"]}}', "xen_abi_features"),
+    ],
+)
+def test_bad_json_names_the_key(doc: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        DomainConfig.from_json(doc)
+    assert info.value.key == key
+
+
+def test_json_ignores_libxl_keys_it_does_not_model() -> None:
+    cfg = DomainConfig.from_json(
+        '{"c_info": {"name": "x", "uuid": "abc"}, "b_info": {"sched_params": {}}, "disks": []}'
+    )
+    assert cfg.name == "x" and cfg.guest_type is GuestType.PV
+
+
+configs = st.builds(
+    DomainConfig,
+    name=st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12),
+    guest_type=st.just(GuestType.HVM),
+    memory_mb=st.integers(1, 4096),
+    vcpus=st.integers(1, 8),
+    max_event_channels=st.integers(1, 131071),
+    max_grant_frames=st.none() | st.integers(1, 64),
+    max_maptrack_frames=st.none() | st.integers(0, 1024),
+    cmdline=st.none() | st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20),
+    abi_features=st.none() | st.sampled_from([(), ("all",), ("!evtchn_upcall",), ("evtchn_fifo", "!evtchn_upcall")]),
+    pinned_features=st.none() | st.sets(st.sampled_from(["evtchn_fifo", "evtchn_upcall"])).map(frozenset),
+    xl_settings=st.dictionaries(st.sampled_from(["vif", "disk", "sdl", "on_crash"]), st.lists(st.text(max_size=5))),
+)
+
+
+@given(configs)
+def test_json_and_xl_round_trip(cfg: DomainConfig) -> None:
+    assert DomainConfig.from_json(cfg.dumps()) == cfg
+    assert DomainConfig.from_xl(cfg.to_xl()) == cfg

@@ -1,0 +1,100 @@
+"""Toolstack.create: admission before creation (decision 8), pinning (decision 5), defaults (decision 6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from xenabi.errors import AbiIncompatible
+from xenabi.hypervisor import Hypervisor
+from xenabi.policy import RefusalKind
+from xenabi.toolstack import DomainConfig, Toolstack
+
+
+def xl(body: str = "", kind: str = "hvm") -> DomainConfig:
+    return DomainConfig.from_xl(f'name = "vm"\ntype = "{kind}"\nmemory = 8\n{body}\n')
+
+
+def test_controlled_host_pins_the_default() -> None:
+    ts = Toolstack(Hypervisor("4.14", abi_control=True))
+    domid = ts.create(xl())
+    stored = ts.config(domid)
+    assert stored.pinned_features == {"evtchn_fifo", "evtchn_upcall"} == ts.hv.domain(domid).policy.features
+    assert "xen_abi_features_pinned" in stored.to_xl()
+
+
+def test_pinned_config_does_not_drift_on_a_newer_host() -> None:
+    old = Toolstack(Hypervisor("4.5", abi_control=True))
+    stored = old.config(old.create(xl()))
+    assert stored.pinned_features == {"evtchn_fifo"}
+    new = Toolstack(Hypervisor("4.14", abi_control=True))
+    domid = new.create(stored)
+    assert new.hv.domain(domid).policy.features == {"evtchn_fifo"}  # the v5 default would add evtchn_upcall
+    assert new.config(domid).pinned_features == {"evtchn_fifo"}
+
+
+def test_legacy_toolstack_pins_nothing() -> None:
+    ts = Toolstack(Hypervisor("4.14", abi_control=False))
+    domid = ts.create(xl())
+    assert ts.config(domid).pinned_features is None
+    assert ts.hv.domain(domid).policy.features == {"evtchn_fifo", "evtchn_upcall"}
+
+
+def test_asking_an_uncontrolled_host_to_hide_is_refused_before_creation() -> None:
+    hv = Hypervisor("4.14", abi_control=False)
+    ts = Toolstack(hv)
+    with pytest.raises(AbiIncompatible) as info:
+        ts.create(xl('xen_abi_features = [ "!evtchn_fifo" ]'))
+    assert [(r.feature, r.kind) for r in info.value.reasons] == [("evtchn_fifo", RefusalKind.WOULD_APPEAR)]
+    assert list(hv.domains) == [0] and ts.configs == {}
+
+
+def test_asking_for_an_unimplemented_feature_is_refused() -> None:
+    hv = Hypervisor("4.5", abi_control=True)
+    with pytest.raises(AbiIncompatible) as info:
+        Toolstack(hv).create(xl('xen_abi_features = [ "evtchn_upcall" ]'))
+    assert [(r.feature, r.kind) for r in info.value.reasons] == [("evtchn_upcall", RefusalKind.NOT_IMPLEMENTED)]
+    assert "Xen 4.5 does not implement" in str(info.value) and list(hv.domains) == [0]
+
+
+def test_pinned_policy_refused_by_an_older_host_lists_every_reason() -> None:
+    stored = xl().pinned(frozenset({"evtchn_fifo", "evtchn_upcall"}))
+    hv = Hypervisor("4.3", abi_control=False)
+    with pytest.raises(AbiIncompatible) as info:
+        Toolstack(hv).create(stored)
+    assert {r.feature for r in info.value.reasons} == {"evtchn_fifo", "evtchn_upcall"}
+
+
+def test_force_overrides_and_records_it() -> None:
+    hv = Hypervisor("4.3", abi_control=False)
+    ts = Toolstack(hv)
+    domid = ts.create(xl().pinned(frozenset({"evtchn_fifo"})), force=True)
+    assert [r.feature for r in ts.overrides[domid]] == ["evtchn_fifo"]
+    assert hv.domain(domid).policy.features == frozenset()
+
+
+def test_pool_default() -> None:
+    ts = Toolstack(Hypervisor("4.14", abi_control=True), default_features=frozenset({"evtchn_fifo"}))
+    assert ts.config(ts.create(xl())).pinned_features == {"evtchn_fifo"}
+
+
+def test_start_unpauses_and_locks_hypfs() -> None:
+    ts = Toolstack(Hypervisor("4.14", abi_control=True))
+    domid = ts.create(xl(), start=True)
+    assert ts.hv.domain(domid).creation_finished
+    assert ts.hv.hypfs.write(0, f"/domain/{domid}/abi-features/evtchn_fifo", b"\0") == -16  # -EBUSY
+
+
+def test_destroy_forgets_the_config() -> None:
+    ts = Toolstack(Hypervisor("4.14", abi_control=True))
+    domid = ts.create(xl())
+    ts.destroy(domid)
+    assert domid not in ts.configs and domid not in ts.hv.domains
+
+
+@pytest.mark.parametrize(
+    ("release", "control", "flags"), [("4.14", True, 1 << 7), ("4.3", True, 0), ("4.14", False, 0)]
+)
+def test_dom0_gets_fifo_where_it_exists_and_never_upcall(release: str, control: bool, flags: int) -> None:
+    hv = Hypervisor(release, abi_control=control)
+    assert hv.domain(0).config.flags == flags
+    assert hv.domain(0).creation_finished  # dom0 runs from boot
