@@ -9,7 +9,10 @@ raises. Exceptions are for the layers above (toolstack, CLI) and for invalid req
     ├── PolicyError                 an unknown release or feature, or a malformed policy document
     ├── XlCfgError                  an xl.cfg that does not parse: line, column and what was expected
     ├── ConfigError                 a config that parses but means nothing valid: the key and the value
-    └── AbiIncompatible             a host refuses a VM's ABI policy (admission, decision 8): every reason
+    ├── AbiIncompatible             a host refuses a VM's ABI policy (admission, decision 8): every reason
+    ├── StreamError                 a save/migration stream a Xen receiver would reject: record, offset, expected
+    ├── MigrationError              a save, restore or migration that did not complete, and where the VM is now
+    └── NotModelled                 a request the model deliberately does not cover (saving a PV domain)
 
 Every exception carries structured fields besides its message, so callers never parse text.
 """
@@ -88,6 +91,48 @@ class AbiIncompatible(XenabiError):
         self.host = host
         head = f"host {host} refuses: " if host else "refused: "
         super().__init__(head + "; ".join(str(r) for r in self.reasons))
+
+
+class StreamError(XenabiError):
+    """A stream that Xen's C receivers would reject, or a write that could not complete.
+
+    ``layer`` is ``xl``, ``libxl`` or ``libxc``; ``record`` names the record (or header) being read; ``offset`` is
+    the byte offset of its start in the whole stream; ``expected`` says what the receiver wanted, when that is
+    one thing.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        layer: str,
+        record: str,
+        offset: int,
+        expected: str | None = None,
+    ) -> None:
+        self.message = message
+        self.layer = layer
+        self.record = record
+        self.offset = offset
+        self.expected = expected
+        want = f" (expected {expected})" if expected else ""
+        super().__init__(f"{layer} {record} at offset {offset}: {message}{want}")
+
+
+class MigrationError(XenabiError):
+    """A save, restore or migration that did not complete. ``source`` says what became of the source domain
+    (``running``: resumed or never stopped; ``paused``: outcome unknown, left for the operator; ``none``: there is
+    no source, as in a restore); ``cause`` is the underlying error, when there is one."""
+
+    def __init__(self, message: str, *, source: str = "running", cause: BaseException | None = None) -> None:
+        self.message = message
+        self.source = source
+        self.cause = cause
+        super().__init__(message)
+
+
+class NotModelled(XenabiError):
+    """A request outside what the model covers, refused before anything changes."""
 
 
 def _errno_name(errno: int) -> str:

@@ -226,3 +226,10 @@ def admit(
 def default_features(release: str | Release, guest_type: GuestType | str) -> frozenset[str]:
     """Decision 6, the v5 default for a brand-new VM: every feature the release implements that applies."""
     return get_release(release).applicable_features(GuestType(guest_type))
+
+
+def features_of_version(version: tuple[int, int], guest_type: GuestType | str) -> frozenset[str]:
+    """Decision 7: the policy a stream from Xen ``version`` carries when its config pins none: what that release
+    implements that applies to the guest type. Works for releases outside the table (4.15 and later: all)."""
+    kind = GuestType(guest_type)
+    return frozenset(row.name for row in REGISTRY if tuple(version) >= row.since and row.applies_to(kind))

@@ -1,7 +1,8 @@
-"""HVMOP_* numbers and the argument of HVMOP_set_evtchn_upcall_vector (``xen/include/public/hvm/hvm_op.h``).
+"""HVMOP_* numbers, HVM params and their argument structs (``xen/include/public/hvm/{hvm_op,params}.h``).
 
-Only the sub-op the ABI feature registry gates is modelled (``spec/abi-control.md`` §1.3); every other HVMOP
-answers -ENOSYS, as ``do_hvm_op``'s default case does.
+Modelled: the sub-op the ABI feature registry gates (``spec/abi-control.md`` §1.3) and HVMOP_get_param, through
+which a guest finds the xenstore and console rings and ports the toolstack gave it (``spec/evtchn.md`` §7). Every
+other HVMOP answers -ENOSYS, as ``do_hvm_op``'s default case does.
 """
 
 from __future__ import annotations
@@ -11,6 +12,13 @@ from xenabi.abi.cstruct import CStruct, cstruct
 HVMOP_set_param = 0
 HVMOP_get_param = 1
 HVMOP_set_evtchn_upcall_vector = 23
+
+# HVM params (xen/include/public/hvm/params.h, Xen 4.14)
+HVM_PARAM_STORE_PFN = 1
+HVM_PARAM_STORE_EVTCHN = 2
+HVM_PARAM_CONSOLE_PFN = 17
+HVM_PARAM_CONSOLE_EVTCHN = 18
+HVM_NR_PARAMS = 39
 
 # Vectors below 0x10 are exceptions and reserved ranges: hvmop_set_evtchn_upcall_vector refuses them.
 HVM_UPCALL_VECTOR_MIN = 0x10
@@ -23,3 +31,12 @@ class EvtchnUpcallVector(CStruct):
     vcpu: int = 0
     vector: int = 0
     _pad: bytes = bytes(3)
+
+
+@cstruct("H2xIQ", out=("value",))
+class HvmParam(CStruct):
+    """``struct xen_hvm_param {domid_t domid; uint32 index; uint64 value;}`` (16 bytes)."""
+
+    domid: int = 0
+    index: int = 0
+    value: int = 0

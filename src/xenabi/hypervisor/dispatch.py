@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from xenabi.abi import errno
 from xenabi.abi import evtchn as abi_evtchn
 from xenabi.abi.cstruct import CStruct
-from xenabi.abi.hvm import EvtchnUpcallVector
 from xenabi.abi.hypfs import HypfsOpArgs
 from xenabi.abi.xen import (
     HYPERVISOR_event_channel_op,
@@ -118,6 +117,6 @@ DISPATCH.declare(HYPERVISOR_event_channel_op_compat, unknown_rc=-errno.ENOSYS)
 for _cmd, _handler in (evtchn.SUBOPS | evtchn_fifo.SUBOPS).items():
     DISPATCH.register(HYPERVISOR_event_channel_op, _cmd, abi_evtchn.ARG_STRUCTS[_cmd], _handler)
 for _cmd, _handler in hvm.SUBOPS.items():
-    DISPATCH.register(HYPERVISOR_hvm_op, _cmd, EvtchnUpcallVector, _handler, hvm.PRECHECKS.get(_cmd))
+    DISPATCH.register(HYPERVISOR_hvm_op, _cmd, hvm.ARG_STRUCTS[_cmd], _handler, hvm.PRECHECKS.get(_cmd))
 DISPATCH.register(HYPERVISOR_event_channel_op_compat, COMPAT_CMD, abi_evtchn.CompatEvtchnOp, event_channel_op_compat)
 DISPATCH.register_hypercall(HYPERVISOR_hypfs_op, HypfsOpArgs, hypfs.hypfs_op, hypfs.hypfs_precheck)

@@ -196,6 +196,13 @@ class Domain:
         self.nr_pirqs = nr_pirqs
         self.pirq_to_port: dict[int, int] = {}
         self.permitted_pirqs: set[int] | None = None if privileged else set()  # None: every pirq
+        # What the toolstack hands the guest (spec/evtchn.md §7): HVM params for HVM containers, and for PV the
+        # start_info fields, which the model keeps in the same table under the HVM param numbers.
+        self.hvm_params: dict[int, int] = {}
+        # State saved and restored as opaque blobs (spec/streams.md §3): X86_TSC_INFO and the device model's.
+        self.tsc_info: tuple[int, int, int, int] | None = None  # mode, khz, nsec, incarnation
+        self.emulator_context: bytes | None = None
+        self.emulator_xenstore: dict[str, str] = {}
 
     # --- 2-level layout --------------------------------------------------------------------------------
     def set_word_bits(self, bits: int) -> None:

@@ -10,9 +10,22 @@ restores cannot drift. A toolstack on a host without ABI control is a legacy too
 
 from __future__ import annotations
 
+import os
+from typing import BinaryIO
+
+from xenabi.abi import errno
+from xenabi.abi import evtchn as E
+from xenabi.abi.hvm import (
+    HVM_PARAM_CONSOLE_EVTCHN,
+    HVM_PARAM_CONSOLE_PFN,
+    HVM_PARAM_STORE_EVTCHN,
+    HVM_PARAM_STORE_PFN,
+)
+from xenabi.abi.xen import HYPERVISOR_event_channel_op
 from xenabi.errors import XenError
 from xenabi.hypervisor import Hypervisor
-from xenabi.policy import AbiPolicy, Refusal, admit
+from xenabi.policy import AbiPolicy, Refusal, admission, admit
+from xenabi.toolstack import saverestore
 from xenabi.toolstack.config import DomainConfig
 
 
@@ -35,8 +48,6 @@ class Toolstack:
         return cfg.policy(cfg.requested_features(self.hv.release, self.default_features))
 
     def admission(self, cfg: DomainConfig) -> tuple[Refusal, ...]:
-        from xenabi.policy import admission
-
         return admission(self.effective_policy(cfg), self.hv.release, self.hv.abi_control, cfg.guest_type)
 
     def create(self, cfg: DomainConfig, *, force: bool = False, start: bool = False) -> int:
@@ -52,6 +63,7 @@ class Toolstack:
             )
         create = cfg.create_domain(features, abi_control=self.hv.abi_control)
         domid = self.hv.create_domain(create, memory_mb=cfg.max_memory_mb or cfg.memory_mb)
+        self.build_pre(domid)
         self.configs[domid] = cfg.pinned(self.hv.domain(domid).policy.features) if self.pins else cfg
         if overridden:
             self.overrides[domid] = overridden
@@ -59,11 +71,48 @@ class Toolstack:
             self.hv.unpause(domid)
         return domid
 
+    def build_pre(self, domid: int) -> None:
+        """``libxl__build_pre``: fresh xenstore and console ports (remote end dom0) and their rings, handed to the
+        guest through HVM params (for PV, the model keeps the start_info fields in the same table)."""
+        d = self.hv.domain(domid)
+        for port_param, pfn_param, default_pfn in (
+            (HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN, d.nr_pages - 2),
+            (HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, d.nr_pages - 1),
+        ):
+            arg = E.AllocUnbound(dom=domid, remote_dom=0)
+            rc = self.hv.hypercall(0, HYPERVISOR_event_channel_op, E.EVTCHNOP_alloc_unbound, arg)
+            if rc:
+                raise XenError(-rc, f"cannot allocate a toolstack port in d{domid}")
+            d.hvm_params[port_param] = arg.port
+            d.hvm_params.setdefault(pfn_param, default_pfn)
+
+    # --- save, restore, migrate (saverestore.py) --------------------------------------------------------------
+    def save(self, domid: int, target: str | os.PathLike[str] | BinaryIO) -> None:
+        """Write an xl save file; the domain is destroyed. On failure it is resumed (MigrationError)."""
+        saverestore.save(self, domid, target)
+
+    def restore(self, source: str | os.PathLike[str] | BinaryIO, *, force: bool = False, paused: bool = False) -> int:
+        """Restore a save file or stream; admission first (AbiIncompatible lists every reason), nothing is left
+        behind on failure."""
+        if isinstance(source, str | os.PathLike):
+            with open(source, "rb") as stream:
+                return saverestore.restore(self, stream, force=force, paused=paused)
+        return saverestore.restore(self, source, force=force, paused=paused)
+
+    def migrate(self, domid: int, dest: Toolstack | str, *, force: bool = False, timeout: float = 30.0) -> int:
+        """Move a domain to another toolstack (in-process) or to a ``host:port`` running ``xenabi host serve``;
+        returns its domid there. The source is resumed if anything fails before the destination holds it."""
+        if isinstance(dest, Toolstack):
+            return saverestore.migrate_local(self, domid, dest, force=force)
+        from xenabi.toolstack.transport import migrate_tcp
+
+        return migrate_tcp(self, domid, dest, force=force, timeout=timeout)
+
     def config(self, domid: int) -> DomainConfig:
         try:
             return self.configs[domid]
         except KeyError:
-            raise XenError(2, f"this toolstack did not create domain {domid}", field="domid") from None
+            raise XenError(errno.ESRCH, f"this toolstack did not create domain {domid}", field="domid") from None
 
     def destroy(self, domid: int) -> None:
         self.hv.destroy_domain(domid)

@@ -1,0 +1,196 @@
+"""Save, restore and in-process migration (``DESIGN.md`` decisions 7-9; ``spec/streams.md``; ``spec/evtchn.md`` §7).
+
+Save: the domain is paused, its stream written (to a temporary file renamed into place, so a failed save leaves no
+partial file), then destroyed; if writing fails the domain is unpaused and nothing is lost. PV domains are refused
+(PV save is not modelled).
+
+Restore: the stream is read until its static data is complete; then the policy on arrival is decided: the
+config's pinned policy, or else the legacy policy of the source release named in the libxc domain header (decision
+7). Admission (decision 8) runs before anything is created; only then is the domain created, with exactly that
+policy, and the pages read straight into its memory. Any failure after that destroys the new domain, so a refused
+or broken stream leaves nothing behind. Event channel state is not carried: the new domain starts in 2-level mode,
+and the toolstack gives it fresh xenstore and console ports through HVM params, as ``libxl__build_pre`` does.
+
+Migration (in-process): the source is paused, its stream restored on the destination (paused); only when the
+destination holds the domain is the source destroyed and the copy unpaused (if the source was running). If the
+destination refuses or fails, the source is resumed. Pre-copy rounds are not modelled: the transfer is a stop-and-copy.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from xenabi.abi.domctl import GuestType
+from xenabi.errors import AbiIncompatible, MigrationError, NotModelled, StreamError
+from xenabi.hypervisor.domain import XEN_PAGES, Domain, Lifecycle
+from xenabi.policy import Refusal, admit, features_of_version
+from xenabi.toolstack.streams.framing import VectorOutput
+from xenabi.toolstack.streams.reader import Log, PageTarget, StreamInfo, StreamReader
+from xenabi.toolstack.streams.writer import write_stream
+
+if TYPE_CHECKING:
+    from xenabi.toolstack.toolstack import Toolstack
+
+PAGE_SIZE = 4096
+
+
+def config_json(ts: Toolstack, domid: int) -> bytes:
+    return json.dumps(ts.config(domid).to_json(), separators=(",", ":")).encode()
+
+
+def check_saveable(d: Domain) -> None:
+    if d.guest_type is GuestType.PV:
+        raise NotModelled(
+            f"d{d.domid} is a PV domain: saving and migrating PV domains is not modelled (HVM and PVH are)"
+        )
+
+
+def write_domain(
+    ts: Toolstack, domid: int, out: VectorOutput, static_data_done: Callable[[], None] | None = None
+) -> None:
+    d = ts.hv.domain(domid)
+    write_stream(out, d, config_json(ts, domid), ts.hv.release.version, static_data_done=static_data_done)
+
+
+def save(ts: Toolstack, domid: int, target: str | os.PathLike[str] | BinaryIO) -> None:
+    d = ts.hv.domain(domid)
+    ts.config(domid)
+    check_saveable(d)
+    ts.hv.pause(domid)
+    tmp: Path | None = None
+    try:
+        if isinstance(target, str | os.PathLike):
+            path = Path(target)
+            tmp = path.with_name(f".{path.name}.xenabi-partial")
+            with open(tmp, "wb") as stream:
+                write_domain(ts, domid, VectorOutput(stream))
+            os.replace(tmp, path)
+            tmp = None
+        else:
+            write_domain(ts, domid, VectorOutput(target))
+            target.flush()
+    except BaseException as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        ts.hv.unpause(domid)
+        raise MigrationError(f"saving d{domid} failed ({exc}); the domain was resumed", cause=exc) from exc
+    ts.destroy(domid)
+
+
+def _page_target(d: Domain) -> PageTarget:
+    memory = memoryview(d.memory)
+    xen_pages = set(XEN_PAGES)
+
+    def target(pfn: int, count: int) -> memoryview:
+        if pfn + count > d.nr_pages:
+            raise ValueError(f"pfns {pfn:#x}-{pfn + count - 1:#x} lie beyond the domain's {d.nr_pages} pages")
+        clash = xen_pages.intersection(range(pfn, pfn + count))
+        if clash:
+            raise ValueError(f"pfn {min(clash):#x} is one of Xen's pages (shared_info, vcpu_info), not guest RAM")
+        return memory[pfn * PAGE_SIZE : (pfn + count) * PAGE_SIZE]
+
+    return target
+
+
+def arrival_features(info: StreamInfo, offset: int) -> frozenset[str]:
+    """Decision 7: the pinned policy, or the legacy policy of the source release."""
+    cfg = info.config
+    assert cfg is not None
+    if cfg.pinned_features is not None:
+        return cfg.pinned_features
+    if info.xen_version[0] == 0:
+        raise StreamError(
+            "a legacy-converted stream does not say which Xen wrote it, so its ABI policy cannot be inferred; "
+            "restore it with a config that pins xen_abi_features",
+            layer="libxc",
+            record="domain header",
+            offset=offset,
+        )
+    return features_of_version(info.xen_version, cfg.guest_type)
+
+
+def restore(
+    ts: Toolstack,
+    source: BinaryIO,
+    *,
+    force: bool = False,
+    paused: bool = False,
+    admitted: Callable[[int], None] | None = None,
+    log: Log | None = None,
+) -> int:
+    """Restore one stream into ``ts``'s host; returns the new domid. ``admitted(domid)`` runs once the domain is
+    created (a migration receiver tells the sender to go on)."""
+    hv = ts.hv
+    created: list[int] = []
+    overridden: tuple[Refusal, ...] = ()
+
+    def begin(info: StreamInfo) -> PageTarget:
+        nonlocal overridden
+        cfg = info.config
+        if cfg is None:
+            raise StreamError("no domain config: a restore needs the xl header", layer="xl", record="header", offset=0)
+        features = arrival_features(info, 0)
+        policy = cfg.policy(features)
+        overridden = admit(policy, hv.release, hv.abi_control, cfg.guest_type, host=ts.name, force=force)
+        if overridden:
+            features = features & hv.release.applicable_features(cfg.guest_type)
+        create = cfg.create_domain(features, abi_control=hv.abi_control)
+        domid = hv.create_domain(create, memory_mb=cfg.max_memory_mb or cfg.memory_mb)
+        created.append(domid)
+        if admitted is not None:
+            admitted(domid)
+        return _page_target(hv.domain(domid))
+
+    try:
+        info = StreamReader(source, begin=begin, log=log).read()
+        assert info.config is not None and created
+        domid = created[0]
+        d = hv.domain(domid)
+        d.tsc_info = info.tsc_info
+        d.hvm_params.update(info.hvm_params)
+        d.emulator_context = info.emulator_context
+        d.emulator_xenstore = dict(info.emulator_xenstore)
+        ts.build_pre(domid)
+        cfg = info.config
+        ts.configs[domid] = cfg.pinned(d.policy.features) if ts.pins else cfg
+        if overridden:
+            ts.overrides[domid] = overridden
+        if not paused:
+            hv.unpause(domid)
+        return domid
+    except BaseException:
+        for domid in created:
+            if domid in hv.domains:
+                hv.destroy_domain(domid)
+            ts.configs.pop(domid, None)
+        raise
+
+
+def migrate_local(ts: Toolstack, domid: int, dest: Toolstack, *, force: bool = False) -> int:
+    d = ts.hv.domain(domid)
+    ts.config(domid)
+    check_saveable(d)
+    was_running = d.lifecycle is Lifecycle.RUNNING
+    ts.hv.pause(domid)
+    try:
+        buffer = io.BytesIO()
+        write_domain(ts, domid, VectorOutput(buffer))
+        buffer.seek(0)
+        new = dest.restore(buffer, force=force, paused=True)
+    except AbiIncompatible:
+        ts.hv.unpause(domid)
+        raise
+    except BaseException as exc:
+        ts.hv.unpause(domid)
+        raise MigrationError(
+            f"migrating d{domid} to {dest.name} failed ({exc}); the source was resumed", cause=exc
+        ) from exc
+    if was_running:
+        dest.hv.unpause(new)
+    ts.destroy(domid)
+    return new
