@@ -201,3 +201,6 @@ def _print_config_report(report: dict[str, object]) -> None:
         console.print("hypfs: no per-domain abi-features tree on this host")
     console.print("[bold]stored config[/bold]")
     console.print(str(report["stored_config"]), markup=False, highlight=False)
+
+
+from xenabi import cli_streams  # noqa: E402,F401  (registers the stream commands)

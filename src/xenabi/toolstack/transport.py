@@ -42,7 +42,7 @@ MAX_LINE = 1 << 16
 
 def parse_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port (to listen on)
         raise ValueError(f"{address!r} is not HOST:PORT")
     return host or "127.0.0.1", int(port)
 
@@ -67,8 +67,7 @@ def migrate_tcp(ts: Toolstack, domid: int, address: str, *, force: bool = False,
         sock = socket.create_connection(parse_address(address), timeout=timeout)
     except (OSError, ValueError) as exc:
         raise MigrationError(f"cannot reach {address}: {exc}; the source was not touched", cause=exc) from exc
-    with sock:
-        replies = sock.makefile("rb")
+    with sock, sock.makefile("rb") as replies:
         was_running = d.lifecycle is Lifecycle.RUNNING
         paused = False
         try:
@@ -155,18 +154,15 @@ class MigrationReceiver:
                 return
 
     def handle(self, conn: socket.socket, peer: str) -> Received:
-        with conn:
-            conn.settimeout(self.timeout)
-            stream = conn.makefile("rb")
-            created: list[int] = []
+        conn.settimeout(self.timeout)
+        with conn, conn.makefile("rb") as stream:
             try:
                 conn.sendall(BANNER + b"\n")
                 mode = _readline(stream, "the sender's mode")
                 if mode not in (b"MODE strict", b"MODE force"):
                     raise ConnectionError(f"unexpected {mode!r}")
 
-                def admitted(domid: int) -> None:
-                    created.append(domid)
+                def admitted(_domid: int) -> None:
                     conn.sendall(b"ADMIT\n")
 
                 domid = saverestore.restore(

@@ -380,6 +380,7 @@ class StreamReader:
                 raise self.error("libxc", name, offset + 16 + 8 * i, f"invalid page type {ptype:#x}")
             if libxc.page_type_has_data(ptype):
                 with_data.append(entry & libxc.PFN_MASK)
+        self.log(f"libxc record: PAGE_DATA, length {length}, {count} pfns from {entries[0] & libxc.PFN_MASK:#x}")
         expected = 8 + 8 * count + libxc.PAGE_SIZE * len(with_data)
         if length != expected:
             raise self.error("libxc", name, offset, f"length {length}", f"{expected} for {len(with_data)} pages")

@@ -1,0 +1,5 @@
+"""``python -m xenabi``: the ``xenabi`` command."""
+
+from xenabi.cli import main
+
+main()
