@@ -1,4 +1,4 @@
-"""The ``xenabi`` command: features, demo and --version, with their JSON forms."""
+"""The ``xenabi`` command: features, demo, config show and --version, with their JSON forms."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from click.testing import CliRunner
 
 from xenabi import __version__
 from xenabi.cli import main
-from xenabi.policy import legacy_policy
-from xenabi.scenarios import abi_probe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "xl"
 
@@ -32,22 +30,26 @@ def test_features_table() -> None:
     assert result.exit_code == 0 and "XEN_DOMCTL_CDF_evtchn_fifo" in result.output
 
 
-def test_demo_json_shows_control_reproducing_xen_4_3() -> None:
-    result = CliRunner().invoke(main, ["demo", "--json", "--events", "20"])
+def test_demo_json_every_scenario_on_both_host_kinds() -> None:
+    result = CliRunner().invoke(main, ["demo", "--json", "--rounds", "5"])
+    assert result.exit_code == 0, result.output
+    rows = {(r["scenario"], r["host"]): r for r in json.loads(result.output)}
+    assert len(rows) == 10
+    assert rows[("hibernate-across-upgrade", "uncontrolled")]["outcome"] == "hung"
+    assert rows[("migrate-down", "uncontrolled")]["outcome"] == "crashed"
+    assert all(r["outcome"] in ("fine", "refused") for (_, host), r in rows.items() if host == "controlled")
+
+
+def test_demo_table_and_one_scenario() -> None:
+    result = CliRunner().invoke(main, ["demo", "--scenario", "migrate-down", "--rounds", "3", "-v"])
     assert result.exit_code == 0
-    rows = {(r["release"], r["abi_control"], r["policy"]): r for r in json.loads(result.output)}
-    assert rows[("4.3", False, "everything implemented")]["abi"] == "2l"
-    assert rows[("4.14", False, "everything implemented")]["same_as_xen_4_3"] is False
-    pinned = rows[("4.14", True, "pinned: none")]
-    assert pinned["same_as_xen_4_3"] is True and pinned["init_control"] == "-ENOSYS"
-    assert all(r["handled"] == r["sent"] == 20 for r in rows.values())
+    assert "crashed" in result.output and "refused" in result.output and "every controlled run is safe" in result.output
+    assert "migrate-up" not in result.output
 
 
-def test_probe_is_computed_by_the_model() -> None:
-    fifo = abi_probe("4.14", True, events=5)
-    assert (fifo.abi, fifo.init_control, fifo.upcall_vector, fifo.upcall_via) == ("fifo", "0", "0", "vector")
-    legacy = abi_probe("4.14", True, legacy_policy("4.3"), events=5)
-    assert (legacy.abi, legacy.upcall_via, legacy.handled) == ("2l", "callback", 5)
+def test_demo_unknown_scenario() -> None:
+    result = CliRunner().invoke(main, ["demo", "--scenario", "nope"])
+    assert result.exit_code == 2 and "unknown scenario" in result.output
 
 
 HVM_EXAMPLE = str(SHARED / "xlexample.hvm")

@@ -1,117 +1,302 @@
-"""Scenarios run on the model, ungated and controlled; the CLI's ``demo`` and the tests use them.
+"""The scenarios that motivated ABI control, run end to end on the model (``spec/abi-control.md`` §1.2, §1.6, §1.7,
+§4; the seed). ``xenabi demo`` and the tests run them.
 
-``abi_probe``: a Linux-like guest boots on a host (FIFO first, 2-level on any negative result, as
-``xen_init_IRQ`` does; ``spec/evtchn.md`` §5.8), tries the per-vCPU upcall vector, binds a channel to a dom0
-backend and handles every event the backend sends, through guest memory. Its fingerprint is what the registry's
-operations answered. Comparing fingerprints shows what ABI control is for: a controlled 4.14 host can give a VM
-exactly the environment Xen 4.3 gave it (``DESIGN.md`` decisions 2 and 7).
+Each scenario runs twice. *Uncontrolled*: every hypervisor lacks ABI control and every toolstack predates it (no
+pinning, no admission), which is the world the series was written for. *Controlled*: the upgraded or newer hosts
+have ABI control and every toolstack is xenabi's (it pins where it can and admits before creating). Xen 4.3 hosts
+never have ABI control. VMs are created from xl.cfg text, moved with the real stream formats, and run the Linux-like
+kernel of :mod:`xenabi.guest.linux`; dom0 backends and timer and IPI traffic send a known number of events, and the
+kernel counts what it handles. Nothing in a scenario decides an outcome: it is read off the run.
+
+1. ``hibernate-across-upgrade``: booted on 4.3, hibernated, the host upgraded in place to 4.14, booted again.
+2. ``migrate-up``: running on 4.3, live-migrated to 4.14 (fingerprint compared), then hibernated and booted there.
+3. ``migrate-down``: a FIFO guest on 4.14 migrated to 4.3.
+4. ``no-fifo-kernel`` and ``fifo-events-0``: scenario 2 with a kernel built without FIFO support and with
+   ``xen.fifo_events=0``; nothing goes wrong either way, and control must not raise a false alarm.
+
+Outcome, worst first: ``crashed`` (the kernel BUG()ed), ``hung`` (events sent to bound ports were never handled),
+``refused`` (a host refused the VM before creating anything; it kept running where it was), ``fine``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from xenabi.abi import evtchn as E
-from xenabi.abi.domctl import CreateDomain
-from xenabi.abi.errno import errno_name
-from xenabi.abi.features import REGISTRY
-from xenabi.abi.hvm import EvtchnUpcallVector, HVMOP_set_evtchn_upcall_vector
-from xenabi.abi.xen import HYPERVISOR_event_channel_op, HYPERVISOR_hvm_op
-from xenabi.guest.evtchn_2l import TwoLevelGuest
-from xenabi.guest.evtchn_fifo import FifoGuest
+from xenabi.abi.xen import VIRQ_TIMER
+from xenabi.errors import AbiIncompatible, MigrationError
+from xenabi.guest.backends import Backend
+from xenabi.guest.linux import Fingerprint, LinuxKernel
 from xenabi.hypervisor import Hypervisor
-from xenabi.policy import AbiPolicy, legacy_policy
+from xenabi.toolstack import DomainConfig, Toolstack
 
-LINUX_UPCALL_VECTOR = 0xF3  # HYPERVISOR_CALLBACK_VECTOR
+HOST_KINDS = ("uncontrolled", "controlled")
+OUTCOME_ORDER = ("crashed", "hung", "refused", "fine")
+SAFE_OUTCOMES = frozenset({"fine", "refused"})
+
+
+def vm_config(name: str) -> str:
+    return f'name = "{name}"\ntype = "hvm"\nmemory = 16\nvcpus = 2\nvif = [ "" ]\n'
+
+
+@dataclass
+class ScenarioResult:
+    scenario: str
+    host: str
+    kernel: str
+    sent: int
+    handled: int
+    lost: int
+    fingerprint_before: Fingerprint
+    fingerprint_after: Fingerprint
+    fingerprint_changed: bool
+    outcome: str
+    detail: str
+    steps: list[str] = field(default_factory=list)
+
+    @property
+    def safe(self) -> bool:
+        return self.outcome in SAFE_OUTCOMES
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "host": self.host,
+            "kernel": self.kernel,
+            "sent": self.sent,
+            "handled": self.handled,
+            "lost": self.lost,
+            "fingerprint_before": self.fingerprint_before.to_json(),
+            "fingerprint_after": self.fingerprint_after.to_json(),
+            "fingerprint_changed": self.fingerprint_changed,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "steps": self.steps,
+        }
+
+
+class Run:
+    """One scenario on one kind of host: the VM, its kernel, its backends, and what was sent."""
+
+    def __init__(self, name: str, controlled: bool, workdir: Path, *, rounds: int, **kernel: bool) -> None:
+        self.name = name
+        self.controlled = controlled
+        self.workdir = workdir
+        self.rounds = rounds
+        self.kernel_options = kernel
+        self.steps: list[str] = []
+        self.sent: Counter[str] = Counter()
+        self.ts: Toolstack | None = None
+        self.domid: int | None = None
+        self.kernel: LinuxKernel | None = None
+        self.backends: list[Backend] = []
+        self.refusals: list[str] = []
+        self.crashes: list[str] = []
+
+    # --- hosts ------------------------------------------------------------------------------------------------
+    def host(self, release: str, *, new: bool) -> Toolstack:
+        """A host of ``release``; ``new`` hosts have ABI control in the controlled run."""
+        hv = Hypervisor(release, abi_control=self.controlled and new)
+        return Toolstack(hv, legacy=not self.controlled, state_dir=self.workdir / f"{release}-{id(hv)}")
+
+    def log(self, text: str) -> None:
+        self.steps.append(text)
+
+    # --- the VM -------------------------------------------------------------------------------------------------
+    def create(self, ts: Toolstack) -> None:
+        self.ts = ts
+        self.domid = ts.create(DomainConfig.from_xl(vm_config(self.name)), start=True)
+        self.boot(disk=None)
+        self.log(f"created on {ts.name}: {self._abi()}")
+
+    def boot(self, disk: Path | None) -> None:
+        assert self.ts is not None and self.domid is not None
+        self.kernel = LinuxKernel.boot(self.ts.hv, self.domid, disk=disk, **self.kernel_options)
+        self._after_kernel_change()
+
+    def _abi(self) -> str:
+        assert self.kernel is not None and self.ts is not None and self.domid is not None
+        d = self.ts.hv.domain(self.domid)
+        return f"kernel uses {self.kernel.state.abi}, Xen delivers {d.evtchn_abi}"
+
+    def _after_kernel_change(self) -> None:
+        """Connect backends to the kernel's channels, or clean up a crashed domain (on_crash = destroy)."""
+        assert self.kernel is not None and self.ts is not None and self.domid is not None
+        for backend in self.backends:
+            backend.close()
+        self.backends = []
+        if self.kernel.state.phase == "crashed":
+            self.crashes.append(self.kernel.state.crash)
+            self.log(f"crashed on {self.ts.name}: {self.kernel.state.crash}")
+            self.ts.destroy(self.domid)
+            return
+        for name, port in sorted(self.kernel.channels().items()):
+            self.backends.append(Backend.connect(self.ts.hv, name, self.domid, port))
+
+    @property
+    def alive(self) -> bool:
+        return self.kernel is not None and self.kernel.running
+
+    def exercise(self) -> None:
+        """``rounds`` of: every backend notifies, every vCPU's timer fires, every vCPU gets an IPI; then each vCPU
+        takes its upcall."""
+        if not self.alive:
+            return
+        assert self.kernel is not None and self.ts is not None and self.domid is not None
+        hv, kernel = self.ts.hv, self.kernel
+        vcpus = range(kernel.state.vcpus)
+        for _ in range(self.rounds):
+            for backend in self.backends:
+                if backend.notify():
+                    self.sent[backend.name] += 1
+            for vcpu in vcpus:
+                if hv.send_virq(self.domid, VIRQ_TIMER, vcpu):
+                    self.sent[f"timer{vcpu}"] += 1
+                if kernel.send_ipi(vcpu):
+                    self.sent[f"resched{vcpu}"] += 1
+            for vcpu in vcpus:
+                kernel.run(vcpu)
+        self.log(f"exercised on {self.ts.name}: {self.handled} of {sum(self.sent.values())} events handled so far")
+
+    @property
+    def handled(self) -> int:
+        if self.kernel is None:
+            return 0
+        return sum(self.kernel.state.handled.get(name, 0) for name in self.sent)
+
+    def migrate(self, dest: Toolstack) -> None:
+        assert self.kernel is not None and self.ts is not None and self.domid is not None
+        if not self.alive:
+            return
+        self.kernel.suspend()
+        try:
+            new = self.ts.migrate(self.domid, dest)
+        except (AbiIncompatible, MigrationError) as exc:
+            self.kernel.state.phase = "running"  # the suspend was cancelled: carry on in the same domain
+            self.kernel.run(0)
+            self.refusals.append(str(exc))
+            self.log(f"migration to {dest.name} refused; still running on {self.ts.name}: {exc}")
+            return
+        self.ts, self.domid = dest, new
+        self.kernel = LinuxKernel.attach(dest.hv, new)
+        self.kernel.resume()
+        if self.kernel.state.phase == "running":
+            self.log(f"migrated to {dest.name}: {self._abi()}")
+        self._after_kernel_change()
+
+    def hibernate(self) -> Path:
+        assert self.kernel is not None and self.ts is not None and self.domid is not None
+        disk = self.ts.disk_path(self.name)
+        self.kernel.hibernate(disk)
+        self.ts.shutdown(self.domid)
+        self.log(f"hibernated to its disk on {self.ts.name} and powered off")
+        return disk
+
+    def start_again(self, disk: Path) -> None:
+        assert self.ts is not None
+        self.domid = self.ts.start(self.name)
+        self.boot(disk=disk)
+        if self.alive:
+            self.log(f"booted again on {self.ts.name} and resumed the image: {self._abi()}")
+
+    # --- the verdict ----------------------------------------------------------------------------------------------
+    def result(self, scenario: str, kernel_label: str) -> ScenarioResult:
+        kernel = self.kernel
+        assert kernel is not None
+        prints = [Fingerprint.from_json(fp) for _label, fp in kernel.state.fingerprints]
+        sent, handled = sum(self.sent.values()), self.handled
+        lost = sent - handled
+        if self.crashes:
+            outcome, detail = "crashed", self.crashes[-1]
+        elif lost:
+            outcome = "hung"
+            detail = f"{lost} of {sent} events never handled"
+            if self.ts is not None and self.domid in self.ts.hv.domains:
+                detail += f"; {self._abi()}"
+        elif self.refusals:
+            outcome, detail = "refused", self.refusals[-1]
+        else:
+            outcome, detail = "fine", f"all {sent} events handled ({kernel.state.abi})"
+        return ScenarioResult(
+            scenario=scenario,
+            host="controlled" if self.controlled else "uncontrolled",
+            kernel=kernel_label,
+            sent=sent,
+            handled=handled,
+            lost=lost,
+            fingerprint_before=prints[0],
+            fingerprint_after=prints[-1],
+            fingerprint_changed=any(fp.differs_from(prints[0]) for fp in prints),
+            outcome=outcome,
+            detail=detail,
+            steps=self.steps,
+        )
+
+
+# --- the scenarios ------------------------------------------------------------------------------------------------
+def hibernate_across_upgrade(run: Run) -> None:
+    ts = run.host("4.3", new=False)
+    run.create(ts)
+    run.exercise()
+    disk = run.hibernate()
+    ts.upgrade("4.14", abi_control=run.controlled)
+    run.log(f"host upgraded in place to {ts.name}")
+    run.start_again(disk)
+    run.exercise()
+
+
+def migrate_up(run: Run) -> None:
+    run.create(run.host("4.3", new=False))
+    run.exercise()
+    run.migrate(run.host("4.14", new=True))
+    run.exercise()
+    disk = run.hibernate()
+    run.start_again(disk)
+    run.exercise()
+
+
+def migrate_down(run: Run) -> None:
+    run.create(run.host("4.14", new=True))
+    run.exercise()
+    run.migrate(run.host("4.3", new=False))
+    run.exercise()
 
 
 @dataclass(frozen=True)
-class ProbeResult:
-    host: str
-    release: str
-    abi_control: bool
-    policy: str
-    init_control: str
-    upcall_vector: str
-    abi: str
-    upcall_via: str
-    sent: int
-    handled: int
-
-    @property
-    def fingerprint(self) -> tuple[str, str, str]:
-        return self.init_control, self.upcall_vector, self.abi
-
-    def to_json(self) -> dict[str, object]:
-        return asdict(self) | {"fingerprint": list(self.fingerprint)}
+class Scenario:
+    name: str
+    flow: Callable[[Run], None]
+    kernel: str
+    options: dict[str, bool] = field(default_factory=dict)
+    summary: str = ""
 
 
-def abi_probe(release: str, abi_control: bool, policy: AbiPolicy | None = None, events: int = 200) -> ProbeResult:
-    """Boot an HVM guest on ``release`` and exercise its event channels; ``policy`` only on controlled hosts."""
-    hv = Hypervisor(release, abi_control=abi_control)
-    flags = 0
-    if abi_control:
-        wanted = (
-            policy.features
-            if policy is not None
-            else hv.release.applicable_features(CreateDomain.for_type("hvm").guest_type)
-        )
-        for name in wanted:
-            flags |= REGISTRY[name].cdf_flag
-    domid = hv.create_domain(CreateDomain.for_type("hvm", features=flags), memory_mb=4)
-    hv.unpause(domid)
-
-    fifo = FifoGuest(hv, domid)
-    init_rc = fifo.init_control(0)
-    guest: FifoGuest | TwoLevelGuest = fifo if init_rc == 0 else TwoLevelGuest(hv, domid)
-    if isinstance(guest, TwoLevelGuest):
-        guest.mask_all()
-    vector_rc = hv.hypercall(
-        domid,
-        HYPERVISOR_hvm_op,
-        HVMOP_set_evtchn_upcall_vector,
-        EvtchnUpcallVector(vcpu=0, vector=LINUX_UPCALL_VECTOR),
-    )
-
-    port = E.AllocUnbound(dom=domid, remote_dom=0)
-    assert hv.hypercall(domid, HYPERVISOR_event_channel_op, E.EVTCHNOP_alloc_unbound, port) == 0
-    if isinstance(guest, FifoGuest):
-        assert guest.setup_port(port.port) == 0
-    backend = E.BindInterdomain(remote_dom=domid, remote_port=port.port)
-    assert hv.hypercall(0, HYPERVISOR_event_channel_op, E.EVTCHNOP_bind_interdomain, backend) == 0
-    guest.upcall(0, lambda _port: None)  # the bind's own notification
-    guest.unmask(port.port)
-
-    handled: list[int] = []
-    for _ in range(events):
-        hv.hypercall(0, HYPERVISOR_event_channel_op, E.EVTCHNOP_send, E.Send(backend.local_port))
-        guest.upcall(0, handled.append)
-    vcpu = hv.domain(domid).vcpus[0]
-    kind = "controlled" if abi_control else "uncontrolled"
-    if abi_control:
-        policy_name = "default" if policy is None else "pinned: " + (", ".join(sorted(policy.features)) or "none")
-    else:
-        policy_name = "everything implemented"
-    return ProbeResult(
-        host=f"Xen {release} ({kind})",
-        release=release,
-        abi_control=abi_control,
-        policy=policy_name,
-        init_control=errno_name(init_rc),
-        upcall_vector=errno_name(vector_rc),
-        abi=hv.domain(domid).evtchn_abi,
-        upcall_via=vcpu.upcalls[-1].via.value if vcpu.upcalls else "-",
-        sent=events,
-        handled=sum(1 for p in handled if p == port.port),
-    )
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("hibernate-across-upgrade", hibernate_across_upgrade, "linux",
+             summary="booted and hibernated on 4.3, host upgraded in place to 4.14, booted again"),
+    Scenario("migrate-up", migrate_up, "linux", summary="migrated from 4.3 to 4.14, then hibernated there"),
+    Scenario("migrate-down", migrate_down, "linux", summary="a FIFO guest on 4.14 migrated to 4.3"),
+    Scenario("no-fifo-kernel", migrate_up, "linux without FIFO", {"fifo_support": False},
+             summary="migrate-up with a kernel built without FIFO support"),
+    Scenario("fifo-events-0", migrate_up, "linux xen.fifo_events=0", {"fifo_events": False},
+             summary="migrate-up with xen.fifo_events=0 on the kernel command line"),
+)  # fmt: skip
+SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
 
-def probe_matrix(events: int = 200) -> list[ProbeResult]:
-    """The demo's rows: old and new hosts, ungated and controlled, with the default and a pinned 4.3 policy."""
-    return [
-        abi_probe("4.3", False, events=events),
-        abi_probe("4.14", False, events=events),
-        abi_probe("4.14", True, events=events),
-        abi_probe("4.14", True, legacy_policy("4.3"), events=events),
-        abi_probe("4.14", True, AbiPolicy(frozenset({"evtchn_fifo"})), events=events),
-    ]
+def run_scenario(name: str, controlled: bool, *, rounds: int = 50) -> ScenarioResult:
+    scenario = next((s for s in SCENARIOS if s.name == name), None)
+    if scenario is None:
+        raise KeyError(f"unknown scenario {name!r} (known: {', '.join(SCENARIO_NAMES)})")
+    with tempfile.TemporaryDirectory(prefix="xenabi-scenario-") as workdir:
+        run = Run(scenario.name, controlled, Path(workdir), rounds=rounds, **scenario.options)
+        scenario.flow(run)
+        return run.result(scenario.name, scenario.kernel)
+
+
+def run_all(names: tuple[str, ...] = SCENARIO_NAMES, *, rounds: int = 50) -> list[ScenarioResult]:
+    return [run_scenario(name, kind == "controlled", rounds=rounds) for name in names for kind in HOST_KINDS]

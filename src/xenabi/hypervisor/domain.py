@@ -149,6 +149,7 @@ class Lifecycle(Enum):
     CREATED = "created"  # paused by the controller since creation, never run
     RUNNING = "running"
     PAUSED = "paused"
+    SHUT_DOWN = "shut down"  # SCHEDOP_shutdown or domain_crash: the vCPUs stop until the toolstack acts
     DYING = "dying"
 
 
@@ -182,6 +183,7 @@ class Domain:
         self.controller_pause_count = 1
         self.creation_finished = False
         self.is_dying = False
+        self.shutdown_reason: str | None = None  # "poweroff", "suspend", "crash" (SHUTDOWN_* codes)
         self.set_word_bits(64)
         # event channels (§2.3); evtchn_init (§2.4) fills these in
         self.max_evtchn_port = min(config.max_evtchn_port & 0xFFFFFFFF, INT_MAX)
@@ -221,6 +223,8 @@ class Domain:
     def lifecycle(self) -> Lifecycle:
         if self.is_dying:
             return Lifecycle.DYING
+        if self.shutdown_reason is not None:
+            return Lifecycle.SHUT_DOWN
         if self.controller_pause_count == 0:
             return Lifecycle.RUNNING
         return Lifecycle.PAUSED if self.creation_finished else Lifecycle.CREATED

@@ -228,6 +228,27 @@ class Hypervisor:
             self.pirq_guest_unbind(d, pirq)
         del self.domains[domid]
 
+    def shutdown_domain(self, domid: int, reason: str) -> None:
+        """``domain_shutdown``: the guest asked to stop (SCHEDOP_shutdown: poweroff, suspend) or Xen crashed it
+        (``domain_crash``, reason "crash"). Its vCPUs stop; the toolstack decides what happens next."""
+        d = self.domain(domid)
+        if reason not in ("poweroff", "reboot", "suspend", "crash"):
+            raise XenError(errno.EINVAL, f"unknown shutdown reason {reason!r}", field="reason")
+        if d.shutdown_reason is None:
+            d.shutdown_reason = reason
+
+    def send_virq(self, domid: int, virq: int, vcpu: int = 0) -> bool:
+        """``send_guest_vcpu_virq``: raise a per-vCPU VIRQ (the timer, say) if the guest bound it. Returns whether
+        it was bound."""
+        d = self.domain(domid)
+        if not 0 <= vcpu < d.max_vcpus or d.shutdown_reason is not None:
+            return False
+        port = d.vcpus[vcpu].virq_to_evtchn[virq]
+        if not port:
+            return False
+        d.port_ops.set_pending(d, vcpu, d.chans[port])
+        return True
+
     def set_target(self, domid: int, target: int | None) -> None:
         """XEN_DOMCTL_set_target: ``domid`` becomes the device model of ``target`` (XSM_TARGET allows it)."""
         d = self.domain(domid)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from xenabi.abi.domctl import GuestType
 from xenabi.errors import AbiIncompatible, MigrationError, NotModelled, StreamError
 from xenabi.hypervisor.domain import XEN_PAGES, Domain, Lifecycle
-from xenabi.policy import Refusal, admit, features_of_version
+from xenabi.policy import Refusal, features_of_version
 from xenabi.toolstack.streams.framing import VectorOutput
 from xenabi.toolstack.streams.reader import Log, PageTarget, StreamInfo, StreamReader
 from xenabi.toolstack.streams.writer import write_stream
@@ -136,8 +136,8 @@ def restore(
             raise StreamError("no domain config: a restore needs the xl header", layer="xl", record="header", offset=0)
         features = arrival_features(info, 0)
         policy = cfg.policy(features)
-        overridden = admit(policy, hv.release, hv.abi_control, cfg.guest_type, host=ts.name, force=force)
-        if overridden:
+        overridden = ts.admit(policy, cfg, force=force)
+        if overridden or ts.legacy:
             features = features & hv.release.applicable_features(cfg.guest_type)
         create = cfg.create_domain(features, abi_control=hv.abi_control)
         domid = hv.create_domain(create, memory_mb=cfg.max_memory_mb or cfg.memory_mb)

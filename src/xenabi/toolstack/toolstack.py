@@ -5,12 +5,23 @@
 of everything the release implements that applies), runs admission (decision 8) *before* anything is created, then
 creates the domain with the create flags a host with ABI control understands, and stores the config. A host with
 ABI control pins: the stored config lists the effective features explicitly, so that later boots, saves and
-restores cannot drift. A toolstack on a host without ABI control is a legacy toolstack and pins nothing.
+restores cannot drift. A toolstack on a host without ABI control pins nothing.
+
+``legacy=True`` models the toolstacks that predate ABI control altogether (the world the series was written for):
+they neither pin nor run admission, because they know nothing of a VM's policy; a VM simply gets whatever its host
+exposes. The scenarios run their "uncontrolled" hosts this way.
+
+A toolstack also keeps the VMs that are not running, as xl keeps configs and disks beside each domain: ``shutdown``
+stores a VM's config by name, ``start`` boots it again, ``disk_path`` is the VM's disk (a file: hibernation
+images go there), and ``upgrade`` replaces the hypervisor in place (decision 5: moving to a host with ABI control
+pins every stored config without a policy to the legacy policy of the release the host ran until then).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import BinaryIO
 
 from xenabi.abi import errno
@@ -24,7 +35,7 @@ from xenabi.abi.hvm import (
 from xenabi.abi.xen import HYPERVISOR_event_channel_op
 from xenabi.errors import XenError
 from xenabi.hypervisor import Hypervisor
-from xenabi.policy import AbiPolicy, Refusal, admission, admit
+from xenabi.policy import AbiPolicy, Refusal, admission, admit, features_of_version
 from xenabi.toolstack import saverestore
 from xenabi.toolstack.config import DomainConfig
 
@@ -32,16 +43,41 @@ from xenabi.toolstack.config import DomainConfig
 class Toolstack:
     """The toolstack of one host. ``configs`` maps each domain it created to its stored config."""
 
-    def __init__(self, hv: Hypervisor, *, default_features: frozenset[str] | None = None, name: str = "") -> None:
+    def __init__(
+        self,
+        hv: Hypervisor,
+        *,
+        default_features: frozenset[str] | None = None,
+        name: str = "",
+        legacy: bool = False,
+        state_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.hv = hv
         self.default_features = default_features
-        self.name = name or f"xen-{hv.release.name}{'' if hv.abi_control else '-legacy'}"
+        self.legacy = legacy
+        self._name = name
         self.configs: dict[int, DomainConfig] = {}
         self.overrides: dict[int, tuple[Refusal, ...]] = {}  # admission reasons that --force overrode
+        self.stored: dict[str, DomainConfig] = {}  # VMs that are not running, by name
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+
+    @property
+    def name(self) -> str:
+        return self._name or f"xen-{self.hv.release.name}{'' if self.hv.abi_control else '-legacy'}"
 
     @property
     def pins(self) -> bool:
-        return self.hv.abi_control
+        return self.hv.abi_control and not self.legacy
+
+    @property
+    def enforces_admission(self) -> bool:
+        return not self.legacy
+
+    def admit(self, policy: AbiPolicy, cfg: DomainConfig, *, force: bool) -> tuple[Refusal, ...]:
+        """Decision 8 for this host (a legacy toolstack checks nothing). Returns the reasons ``force`` overrode."""
+        if not self.enforces_admission:
+            return ()
+        return admit(policy, self.hv.release, self.hv.abi_control, cfg.guest_type, host=self.name, force=force)
 
     def effective_policy(self, cfg: DomainConfig) -> AbiPolicy:
         """The policy ``cfg`` asks of this host (not yet admitted)."""
@@ -55,9 +91,9 @@ class Toolstack:
         reason if this host cannot give it its policy, before anything is created (``force`` overrides; the
         overridden reasons are kept in ``overrides``)."""
         policy = self.effective_policy(cfg)
-        overridden = admit(policy, self.hv.release, self.hv.abi_control, cfg.guest_type, host=self.name, force=force)
+        overridden = self.admit(policy, cfg, force=force)
         features = policy.features
-        if overridden:  # forced: give what this host can, which is what the guest will see
+        if overridden or self.legacy:  # forced: give what this host can, which is what the guest will see
             features = frozenset(
                 name for name in features if name in self.hv.release.applicable_features(cfg.guest_type)
             )
@@ -118,3 +154,47 @@ class Toolstack:
         self.hv.destroy_domain(domid)
         self.configs.pop(domid, None)
         self.overrides.pop(domid, None)
+
+    # --- VMs that are not running -----------------------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        if self._state_dir is None:
+            self._state_dir = Path(tempfile.mkdtemp(prefix=f"xenabi-{self.name}-"))
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        return self._state_dir
+
+    def disk_path(self, name: str) -> Path:
+        """The VM's disk, kept with its config."""
+        return self.state_dir / f"{name}.disk"
+
+    def shutdown(self, domid: int) -> DomainConfig:
+        """The VM powered off (or was destroyed): its domain goes, its config is kept under its name."""
+        cfg = self.config(domid)
+        self.destroy(domid)
+        self.stored[cfg.name] = cfg
+        return cfg
+
+    def start(self, name: str, *, force: bool = False) -> int:
+        """Boot a stored VM again from its (pinned) config."""
+        try:
+            cfg = self.stored[name]
+        except KeyError:
+            raise XenError(errno.ENOENT, f"no stored VM named {name!r}", field="name") from None
+        domid = self.create(cfg, force=force, start=True)
+        del self.stored[name]
+        return domid
+
+    def upgrade(self, release: str, *, abi_control: bool) -> Hypervisor:
+        """Replace the hypervisor in place with ``release`` (the host reboots: no domU may be running). Moving to
+        a host with ABI control pins every unpinned stored config to the legacy policy of the old release."""
+        running = [domid for domid in self.hv.domains if domid != 0]
+        if running:
+            raise XenError(errno.EBUSY, f"domains {running} are still running; migrate or shut them down first")
+        old = self.hv.release
+        new = Hypervisor(release, abi_control=abi_control)
+        if abi_control and not self.legacy:
+            for name, cfg in list(self.stored.items()):
+                if cfg.pinned_features is None:
+                    self.stored[name] = cfg.pinned(features_of_version(old.version, cfg.guest_type))
+        self.hv = new
+        return new

@@ -1,0 +1,535 @@
+"""A Linux-like guest kernel whose state lives in its domain's memory (``spec/evtchn.md`` §4.5, §5.7, §5.8, §7;
+``spec/abi-control.md`` §1.2, §4).
+
+What it does, as Linux does:
+
+- **Boot** (``xen_init_IRQ``): with ``xen.fifo_events`` on and FIFO support built in, a control block for each vCPU
+  and EVTCHNOP_init_control; any negative result on the boot vCPU means 2-level (mask every port). Then, on HVM,
+  the per-vCPU upcall vector where the hypervisor offers it (else the domain-wide callback). Then the bindings:
+  VIRQ_TIMER and a reschedule IPI per vCPU, the xenstore and console ports the toolstack put in the HVM params, and
+  one frontend channel (allocated unbound for a dom0 backend). FIFO array pages come from the kernel's own heap and
+  grow as ports need them.
+- **Events**: the upcall loop and the 2-level or FIFO consumer of :mod:`xenabi.guest.evtchn_2l` /
+  :mod:`xenabi.guest.evtchn_fifo`; each delivered event is counted against the binding that owns the port.
+- **Suspend and resume** (``xen_irq_resume``), after a restore or migration: mask everything; for FIFO re-issue
+  init_control on each vCPU's zeroed control block (failure is ``BUG()``: the domain crashes) and start the array
+  again from no pages, reusing the old ones; forget every binding and bind again.
+- **Hibernation**: the kernel writes its memory image to its disk and powers off. A later boot runs a *boot kernel*
+  (an ordinary boot, which may switch the domain to FIFO), which finds the image, closes the channels it bound
+  itself, loads the image and hands over to the *resume kernel*: the kernel of the image, with the ABI it had,
+  which then resumes as above. Whether events arrive afterwards is decided by the hypervisor model. Nothing in
+  the hand-over tells Xen (no EVTCHNOP_reset, no soft reset: the guest changes the review discussed and that old
+  guests lack), so a FIFO resume kernel after a FIFO boot kernel finds its vCPUs' control blocks already
+  registered: init_control answers -EINVAL and ``evtchn_fifo_resume`` BUG()s. That is not an ABI change, and ABI
+  control does not touch it.
+- **Fingerprint**, at boot and after every resume: which registry features' operations answer something other
+  than -ENOSYS (probed with arguments that fail harmlessly), and which features the CPUID ABI leaf advertises
+  (None where the host has no such leaf). Two fingerprints differ when the operations differ, or when both have the
+  leaf and it differs: a leaf that appears describes what the guest already had, and a guest that never saw it
+  cannot depend on it.
+
+Every piece of kernel state (ABI, control blocks, array pages, heap, bindings, counters, fingerprints, errors) is
+kept in two pages of guest RAM at :data:`KERNEL_STATE_GFN` and reloaded by :meth:`LinuxKernel.attach`, so save,
+restore, migration and hibernation carry it exactly as they carry a real kernel's memory. A hypercall that fails
+gets Xen's errno, and the kernel records what it did about it (``errors``); nothing it does can make the hypervisor
+model raise.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xenabi.abi import errno
+from xenabi.abi import evtchn as E
+from xenabi.abi.cpuid import XEN_CPUID_FIRST_LEAF, XEN_CPUID_LEAF_ABI_FEATURES, abi_feature_bits
+from xenabi.abi.errno import errno_name
+from xenabi.abi.features import REGISTRY
+from xenabi.abi.hvm import (
+    HVM_PARAM_CONSOLE_EVTCHN,
+    HVM_PARAM_STORE_EVTCHN,
+    EvtchnUpcallVector,
+    HVMOP_get_param,
+    HVMOP_set_evtchn_upcall_vector,
+    HvmParam,
+)
+from xenabi.abi.xen import DOMID_SELF, PAGE_SIZE, VIRQ_TIMER, HYPERVISOR_event_channel_op, HYPERVISOR_hvm_op
+from xenabi.guest.evtchn_2l import TwoLevelGuest
+from xenabi.guest.evtchn_fifo import FifoGuest
+from xenabi.guest.pages import FIRST_FREE_GFN, PageAllocator
+from xenabi.hypervisor import Hypervisor
+from xenabi.hypervisor.dispatch import DISPATCH
+
+KERNEL_STATE_GFN = FIRST_FREE_GFN
+KERNEL_STATE_PAGES = 2
+KERNEL_HEAP_GFN = KERNEL_STATE_GFN + KERNEL_STATE_PAGES
+STATE_MAGIC = b"XLNX"
+STATE_HEADER = struct.Struct("<4sI")
+IMAGE_MAGIC = b"XENABI-SWSUSP-1\n"
+IMAGE_USED = b"XENABI-SWSUSP-0\n"  # the signature swsusp leaves once an image has been resumed from
+IMAGE_HEADER = struct.Struct("<16sII")
+LINUX_UPCALL_VECTOR = 0xF3  # HYPERVISOR_CALLBACK_VECTOR
+MAX_ERRORS = 16
+MAX_FINGERPRINTS = 8
+TOOLSTACK_CHANNELS = ("xenstore", "console")
+
+
+class KernelStateMissing(Exception):
+    """No kernel state in the domain's memory (nothing booted there)."""
+
+
+# --- the ABI fingerprint -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fingerprint:
+    operations: tuple[str, ...]  # features whose operations answer (not -ENOSYS)
+    cpuid: tuple[str, ...] | None  # features the ABI CPUID leaf advertises; None: the host has no such leaf
+
+    def differs_from(self, other: Fingerprint) -> bool:
+        if self.operations != other.operations:
+            return True
+        return self.cpuid is not None and other.cpuid is not None and self.cpuid != other.cpuid
+
+    def to_json(self) -> dict[str, Any]:
+        return {"operations": list(self.operations), "cpuid": None if self.cpuid is None else list(self.cpuid)}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Fingerprint:
+        cpuid = doc["cpuid"]
+        return cls(tuple(doc["operations"]), None if cpuid is None else tuple(cpuid))
+
+    def __str__(self) -> str:
+        ops = ", ".join(self.operations) or "none"
+        leaf = "no leaf" if self.cpuid is None else ", ".join(self.cpuid) or "none"
+        return f"operations: {ops}; CPUID leaf: {leaf}"
+
+
+def take_fingerprint(hv: Hypervisor, domid: int) -> Fingerprint:
+    """Probe every gated operation with all-ones arguments (which every handler refuses without touching
+    anything) and read the ABI leaf."""
+    present = []
+    for row in REGISTRY:
+        answers = False
+        for op, cmd in sorted(row.gates):
+            entry = DISPATCH.entries.get((op, cmd))
+            if entry is None:
+                continue
+            arg = entry.struct.unpack(b"\xff" * entry.struct.size())
+            if hv.hypercall(domid, op, cmd, arg) != -errno.ENOSYS:
+                answers = True
+        if answers:
+            present.append(row.name)
+    top = hv.cpuid(domid, XEN_CPUID_FIRST_LEAF)[0]
+    leaf = XEN_CPUID_FIRST_LEAF + XEN_CPUID_LEAF_ABI_FEATURES
+    cpuid = None
+    if top >= leaf:
+        bits = abi_feature_bits(hv.cpuid(domid, leaf))
+        cpuid = tuple(row.name for row in REGISTRY if row.bit in bits)
+    return Fingerprint(tuple(present), cpuid)
+
+
+# --- the state in guest memory ------------------------------------------------------------------------------------
+@dataclass
+class KernelState:
+    fifo_events: bool = True  # the xen.fifo_events boot parameter
+    fifo_support: bool = True  # built with FIFO support (Linux 3.14 and later)
+    vcpus: int = 1
+    phase: str = "running"  # running | suspended | hibernating | crashed | off
+    abi: str = "2l"
+    control_blocks: dict[int, int] = field(default_factory=dict)  # vCPU -> gfn
+    array_gfns: list[int] = field(default_factory=list)
+    heap_next: int = KERNEL_HEAP_GFN
+    heap_free: list[int] = field(default_factory=list)
+    local_heads: list[list[int]] = field(default_factory=list)
+    cursors: list[list[int]] = field(default_factory=list)
+    bindings: dict[int, list[Any]] = field(default_factory=dict)  # port -> [name, vCPU]
+    upcall_vector: list[bool] = field(default_factory=list)
+    handled: dict[str, int] = field(default_factory=dict)
+    spurious: int = 0
+    errors: list[list[str]] = field(default_factory=list)  # [operation, errno, what the kernel did]
+    fingerprints: list[list[Any]] = field(default_factory=list)  # [label, fingerprint]
+    crash: str = ""
+    boots: int = 0
+    resumes: int = 0
+
+    def to_bytes(self) -> bytes:
+        doc = asdict(self)
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KernelState:
+        doc = json.loads(data)
+        doc["control_blocks"] = {int(k): v for k, v in doc["control_blocks"].items()}
+        doc["bindings"] = {int(k): v for k, v in doc["bindings"].items()}
+        return cls(**doc)
+
+
+def read_state(hv: Hypervisor, domid: int) -> KernelState:
+    d = hv.domain(domid)
+    base = KERNEL_STATE_GFN * PAGE_SIZE
+    magic, length = STATE_HEADER.unpack_from(d.memory, base)
+    if magic != STATE_MAGIC or length > KERNEL_STATE_PAGES * PAGE_SIZE - STATE_HEADER.size:
+        raise KernelStateMissing(f"d{domid}: no kernel state in memory")
+    start = base + STATE_HEADER.size
+    try:
+        return KernelState.from_bytes(bytes(d.memory[start : start + length]))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise KernelStateMissing(f"d{domid}: kernel state is corrupt ({exc})") from exc
+
+
+# --- the kernel -------------------------------------------------------------------------------------------------
+class LinuxKernel:
+    """The kernel running in one domain. Build it with :meth:`boot` (a fresh boot, perhaps resuming a hibernation
+    image) or :meth:`attach` (the kernel already in the domain's memory, after a restore)."""
+
+    def __init__(self, hv: Hypervisor, domid: int, state: KernelState) -> None:
+        self.hv = hv
+        self.domid = domid
+        self.d = hv.domain(domid)
+        self.state = state
+        self.on_event: Callable[[str], None] | None = None  # sees each delivered event's binding (not persisted)
+        self._load_ops()
+
+    # --- construction ---------------------------------------------------------------------------------------
+    @classmethod
+    def boot(
+        cls,
+        hv: Hypervisor,
+        domid: int,
+        *,
+        fifo_events: bool = True,
+        fifo_support: bool = True,
+        disk: Path | None = None,
+    ) -> LinuxKernel:
+        """Boot a kernel; if ``disk`` holds a hibernation image, hand over to the kernel in it and return that."""
+        d = hv.domain(domid)
+        state = KernelState(fifo_events=fifo_events, fifo_support=fifo_support, vcpus=d.max_vcpus)
+        kernel = cls(hv, domid, state)
+        kernel._xen_init_irq()
+        kernel._setup_upcall_vectors()
+        kernel._bind_all()
+        kernel.state.boots += 1
+        kernel._fingerprint("boot")
+        kernel._save()
+        if disk is not None and image_on(disk):
+            return kernel._resume_from_image(disk)
+        return kernel
+
+    @classmethod
+    def attach(cls, hv: Hypervisor, domid: int) -> LinuxKernel:
+        return cls(hv, domid, read_state(hv, domid))
+
+    # --- state ----------------------------------------------------------------------------------------------
+    def _load_ops(self) -> None:
+        s = self.state
+        self.pages = PageAllocator(self.d, first_gfn=s.heap_next)
+        self.pages.freed = list(s.heap_free)
+        if s.abi == "fifo":
+            fifo = FifoGuest(self.hv, self.domid, self.pages)
+            fifo.control_block = {vcpu: gfn * PAGE_SIZE for vcpu, gfn in s.control_blocks.items()}
+            fifo.array_gfns = list(s.array_gfns)
+            if s.local_heads:
+                fifo.local_head = [list(heads) for heads in s.local_heads]
+            self.ops: FifoGuest | TwoLevelGuest = fifo
+        else:
+            two = TwoLevelGuest(self.hv, self.domid)
+            if s.cursors:
+                two.cursor = [(w, b) for w, b in s.cursors]
+            two.owner = {port: vcpu for port, (_name, vcpu) in s.bindings.items()}
+            self.ops = two
+
+    def _save(self) -> None:
+        s = self.state
+        s.heap_next, s.heap_free = self.pages.next_gfn, list(self.pages.freed)
+        if isinstance(self.ops, FifoGuest):
+            s.control_blocks = {vcpu: offset // PAGE_SIZE for vcpu, offset in self.ops.control_block.items()}
+            s.array_gfns = list(self.ops.array_gfns)
+            s.local_heads = [list(heads) for heads in self.ops.local_head]
+        else:
+            s.cursors = [list(c) for c in self.ops.cursor]
+        s.errors = s.errors[-MAX_ERRORS:]
+        s.fingerprints = s.fingerprints[-MAX_FINGERPRINTS:]
+        blob = s.to_bytes()
+        room = KERNEL_STATE_PAGES * PAGE_SIZE - STATE_HEADER.size
+        if len(blob) > room:
+            raise RuntimeError(f"kernel state of {len(blob)} bytes does not fit {room}")
+        base = KERNEL_STATE_GFN * PAGE_SIZE
+        self.d.memory[base : base + STATE_HEADER.size + len(blob)] = STATE_HEADER.pack(STATE_MAGIC, len(blob)) + blob
+
+    def _error(self, operation: str, rc: int, reaction: str) -> None:
+        self.state.errors.append([operation, errno_name(rc), reaction])
+
+    def _fingerprint(self, label: str) -> None:
+        self.state.fingerprints.append([label, take_fingerprint(self.hv, self.domid).to_json()])
+
+    # --- hypercalls -------------------------------------------------------------------------------------------
+    def _evtchn(self, cmd: int, arg: object) -> int:
+        return self.hv.hypercall(self.domid, HYPERVISOR_event_channel_op, cmd, arg)
+
+    def _param(self, index: int) -> int:
+        if not self.d.is_hvm:
+            return self.d.hvm_params.get(index, 0)  # PV: start_info
+        arg = HvmParam(domid=DOMID_SELF, index=index)
+        rc = self.hv.hypercall(self.domid, HYPERVISOR_hvm_op, HVMOP_get_param, arg)
+        return arg.value if rc == 0 else 0
+
+    # --- boot ---------------------------------------------------------------------------------------------------
+    def _xen_init_irq(self) -> None:
+        s = self.state
+        if s.fifo_support and s.fifo_events:
+            fifo = FifoGuest(self.hv, self.domid, self.pages)
+            rc = fifo.init_control(0)
+            if rc == 0:
+                s.abi = "fifo"
+                self.ops = fifo
+                for vcpu in range(1, s.vcpus):
+                    rc = fifo.init_control(vcpu)
+                    if rc:
+                        self._error("EVTCHNOP_init_control", rc, f"vCPU {vcpu} left without a control block")
+                return
+            self._error("EVTCHNOP_init_control", rc, "fall back to the 2-level ABI")
+        s.abi = "2l"
+        self.ops = TwoLevelGuest(self.hv, self.domid)
+        self.ops.mask_all()
+
+    def _setup_upcall_vectors(self) -> None:
+        s = self.state
+        s.upcall_vector = [False] * s.vcpus
+        if not self.d.is_hvm:
+            return
+        for vcpu in range(s.vcpus):
+            arg = EvtchnUpcallVector(vcpu=vcpu, vector=LINUX_UPCALL_VECTOR)
+            rc = self.hv.hypercall(self.domid, HYPERVISOR_hvm_op, HVMOP_set_evtchn_upcall_vector, arg)
+            s.upcall_vector[vcpu] = rc == 0  # else the domain-wide callback, as before 4.6
+
+    def _bind_all(self) -> None:
+        for vcpu in range(self.state.vcpus):
+            self.bind_virq(VIRQ_TIMER, vcpu, f"timer{vcpu}")
+            self.bind_ipi(vcpu, f"resched{vcpu}")
+        for name, param in (("xenstore", HVM_PARAM_STORE_EVTCHN), ("console", HVM_PARAM_CONSOLE_EVTCHN)):
+            port = self._param(param)
+            if port:
+                self._attach_port(port, name, 0)
+        arg = E.AllocUnbound(dom=DOMID_SELF, remote_dom=0)
+        rc = self._evtchn(E.EVTCHNOP_alloc_unbound, arg)
+        if rc:
+            self._error("EVTCHNOP_alloc_unbound", rc, "no network frontend")
+        else:
+            self._attach_port(arg.port, "net", 0)
+
+    # --- bindings (public so that tests and scenarios can make the kernel misbehave) -------------------------------
+    def bind_virq(self, virq: int, vcpu: int, name: str) -> int:
+        arg = E.BindVirq(virq=virq, vcpu=vcpu)
+        rc = self._evtchn(E.EVTCHNOP_bind_virq, arg)
+        if rc:
+            self._error("EVTCHNOP_bind_virq", rc, f"{name} not bound")
+            return rc
+        return self._attach_port(arg.port, name, vcpu)
+
+    def bind_ipi(self, vcpu: int, name: str) -> int:
+        arg = E.BindIpi(vcpu=vcpu)
+        rc = self._evtchn(E.EVTCHNOP_bind_ipi, arg)
+        if rc:
+            self._error("EVTCHNOP_bind_ipi", rc, f"{name} not bound")
+            return rc
+        return self._attach_port(arg.port, name, vcpu)
+
+    def _attach_port(self, port: int, name: str, vcpu: int) -> int:
+        """``xen_irq_info_setup`` + unmask: give the port an event word (FIFO), record it, unmask it."""
+        if isinstance(self.ops, FifoGuest):
+            rc = self.ops.setup_port(port)
+            if rc:
+                self._error("EVTCHNOP_expand_array", rc, f"{name} unusable; port {port} closed")
+                self._evtchn(E.EVTCHNOP_close, E.Close(port))
+                return rc
+        else:
+            self.ops.owner[port] = vcpu
+        self.state.bindings[port] = [name, vcpu]
+        self.state.handled.setdefault(name, 0)
+        rc = self.ops.unmask(port) if isinstance(self.ops, FifoGuest) else self.ops.unmask(port, vcpu)
+        if rc:
+            self._error("EVTCHNOP_unmask", rc, f"{name} left masked")
+        self._save()
+        return 0
+
+    def unbind(self, name: str) -> int:
+        """``unbind_from_irq``: close the port bound under ``name`` (Xen's answer is recorded, not raised)."""
+        for port, (bound, _vcpu) in list(self.state.bindings.items()):
+            if bound == name:
+                rc = self._evtchn(E.EVTCHNOP_close, E.Close(port))
+                if rc:
+                    self._error("EVTCHNOP_close", rc, f"{name}: port {port} forgotten anyway")
+                del self.state.bindings[port]
+                self._save()
+                return rc
+        return -errno.ENOENT
+
+    def unmask_port(self, port: int) -> int:
+        """Unmask a port the kernel may not own (a buggy driver); Xen's answer is recorded."""
+        if isinstance(self.ops, FifoGuest):
+            if port >= len(self.ops.array_gfns) * E.EVTCHN_FIFO_EVENT_WORDS_PER_PAGE:
+                rc = self._evtchn(E.EVTCHNOP_unmask, E.Unmask(port))
+            else:
+                rc = self.ops.unmask(port)
+        else:
+            self.ops.mask(port)  # make sure the unmask takes the hypercall path, as for a pending HVM port
+            rc = self._evtchn(E.EVTCHNOP_unmask, E.Unmask(port))
+        if rc:
+            self._error("EVTCHNOP_unmask", rc, f"port {port} ignored")
+        self._save()
+        return rc
+
+    def expand_array(self) -> int:
+        """Ask for one more event array page (a driver that wants more ports); Xen's answer is recorded."""
+        if not isinstance(self.ops, FifoGuest):
+            return -errno.EINVAL
+        rc = self.ops.setup_port(len(self.ops.array_gfns) * E.EVTCHN_FIFO_EVENT_WORDS_PER_PAGE)
+        if rc:
+            self._error("EVTCHNOP_expand_array", rc, "no more ports")
+        self._save()
+        return rc
+
+    def port_of(self, name: str) -> int | None:
+        for port, (bound, _vcpu) in self.state.bindings.items():
+            if bound == name:
+                return port
+        return None
+
+    def channels(self) -> dict[str, int]:
+        """The ports dom0 backends connect to: the toolstack's channels and the frontend's."""
+        return {name: port for port, (name, _v) in self.state.bindings.items() if name in (*TOOLSTACK_CHANNELS, "net")}
+
+    # --- running -----------------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.state.phase == "running" and self.domid in self.hv.domains and self.d.shutdown_reason is None
+
+    def send_ipi(self, vcpu: int) -> bool:
+        port = self.port_of(f"resched{vcpu}")
+        if not self.running or port is None:
+            return False
+        return self._evtchn(E.EVTCHNOP_send, E.Send(port)) == 0
+
+    def run(self, vcpu: int) -> int:
+        """Let ``vcpu`` take its upcall: every pending event is handled and counted."""
+        if not self.running:
+            return 0
+        handled = self.state.handled
+        bindings = self.state.bindings
+
+        def deliver(port: int) -> None:
+            binding = bindings.get(port)
+            if binding is None:
+                self.state.spurious += 1
+                return
+            handled[binding[0]] = handled.get(binding[0], 0) + 1
+            if self.on_event is not None:
+                self.on_event(binding[0])
+
+        count = self.ops.upcall(vcpu, deliver)
+        self._save()
+        return count
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint.from_json(self.state.fingerprints[-1][1])
+
+    @property
+    def first_fingerprint(self) -> Fingerprint:
+        return Fingerprint.from_json(self.state.fingerprints[0][1])
+
+    # --- suspend, resume, crash -----------------------------------------------------------------------------------
+    def suspend(self) -> None:
+        """``xen_suspend``, before the toolstack saves or migrates the domain."""
+        self.state.phase = "suspended"
+        self._save()
+
+    def resume(self) -> None:
+        """``xen_irq_resume``, in the domain the kernel now runs in (after restore, migration or hibernation)."""
+        s = self.state
+        if isinstance(self.ops, TwoLevelGuest):
+            self.ops.mask_all()
+        else:
+            for port in s.bindings:
+                if port < self._words():
+                    self.ops.mask(port)
+            for vcpu, offset in sorted(self.ops.control_block.items()):
+                self.d.memory[offset : offset + PAGE_SIZE] = bytes(PAGE_SIZE)
+                arg = E.InitControl(control_gfn=offset // PAGE_SIZE, offset=0, vcpu=vcpu)
+                rc = self._evtchn(E.EVTCHNOP_init_control, arg)
+                if rc:
+                    self._error("EVTCHNOP_init_control", rc, "BUG() in evtchn_fifo_resume")
+                    self.crash(f"BUG: EVTCHNOP_init_control failed on resume ({errno_name(rc)})")
+                    return
+            self.pages.freed.extend(reversed(self.ops.array_gfns))  # reused first, in their old order
+            self.ops.array_gfns = []
+            self.ops.local_head = [[0] * E.EVTCHN_FIFO_MAX_QUEUES for _ in range(s.vcpus)]
+        s.bindings = {}
+        if isinstance(self.ops, TwoLevelGuest):
+            self.ops.owner = {}
+        self._setup_upcall_vectors()
+        self._bind_all()
+        s.phase = "running"
+        s.resumes += 1
+        self._fingerprint("resume")
+        self._save()
+
+    def _words(self) -> int:
+        assert isinstance(self.ops, FifoGuest)
+        return len(self.ops.array_gfns) * E.EVTCHN_FIFO_EVENT_WORDS_PER_PAGE
+
+    def crash(self, reason: str) -> None:
+        self._fingerprint("crash")  # what the kernel saw when it died
+        self.state.phase = "crashed"
+        self.state.crash = reason
+        self._save()
+        self.hv.shutdown_domain(self.domid, "crash")
+
+    # --- hibernation ----------------------------------------------------------------------------------------------
+    def hibernate(self, disk: Path) -> None:
+        """Write the memory image (this kernel's state included) to ``disk`` and power off."""
+        self.state.phase = "hibernating"
+        self._save()
+        gfns = self._ram_gfns()
+        with open(disk, "wb") as out:
+            out.write(IMAGE_HEADER.pack(IMAGE_MAGIC, len(gfns), 0))
+            memory = memoryview(self.d.memory)
+            for gfn in gfns:
+                out.write(memory[gfn * PAGE_SIZE : (gfn + 1) * PAGE_SIZE])
+        self.state.phase = "off"
+        self.hv.shutdown_domain(self.domid, "poweroff")
+
+    def _ram_gfns(self) -> list[int]:
+        return [gfn for gfn in range(self.d.nr_pages) if self.d.is_guest_ram(gfn)]
+
+    def _resume_from_image(self, disk: Path) -> LinuxKernel:
+        """``software_resume`` in the boot kernel: freeze its own channels, load the image, hand over."""
+        with open(disk, "rb") as source:
+            _magic, nr_pages, _reserved = IMAGE_HEADER.unpack(source.read(IMAGE_HEADER.size))
+            gfns = self._ram_gfns()
+            if nr_pages != len(gfns):
+                self._error("software_resume", -errno.EINVAL, "image does not match this memory size; booted fresh")
+                self._save()
+                return self
+            for name in [name for name, _v in self.state.bindings.values() if name not in TOOLSTACK_CHANNELS]:
+                self.unbind(name)
+            memory = memoryview(self.d.memory)
+            for gfn in gfns:
+                source.readinto(memory[gfn * PAGE_SIZE : (gfn + 1) * PAGE_SIZE])
+        with open(disk, "r+b") as out:
+            out.write(IMAGE_USED)
+        resumed = LinuxKernel.attach(self.hv, self.domid)
+        resumed.resume()
+        return resumed
+
+
+def image_on(disk: Path) -> bool:
+    """Whether ``disk`` holds a hibernation image not yet resumed from."""
+    try:
+        with open(disk, "rb") as source:
+            return source.read(len(IMAGE_MAGIC)) == IMAGE_MAGIC
+    except FileNotFoundError:
+        return False

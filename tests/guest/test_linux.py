@@ -1,0 +1,277 @@
+"""The Linux-like guest kernel (``spec/evtchn.md`` §4.5, §5.7, §5.8, §7; ``spec/abi-control.md`` §1.2, §4)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from xenabi.abi import errno
+from xenabi.abi import evtchn as E
+from xenabi.abi.xen import VIRQ_TIMER, HYPERVISOR_event_channel_op
+from xenabi.guest.backends import Backend
+from xenabi.guest.linux import (
+    IMAGE_USED,
+    KERNEL_STATE_GFN,
+    Fingerprint,
+    KernelStateMissing,
+    LinuxKernel,
+    image_on,
+    take_fingerprint,
+)
+from xenabi.hypervisor import Hypervisor
+from xenabi.hypervisor.domain import Lifecycle
+from xenabi.toolstack import DomainConfig, Toolstack
+
+BOTH = ("evtchn_fifo", "evtchn_upcall")
+
+
+def vm(ts: Toolstack, body: str = "", vcpus: int = 2) -> int:
+    return ts.create(
+        DomainConfig.from_xl(f'name = "k"\ntype = "hvm"\nmemory = 8\nvcpus = {vcpus}\n{body}\n'), start=True
+    )
+
+
+def host(release: str = "4.14", control: bool = True, tmp: Path | None = None) -> Toolstack:
+    return Toolstack(Hypervisor(release, abi_control=control), state_dir=tmp)
+
+
+def traffic(ts: Toolstack, kernel: LinuxKernel, rounds: int = 3) -> int:
+    """Backends, timers and IPIs; returns how many events were sent to bound ports."""
+    backends = [Backend.connect(ts.hv, name, kernel.domid, port) for name, port in kernel.channels().items()]
+    sent = 0
+    for _ in range(rounds):
+        sent += sum(b.notify() for b in backends)
+        for vcpu in range(kernel.state.vcpus):
+            sent += ts.hv.send_virq(kernel.domid, VIRQ_TIMER, vcpu)
+            sent += kernel.send_ipi(vcpu)
+        for vcpu in range(kernel.state.vcpus):
+            kernel.run(vcpu)
+    for b in backends:
+        b.close()
+    return sent
+
+
+def handled(kernel: LinuxKernel) -> int:
+    return sum(kernel.state.handled.values())
+
+
+# --- boot (§5.8) ----------------------------------------------------------------------------------------------------
+def test_section_5_8_boot_prefers_fifo_and_binds_everything() -> None:
+    ts = host()
+    kernel = LinuxKernel.boot(ts.hv, vm(ts))
+    assert kernel.state.abi == "fifo" == ts.hv.domain(kernel.domid).evtchn_abi
+    assert set(kernel.state.control_blocks) == {0, 1} and kernel.state.upcall_vector == [True, True]
+    names = {name for name, _vcpu in kernel.state.bindings.values()}
+    assert names == {"timer0", "timer1", "resched0", "resched1", "xenstore", "console", "net"}
+    assert kernel.fingerprint == Fingerprint(BOTH, BOTH) and kernel.state.errors == []
+
+
+def test_section_5_8_any_negative_result_means_2_level() -> None:
+    ts = host("4.3", control=False)
+    kernel = LinuxKernel.boot(ts.hv, vm(ts))
+    assert kernel.state.abi == "2l" and kernel.state.upcall_vector == [False, False]
+    assert kernel.state.errors == [["EVTCHNOP_init_control", "-ENOSYS", "fall back to the 2-level ABI"]]
+    assert kernel.fingerprint == Fingerprint((), None)
+
+
+@pytest.mark.parametrize("option", ["fifo_events", "fifo_support"])
+def test_kernels_that_never_try_fifo(option: str) -> None:
+    ts = host()
+    kernel = LinuxKernel.boot(ts.hv, vm(ts), **{option: False})
+    assert kernel.state.abi == "2l" and ts.hv.domain(kernel.domid).evtchn_abi == "2l" and kernel.state.errors == []
+
+
+def test_controlled_host_hides_fifo_and_the_kernel_falls_back() -> None:
+    ts = host()
+    kernel = LinuxKernel.boot(ts.hv, vm(ts, 'xen_abi_features = [ "!evtchn_fifo" ]'))
+    assert kernel.state.abi == "2l" and kernel.state.upcall_vector == [True, True]
+    assert kernel.fingerprint == Fingerprint(("evtchn_upcall",), ("evtchn_upcall",))
+
+
+# --- events through guest memory ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("body", ["", 'xen_abi_features = [ "!evtchn_fifo" ]'])
+def test_every_event_is_handled_on_both_abis(body: str) -> None:
+    ts = host()
+    kernel = LinuxKernel.boot(ts.hv, vm(ts, body))
+    sent = traffic(ts, kernel, rounds=10)
+    assert sent == 10 * 7 and handled(kernel) == sent and kernel.state.spurious == 0
+
+
+def test_section_5_7_higher_priority_preempts() -> None:
+    ts = host()
+    kernel = LinuxKernel.boot(ts.hv, vm(ts, vcpus=1))
+    hv, domid = ts.hv, kernel.domid
+    net = kernel.port_of("net")
+    assert net is not None
+    assert hv.hypercall(domid, HYPERVISOR_event_channel_op, E.EVTCHNOP_set_priority, E.SetPriority(net, 2)) == 0
+    backend = Backend.connect(hv, "net", domid, net)
+    order: list[str] = []
+
+    def on_event(name: str) -> None:
+        order.append(name)
+        if name == "timer0" and order.count("timer0") == 1:
+            backend.notify()  # a priority-2 event arrives while priority 7 is being consumed
+
+    kernel.on_event = on_event
+    hv.send_virq(domid, VIRQ_TIMER, 0)
+    kernel.send_ipi(0)
+    kernel.run(0)
+    assert order == ["timer0", "net", "resched0"]
+
+
+@pytest.mark.parametrize("body", ["", 'xen_abi_features = [ "!evtchn_fifo" ]'])
+def test_masked_pending_event_arrives_on_unmask(body: str) -> None:
+    ts = host()
+    kernel = LinuxKernel.boot(ts.hv, vm(ts, body, vcpus=1))
+    net = kernel.port_of("net")
+    assert net is not None
+    backend = Backend.connect(ts.hv, "net", kernel.domid, net)
+    kernel.ops.mask(net)
+    assert backend.notify()
+    kernel.run(0)
+    assert kernel.state.handled["net"] == 0
+    rc = kernel.ops.unmask(net) if kernel.state.abi == "fifo" else kernel.ops.unmask(net, 0)  # type: ignore[call-arg]
+    assert rc == 0
+    kernel.run(0)
+    assert kernel.state.handled["net"] == 1
+
+
+# --- state in memory ------------------------------------------------------------------------------------------------
+def test_state_lives_in_guest_memory() -> None:
+    ts = host()
+    kernel = LinuxKernel.boot(ts.hv, vm(ts))
+    traffic(ts, kernel)
+    again = LinuxKernel.attach(ts.hv, kernel.domid)
+    assert again.state == kernel.state
+    d = ts.hv.domain(kernel.domid)
+    d.memory[KERNEL_STATE_GFN * 4096 : KERNEL_STATE_GFN * 4096 + 4] = b"XXXX"
+    with pytest.raises(KernelStateMissing):
+        LinuxKernel.attach(ts.hv, kernel.domid)
+
+
+# --- suspend and resume (§7) ----------------------------------------------------------------------------------------
+def save_restore(src: Toolstack, kernel: LinuxKernel, dst: Toolstack) -> LinuxKernel:
+    kernel.suspend()
+    buffer = io.BytesIO()
+    src.save(kernel.domid, buffer)
+    buffer.seek(0)
+    new = dst.restore(buffer)
+    resumed = LinuxKernel.attach(dst.hv, new)
+    resumed.resume()
+    return resumed
+
+
+def test_section_7_fifo_guest_resumes_and_rebinds() -> None:
+    src, dst = host(), host()
+    kernel = LinuxKernel.boot(src.hv, vm(src))
+    sent = traffic(src, kernel)
+    pages = list(kernel.state.array_gfns)
+    resumed = save_restore(src, kernel, dst)
+    assert resumed.state.abi == "fifo" == dst.hv.domain(resumed.domid).evtchn_abi
+    assert resumed.state.resumes == 1 and resumed.state.array_gfns == pages  # the old array pages are reused
+    assert not resumed.fingerprint.differs_from(resumed.first_fingerprint)
+    sent += traffic(dst, resumed)
+    assert handled(resumed) == sent
+
+
+def test_section_7_fifo_resume_without_fifo_is_a_bug() -> None:
+    src, dst = host(), Toolstack(Hypervisor("4.3", abi_control=False), legacy=True)
+    kernel = LinuxKernel.boot(src.hv, vm(src))
+    resumed = save_restore(src, kernel, dst)
+    assert resumed.state.phase == "crashed" and "BUG" in resumed.state.crash
+    assert dst.hv.domain(resumed.domid).lifecycle is Lifecycle.SHUT_DOWN
+    assert resumed.fingerprint.operations == () and resumed.first_fingerprint.operations == BOTH
+
+
+def test_2l_guest_resumes_in_2l_on_a_newer_host() -> None:
+    src, dst = host("4.3", control=False), Toolstack(Hypervisor("4.14", abi_control=False), legacy=True)
+    kernel = LinuxKernel.boot(src.hv, vm(src))
+    resumed = save_restore(src, kernel, dst)
+    assert resumed.state.abi == "2l" == dst.hv.domain(resumed.domid).evtchn_abi
+    assert resumed.fingerprint.differs_from(resumed.first_fingerprint)  # new hypercalls appeared
+    sent = traffic(dst, resumed)
+    assert handled(resumed) == sent
+
+
+# --- hibernation ----------------------------------------------------------------------------------------------------
+def hibernate_and_boot(ts: Toolstack, kernel: LinuxKernel, **options: bool) -> LinuxKernel:
+    disk = ts.disk_path("k")
+    kernel.hibernate(disk)
+    assert image_on(disk) and ts.hv.domain(kernel.domid).shutdown_reason == "poweroff"
+    ts.shutdown(kernel.domid)
+    domid = ts.start("k")
+    resumed = LinuxKernel.boot(ts.hv, domid, disk=disk, **options)
+    assert not image_on(disk) and disk.read_bytes().startswith(IMAGE_USED)
+    return resumed
+
+
+def test_hibernation_hands_over_to_the_resume_kernel(tmp_path: Path) -> None:
+    ts = host("4.3", control=False, tmp=tmp_path)
+    kernel = LinuxKernel.boot(ts.hv, vm(ts))
+    sent = traffic(ts, kernel)
+    resumed = hibernate_and_boot(ts, kernel)
+    assert resumed.state.boots == 1 and resumed.state.resumes == 1  # the boot kernel's own boot is not in the image
+    assert handled(resumed) == sent  # counters came back with the image
+    assert resumed.state.abi == "2l" == ts.hv.domain(resumed.domid).evtchn_abi
+    sent += traffic(ts, resumed)
+    assert handled(resumed) == sent
+
+
+def test_boot_kernel_switching_to_fifo_loses_the_2l_kernels_events(tmp_path: Path) -> None:
+    ts = host("4.3", control=False, tmp=tmp_path)
+    kernel = LinuxKernel.boot(ts.hv, vm(ts))
+    disk = ts.disk_path("k")
+    kernel.hibernate(disk)
+    ts.shutdown(kernel.domid)
+    ts.upgrade("4.14", abi_control=False)
+    resumed = LinuxKernel.boot(ts.hv, ts.start("k"), disk=disk)
+    assert resumed.state.abi == "2l" and ts.hv.domain(resumed.domid).evtchn_abi == "fifo"
+    before = handled(resumed)
+    sent = traffic(ts, resumed)
+    assert sent > 0 and handled(resumed) == before  # every event lost
+
+
+def test_fifo_kernel_after_fifo_boot_kernel_bugs(tmp_path: Path) -> None:
+    ts = host(tmp=tmp_path)
+    resumed = hibernate_and_boot(ts, LinuxKernel.boot(ts.hv, vm(ts)))
+    assert resumed.state.phase == "crashed"
+    assert ["EVTCHNOP_init_control", "-EINVAL", "BUG() in evtchn_fifo_resume"] in resumed.state.errors
+
+
+def test_image_from_a_different_memory_size_is_not_resumed(tmp_path: Path) -> None:
+    ts = host(tmp=tmp_path)
+    kernel = LinuxKernel.boot(ts.hv, vm(ts, 'xen_abi_features = [ "!evtchn_fifo" ]'))
+    disk = ts.disk_path("k")
+    kernel.hibernate(disk)
+    ts.shutdown(kernel.domid)
+    bigger = ts.create(DomainConfig.from_xl('name = "k2"\ntype = "hvm"\nmemory = 16\n'), start=True)
+    fresh = LinuxKernel.boot(ts.hv, bigger, disk=disk)
+    assert fresh.state.resumes == 0 and fresh.state.errors[-1][0] == "software_resume" and image_on(disk)
+
+
+# --- a guest doing what Xen forbids --------------------------------------------------------------------------------
+def test_forbidden_things_get_xens_errno_and_a_recorded_reaction() -> None:
+    ts = host()
+    kernel = LinuxKernel.boot(ts.hv, vm(ts))
+    assert kernel.bind_virq(VIRQ_TIMER, 0, "timer0-again") == -errno.EEXIST
+    assert kernel.state.errors[-1] == ["EVTCHNOP_bind_virq", "-EEXIST", "timer0-again not bound"]
+    net = kernel.port_of("net")
+    assert kernel.unbind("net") == 0 and kernel.port_of("net") is None
+    assert kernel.unmask_port(net) == 0  # a closed port in an allocated bucket: Xen ignores the unmask
+    assert kernel.unmask_port(1 << 20) == -errno.EINVAL
+    while kernel.expand_array() == 0:
+        pass
+    assert len(kernel.state.array_gfns) == 128
+    assert kernel.state.errors[-1] == ["EVTCHNOP_expand_array", "-EINVAL", "no more ports"]
+    sent = traffic(ts, kernel)
+    assert kernel.running and handled(kernel) == sent
+
+
+def test_fingerprint_probe_changes_nothing() -> None:
+    ts = host()
+    domid = vm(ts)
+    before = bytes(ts.hv.domain(domid).memory)
+    assert take_fingerprint(ts.hv, domid) == Fingerprint(BOTH, BOTH)
+    assert bytes(ts.hv.domain(domid).memory) == before and ts.hv.domain(domid).evtchn_abi == "2l"

@@ -1,0 +1,160 @@
+"""The scenarios of issue 6, and the invariant ABI control exists for (``spec/abi-control.md`` §1.2, §1.6, §4)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xenabi.abi.xen import VIRQ_TIMER
+from xenabi.errors import AbiIncompatible
+from xenabi.guest.backends import Backend
+from xenabi.guest.linux import LinuxKernel
+from xenabi.hypervisor import Hypervisor
+from xenabi.policy import RELEASES
+from xenabi.scenarios import SCENARIO_NAMES, run_scenario
+from xenabi.toolstack import DomainConfig, Toolstack
+
+EXPECTED = {
+    # scenario: (uncontrolled outcome, its ABI changed, controlled outcome)
+    "hibernate-across-upgrade": ("hung", True, "fine"),
+    "migrate-up": ("hung", True, "fine"),
+    "migrate-down": ("crashed", True, "refused"),
+    "no-fifo-kernel": ("fine", True, "fine"),
+    "fifo-events-0": ("fine", True, "fine"),
+}
+
+
+@pytest.mark.parametrize("name", SCENARIO_NAMES)
+def test_scenario_outcomes(name: str) -> None:
+    uncontrolled, changed, controlled = EXPECTED[name]
+    bad = run_scenario(name, controlled=False, rounds=5)
+    good = run_scenario(name, controlled=True, rounds=5)
+    assert (bad.outcome, bad.fingerprint_changed) == (uncontrolled, changed), bad.steps
+    assert (good.outcome, good.fingerprint_changed, good.lost) == (controlled, False, 0), good.steps
+    assert good.sent > 0 and good.handled == good.sent
+    if uncontrolled == "hung":
+        assert bad.lost > 0 and "kernel uses 2l, Xen delivers fifo" in bad.detail
+    if uncontrolled == "crashed":
+        assert "BUG" in bad.detail and bad.fingerprint_after.operations == ()
+    if controlled == "refused":
+        assert "does not implement" in good.detail
+
+
+def test_hibernation_loses_exactly_the_events_after_the_hand_over() -> None:
+    result = run_scenario("hibernate-across-upgrade", controlled=False, rounds=4)
+    per_phase = 4 * 7  # 3 backends, 2 timers and 2 IPIs per round
+    assert (result.sent, result.handled, result.lost) == (2 * per_phase, per_phase, per_phase)
+
+
+# --- the invariant, on controlled hosts -----------------------------------------------------------------------
+RELEASE_NAMES = list(RELEASES)
+KERNELS = [{}, {"fifo_events": False}, {"fifo_support": False}]
+steps = st.lists(
+    st.tuples(st.sampled_from(["exercise", "save-restore", "migrate", "hibernate", "upgrade"]),
+              st.sampled_from(RELEASE_NAMES)),
+    min_size=1,
+    max_size=6,
+)  # fmt: skip
+
+
+class Guest:
+    """One VM on controlled hosts, with the traffic it was sent."""
+
+    def __init__(self, release: str, kernel: dict[str, bool], workdir: Path) -> None:
+        self.workdir = workdir
+        self.ts = self.host(release)
+        cfg = DomainConfig.from_xl('name = "p"\ntype = "hvm"\nmemory = 4\nvcpus = 2\n')
+        self.options = kernel
+        self.kernel = LinuxKernel.boot(self.ts.hv, self.ts.create(cfg, start=True), **kernel)
+        self.sent = 0
+
+    def host(self, release: str) -> Toolstack:
+        return Toolstack(Hypervisor(release, abi_control=True), state_dir=self.workdir)
+
+    def handled(self) -> int:
+        return sum(self.kernel.state.handled.values())
+
+    def exercise(self) -> None:
+        hv, kernel = self.ts.hv, self.kernel
+        backends = [Backend.connect(hv, name, kernel.domid, port) for name, port in kernel.channels().items()]
+        for _ in range(3):
+            self.sent += sum(b.notify() for b in backends)
+            for vcpu in range(2):
+                self.sent += hv.send_virq(kernel.domid, VIRQ_TIMER, vcpu) + kernel.send_ipi(vcpu)
+            for vcpu in range(2):
+                kernel.run(vcpu)
+        for b in backends:
+            b.close()
+
+    def save_restore(self, release: str) -> None:
+        self.kernel.suspend()
+        data = io.BytesIO()
+        source_release = self.ts.hv.release.name
+        self.ts.save(self.kernel.domid, data)
+        for target in (self.host(release), self.host(source_release)):
+            data.seek(0)
+            try:
+                domid = target.restore(data)
+            except AbiIncompatible:
+                continue
+            self.ts = target
+            self.kernel = LinuxKernel.attach(target.hv, domid)
+            self.kernel.resume()
+            return
+        raise AssertionError("the source's own release must admit the VM")
+
+    def migrate(self, release: str) -> None:
+        dest = self.host(release)
+        self.kernel.suspend()
+        try:
+            domid = self.ts.migrate(self.kernel.domid, dest)
+        except AbiIncompatible:
+            self.kernel.state.phase = "running"  # the suspend is cancelled
+            return
+        self.ts = dest
+        self.kernel = LinuxKernel.attach(dest.hv, domid)
+        self.kernel.resume()
+
+    def hibernate(self, upgrade_to: str | None) -> None:
+        if self.kernel.state.abi == "fifo":
+            return  # a FIFO kernel cannot resume after a FIFO boot kernel (guest/linux.py): not an ABI matter
+        disk = self.ts.disk_path("p")
+        self.kernel.hibernate(disk)
+        self.ts.shutdown(self.kernel.domid)
+        if upgrade_to is not None and upgrade_to > self.ts.hv.release.name:
+            self.ts.upgrade(upgrade_to, abi_control=True)
+        self.kernel = LinuxKernel.boot(self.ts.hv, self.ts.start("p"), disk=disk, **self.options)
+
+
+def release_key(name: str) -> tuple[int, int]:
+    return RELEASES[name].version
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start=st.sampled_from(RELEASE_NAMES), kernel=st.sampled_from(KERNELS), plan=steps)
+def test_on_controlled_hosts_the_guest_never_sees_its_abi_change(
+    start: str, kernel: dict[str, bool], plan: list[tuple[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    guest = Guest(start, kernel, tmp_path_factory.mktemp("guest"))
+    first = guest.kernel.fingerprint
+    for action, release in plan:
+        if action == "exercise":
+            guest.exercise()
+        elif action == "save-restore":
+            guest.save_restore(release)
+        elif action == "migrate":
+            guest.migrate(release)
+        elif action == "hibernate":
+            guest.hibernate(None)
+        else:
+            later = max(release, guest.ts.hv.release.name, key=release_key)
+            guest.hibernate(later)
+        assert guest.kernel.state.phase == "running", guest.kernel.state.crash
+        assert not guest.kernel.fingerprint.differs_from(first), (action, release, guest.kernel.fingerprint, first)
+        assert guest.handled() == guest.sent
+    guest.exercise()
+    assert guest.handled() == guest.sent
