@@ -12,7 +12,8 @@ raises. Exceptions are for the layers above (toolstack, CLI) and for invalid req
     ├── AbiIncompatible             a host refuses a VM's ABI policy (admission, decision 8): every reason
     ├── StreamError                 a save/migration stream a Xen receiver would reject: record, offset, expected
     ├── MigrationError              a save, restore or migration that did not complete, and where the VM is now
-    └── NotModelled                 a request the model deliberately does not cover (saving a PV domain)
+    ├── NotModelled                 a request the model deliberately does not cover (saving a PV domain)
+    └── InventoryError              a fleet inventory row, file or name that is not valid: file, line and field
 
 Every exception carries structured fields besides its message, so callers never parse text.
 """
@@ -133,6 +134,21 @@ class MigrationError(XenabiError):
 
 class NotModelled(XenabiError):
     """A request outside what the model covers, refused before anything changes."""
+
+
+class InventoryError(XenabiError):
+    """A bad fleet inventory input. ``file``, ``line`` (1-based) and ``field`` say where, when known."""
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.field = field
+        where = ":".join(str(part) for part in (file, line) if part is not None)
+        column = f" [{field}]" if field else ""
+        super().__init__(f"{where}{column}: {message}" if where or column else message)
 
 
 def _errno_name(errno: int) -> str:

@@ -1,0 +1,1 @@
+"""Fleet planning: the inventory (SQLite) and the planner (admission, levelling, upgrade plans)."""

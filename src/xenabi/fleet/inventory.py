@@ -1,0 +1,431 @@
+"""The fleet inventory: hosts and VMs in SQLite (``DESIGN.md`` decision 8; issue 7).
+
+Tables: ``hosts(id, name, pool, release, abi_control)``, ``policies(id, text)`` and ``vms(id, name, guest_type,
+host_id, policy_id)``. A VM's policy is text in one of two forms: ``pinned:<feature>,<feature>`` (a VM created by a
+toolstack with ABI control; ``pinned:`` is the empty policy) or ``legacy:<release>`` (a VM created by a toolstack
+without it, which knows the environment of that release: decision 7). Policies are stored once and referenced, so a
+fleet of ten million VMs shares a handful of policy rows.
+
+Imports (CSV or JSON) run in one transaction per file: a row that does not validate is reported with its file,
+line and field, and nothing from that file is written; an interrupted import leaves the previous inventory as it was.
+CSV files are recognised by their header: ``name,pool,release,abi_control`` for hosts, ``name,guest_type,host,policy``
+for VMs. JSON is ``{"hosts": [...], "vms": [...]}`` with the same fields (the line of a JSON row is its position).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xenabi.abi.domctl import GuestType
+from xenabi.abi.features import REGISTRY
+from xenabi.errors import InventoryError
+from xenabi.policy import RELEASES, features_of_version
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hosts (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, pool TEXT NOT NULL,
+    release TEXT NOT NULL, abi_control INTEGER NOT NULL CHECK (abi_control IN (0, 1)));
+CREATE TABLE IF NOT EXISTS policies (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS vms (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, guest_type TEXT NOT NULL,
+    host_id INTEGER NOT NULL REFERENCES hosts(id), policy_id INTEGER NOT NULL REFERENCES policies(id));
+"""
+INDEXES = """
+CREATE INDEX IF NOT EXISTS hosts_by_class ON hosts(release, abi_control);
+CREATE INDEX IF NOT EXISTS hosts_by_pool ON hosts(pool);
+CREATE INDEX IF NOT EXISTS vms_by_class ON vms(guest_type, policy_id, host_id);
+CREATE INDEX IF NOT EXISTS vms_by_host ON vms(host_id, guest_type, policy_id);
+"""
+HOST_FIELDS = ("name", "pool", "release", "abi_control")
+VM_FIELDS = ("name", "guest_type", "host", "policy")
+DEFAULT_DB = "xenabi-fleet.sqlite"
+
+Progress = Callable[[int], None]  # called with how many more rows were written
+
+
+# --- policies as text ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VmPolicy:
+    """``pinned`` features, or the ``legacy`` release the VM knows."""
+
+    pinned: frozenset[str] | None = None
+    legacy: str | None = None
+
+    def features(self, guest_type: GuestType | str) -> frozenset[str]:
+        if self.pinned is not None:
+            return self.pinned
+        assert self.legacy is not None
+        return features_of_version(RELEASES[self.legacy].version, guest_type)
+
+    def __str__(self) -> str:
+        if self.pinned is not None:
+            return "pinned:" + ",".join(sorted(self.pinned, key=lambda name: REGISTRY[name].bit))
+        return f"legacy:{self.legacy}"
+
+
+def parse_policy(text: str) -> VmPolicy:
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in ("pinned", "legacy"):
+        raise ValueError(f"policy {text!r} is neither pinned:<features> nor legacy:<release>")
+    if kind == "legacy":
+        if rest not in RELEASES:
+            raise ValueError(f"unknown release {rest!r} (known: {', '.join(RELEASES)})")
+        return VmPolicy(legacy=rest)
+    names = [name.strip() for name in rest.split(",") if name.strip()]
+    for name in names:
+        if name not in REGISTRY:
+            raise ValueError(f"unknown feature {name!r} (known: {', '.join(REGISTRY.names())})")
+    return VmPolicy(pinned=frozenset(names))
+
+
+def parse_release(text: str) -> str:
+    if text not in RELEASES:
+        raise ValueError(f"unknown release {text!r} (known: {', '.join(RELEASES)})")
+    return text
+
+
+def parse_bool(text: object) -> int:
+    if isinstance(text, bool):
+        return int(text)
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes"):
+        return 1
+    if lowered in ("0", "false", "no"):
+        return 0
+    raise ValueError(f"{text!r} is not a boolean (1/0, true/false, yes/no)")
+
+
+def parse_guest_type(text: str) -> str:
+    try:
+        return GuestType(text).value
+    except ValueError:
+        raise ValueError(f"guest type {text!r} is not one of hvm, pvh, pv") from None
+
+
+# --- the database ----------------------------------------------------------------------------------------------
+class Inventory:
+    """An inventory in one SQLite file (``:memory:`` for a throwaway one)."""
+
+    def __init__(self, path: str | Path = DEFAULT_DB) -> None:
+        self.path = str(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.executescript(SCHEMA + INDEXES)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Inventory:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- reads ----------------------------------------------------------------------------------------------
+    def counts(self) -> tuple[int, int]:
+        hosts = self.db.execute("SELECT COUNT(*) FROM hosts").fetchone()[0]
+        vms = self.db.execute("SELECT COUNT(*) FROM vms").fetchone()[0]
+        return hosts, vms
+
+    def host(self, name: str) -> tuple[int, str, str, bool]:
+        row = self.db.execute("SELECT id, pool, release, abi_control FROM hosts WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise InventoryError(f"no host named {name!r}", field="host")
+        return row[0], row[1], row[2], bool(row[3])
+
+    def vm(self, name: str) -> tuple[str, str, str]:
+        """(guest type, host name, policy text)."""
+        row = self.db.execute(
+            "SELECT v.guest_type, h.name, p.text FROM vms v JOIN hosts h ON h.id = v.host_id "
+            "JOIN policies p ON p.id = v.policy_id WHERE v.name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            raise InventoryError(f"no VM named {name!r}", field="vm")
+        return row[0], row[1], row[2]
+
+    def pools(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT DISTINCT pool FROM hosts ORDER BY pool")]
+
+    def policy_id(self, text: str) -> int:
+        self.db.execute("INSERT OR IGNORE INTO policies(text) VALUES (?)", (text,))
+        return int(self.db.execute("SELECT id FROM policies WHERE text = ?", (text,)).fetchone()[0])
+
+    # --- imports -------------------------------------------------------------------------------------------------
+    def import_file(
+        self, path: str | Path, *, replace: bool = False, progress: Progress | None = None
+    ) -> tuple[int, int]:
+        """Import hosts and/or VMs from a CSV or JSON file, all or nothing. Returns (hosts, vms) written."""
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InventoryError(f"cannot read: {exc}", file=source) from exc
+        if source.endswith(".json") or text.lstrip().startswith("{"):
+            hosts, vms = _json_rows(text, source)
+        else:
+            hosts, vms = _csv_rows(text, source)
+        return self._write(hosts, vms, source, replace=replace, progress=progress)
+
+    def _write(
+        self,
+        hosts: Iterable[tuple[int, dict[str, Any]]],
+        vms: Iterable[tuple[int, dict[str, Any]]],
+        source: str,
+        *,
+        replace: bool,
+        progress: Progress | None,
+    ) -> tuple[int, int]:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if replace:
+                db.execute("DELETE FROM vms")
+                db.execute("DELETE FROM hosts")
+            n_hosts = 0
+            for line, row in hosts:
+                values = _host_values(row, source, line)
+                db.execute(
+                    "INSERT INTO hosts(name, pool, release, abi_control) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET pool = excluded.pool, release = excluded.release, "
+                    "abi_control = excluded.abi_control",
+                    values,
+                )
+                n_hosts += 1
+            host_ids = dict(db.execute("SELECT name, id FROM hosts"))
+            policy_ids: dict[str, int] = {}
+            n_vms = 0
+            for line, row in vms:
+                name, guest_type, host, policy = _vm_values(row, source, line)
+                if host not in host_ids:
+                    raise InventoryError(f"no host named {host!r}", file=source, line=line, field="host")
+                if policy not in policy_ids:
+                    policy_ids[policy] = self.policy_id(policy)
+                db.execute(
+                    "INSERT INTO vms(name, guest_type, host_id, policy_id) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET guest_type = excluded.guest_type, host_id = excluded.host_id, "
+                    "policy_id = excluded.policy_id",
+                    (name, guest_type, host_ids[host], policy_ids[policy]),
+                )
+                n_vms += 1
+                if progress is not None and n_vms % 10_000 == 0:
+                    progress(10_000)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return n_hosts, n_vms
+
+    # --- export ---------------------------------------------------------------------------------------------------
+    def export_json(self) -> dict[str, list[dict[str, Any]]]:
+        hosts = [
+            {"name": n, "pool": p, "release": r, "abi_control": bool(c)}
+            for n, p, r, c in self.db.execute("SELECT name, pool, release, abi_control FROM hosts ORDER BY id")
+        ]
+        return {"hosts": hosts, "vms": [dict(zip(VM_FIELDS, row, strict=True)) for row in self.vm_rows()]}
+
+    def vm_rows(self) -> Iterator[tuple[str, str, str, str]]:
+        yield from self.db.execute(
+            "SELECT v.name, v.guest_type, h.name, p.text FROM vms v JOIN hosts h ON h.id = v.host_id "
+            "JOIN policies p ON p.id = v.policy_id ORDER BY v.id"
+        )
+
+    def export_csv(self, hosts_out: io.TextIOBase, vms_out: io.TextIOBase) -> None:
+        writer = csv.writer(hosts_out, lineterminator="\n")
+        writer.writerow(HOST_FIELDS)
+        for n, p, r, c in self.db.execute("SELECT name, pool, release, abi_control FROM hosts ORDER BY id"):
+            writer.writerow((n, p, r, c))
+        writer = csv.writer(vms_out, lineterminator="\n")
+        writer.writerow(VM_FIELDS)
+        writer.writerows(self.vm_rows())
+
+    # --- synthetic fleets -------------------------------------------------------------------------------------------
+    def synth(self, vms: int, hosts: int, *, seed: int = 1, progress: Progress | None = None) -> None:
+        """Replace the inventory with a synthetic fleet (see :func:`synth_hosts` and :func:`synth_vms`)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM vms")
+            db.execute("DELETE FROM hosts")
+            db.execute("DROP INDEX IF EXISTS vms_by_class")  # both built once, after the bulk insert
+            db.execute("DROP INDEX IF EXISTS vms_by_host")
+            rng = random.Random(seed)
+            host_rows = synth_hosts(hosts, rng)
+            db.executemany("INSERT INTO hosts(id, name, pool, release, abi_control) VALUES (?, ?, ?, ?, ?)", host_rows)
+            policy_texts = sorted({text for choices in _policy_menu().values() for text in choices})
+            policy_ids = {text: self.policy_id(text) for text in policy_texts}
+            written = 0
+            for chunk in synth_vms(vms, host_rows, rng, policy_ids):
+                db.executemany(
+                    "INSERT INTO vms(id, name, guest_type, host_id, policy_id) VALUES (?, ?, ?, ?, ?)", chunk
+                )
+                written += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+            db.execute("CREATE INDEX IF NOT EXISTS vms_by_class ON vms(guest_type, policy_id, host_id)")
+            db.execute("CREATE INDEX IF NOT EXISTS vms_by_host ON vms(host_id, guest_type, policy_id)")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("ANALYZE")
+
+
+# --- synthetic fleet generation -------------------------------------------------------------------------------------
+RELEASE_WEIGHTS = {"4.3": 2, "4.4": 2, "4.5": 2, "4.6": 3, "4.7": 3, "4.8": 5, "4.9": 6, "4.10": 6, "4.11": 9,
+                   "4.12": 10, "4.13": 14, "4.14": 38}  # fmt: skip
+GUEST_TYPE_WEIGHTS = {"hvm": 60, "pvh": 25, "pv": 15}
+
+
+def synth_hosts(n: int, rng: random.Random) -> list[tuple[int, str, str, str, int]]:
+    """Pools of about 500 hosts; each pool is mostly one release (rolling upgrades leave a few on the previous
+    one); hosts on 4.14 have ABI control three times in four, older ones one time in ten."""
+    releases = list(RELEASE_WEIGHTS)
+    rows = []
+    pools = max(1, n // 500)
+    pool_release = rng.choices(releases, weights=list(RELEASE_WEIGHTS.values()), k=pools)
+    for i in range(n):
+        pool = i % pools
+        release = pool_release[pool]
+        if rng.random() < 0.1:
+            index = releases.index(release)
+            release = releases[max(0, index - 1)]
+        control = rng.random() < (0.75 if release == "4.14" else 0.1)
+        rows.append((i + 1, f"host{i + 1:06d}", f"pool{pool:04d}", release, int(control)))
+    return rows
+
+
+def _policy_menu() -> dict[tuple[str, bool, str], list[str]]:
+    """For each (host release, abi_control, guest type): the policies its VMs carry, most likely first."""
+    menu = {}
+    for release in RELEASES:
+        for control in (False, True):
+            for kind in GuestType:
+                own = str(VmPolicy(pinned=features_of_version(RELEASES[release].version, kind)))
+                if control:
+                    choices = [own, "pinned:evtchn_fifo" if kind is not GuestType.PV else own, "pinned:",
+                               f"legacy:{release}"]  # fmt: skip
+                else:
+                    older = list(RELEASES)[max(0, list(RELEASES).index(release) - 2)]
+                    choices = [f"legacy:{release}", f"legacy:{older}"]
+                menu[(release, control, kind.value)] = choices
+    return menu
+
+
+def synth_vms(
+    n: int, hosts: list[tuple[int, str, str, str, int]], rng: random.Random, policy_ids: dict[str, int]
+) -> Iterator[list[tuple[int, str, str, int, int]]]:
+    """VMs spread over the hosts. On a controlled host most are pinned to what it gave them, some to a levelled
+    FIFO-only policy, a few to nothing (pinned from Xen 4.3 hosts) or not pinned at all (they predate control); on
+    an uncontrolled host most know its release and some an older one (moved in by a legacy toolstack)."""
+    menu = _policy_menu()
+    kinds = list(GUEST_TYPE_WEIGHTS)
+    kind_weights = list(GUEST_TYPE_WEIGHTS.values())
+    controlled_weights, legacy_weights = [70, 20, 5, 5], [95, 5]
+    chunk = 100_000
+    for start in range(0, n, chunk):
+        size = min(chunk, n - start)
+        placed = rng.choices(hosts, k=size)
+        types = rng.choices(kinds, weights=kind_weights, k=size)
+        picks = rng.choices(range(4), weights=controlled_weights, k=size)
+        old = rng.choices(range(2), weights=legacy_weights, k=size)
+        rows = []
+        for i in range(size):
+            host = placed[i]
+            control = bool(host[4])
+            choices = menu[(host[3], control, types[i])]
+            text = choices[picks[i]] if control else choices[old[i]]
+            vm_id = start + i + 1
+            rows.append((vm_id, f"vm{vm_id:08d}", types[i], host[0], policy_ids[text]))
+        yield rows
+
+
+# --- parsing input rows -----------------------------------------------------------------------------------------------
+def _csv_rows(text: str, source: str) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InventoryError("empty file", file=source, line=1) from None
+    header = [column.strip() for column in header]
+    if tuple(header) == HOST_FIELDS:
+        kind = "hosts"
+    elif tuple(header) == VM_FIELDS:
+        kind = "vms"
+    else:
+        raise InventoryError(
+            f"header {','.join(header)!r} is neither {','.join(HOST_FIELDS)!r} nor {','.join(VM_FIELDS)!r}",
+            file=source,
+            line=1,
+        )
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for values in reader:
+        line = reader.line_num
+        if not values or all(not v.strip() for v in values):
+            continue
+        if len(values) != len(header):
+            raise InventoryError(f"{len(values)} fields, expected {len(header)}", file=source, line=line)
+        rows.append((line, dict(zip(header, (v.strip() for v in values), strict=True))))
+    return (rows, []) if kind == "hosts" else ([], rows)
+
+
+def _json_rows(text: str, source: str) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InventoryError(f"not JSON: {exc.msg}", file=source, line=exc.lineno) from exc
+    if not isinstance(doc, dict) or set(doc) - {"hosts", "vms"}:
+        raise InventoryError('a JSON inventory is an object with "hosts" and/or "vms" lists', file=source)
+    out = []
+    for key in ("hosts", "vms"):
+        rows = doc.get(key, [])
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise InventoryError(f'"{key}" must be a list of objects', file=source, field=key)
+        out.append(list(enumerate(rows, start=1)))
+    return out[0], out[1]
+
+
+def _field(row: dict[str, Any], name: str, source: str, line: int) -> str:
+    value = row.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InventoryError("missing", file=source, line=line, field=name)
+    return str(value).strip() if not isinstance(value, bool) else str(value)
+
+
+def _checked(parse: Callable[[str], Any], row: dict[str, Any], name: str, source: str, line: int) -> Any:
+    try:
+        return parse(_field(row, name, source, line))
+    except ValueError as exc:
+        raise InventoryError(str(exc), file=source, line=line, field=name) from None
+
+
+def _host_values(row: dict[str, Any], source: str, line: int) -> tuple[str, str, str, int]:
+    unknown = set(row) - set(HOST_FIELDS)
+    if unknown:
+        raise InventoryError(f"unknown field {sorted(unknown)[0]!r}", file=source, line=line, field=sorted(unknown)[0])
+    return (
+        _field(row, "name", source, line),
+        _field(row, "pool", source, line),
+        _checked(parse_release, row, "release", source, line),
+        _checked(parse_bool, row, "abi_control", source, line),
+    )
+
+
+def _vm_values(row: dict[str, Any], source: str, line: int) -> tuple[str, str, str, str]:
+    unknown = set(row) - set(VM_FIELDS)
+    if unknown:
+        raise InventoryError(f"unknown field {sorted(unknown)[0]!r}", file=source, line=line, field=sorted(unknown)[0])
+    guest_type = _checked(parse_guest_type, row, "guest_type", source, line)
+    policy = _checked(parse_policy, row, "policy", source, line)
+    bad = sorted(name for name in policy.features(guest_type) if not REGISTRY[name].applies_to(GuestType(guest_type)))
+    if policy.pinned is not None and bad:
+        raise InventoryError(f"{bad[0]} does not apply to {guest_type} guests", file=source, line=line, field="policy")
+    return _field(row, "name", source, line), guest_type, _field(row, "host", source, line), str(policy)

@@ -1,0 +1,378 @@
+"""Fleet planning: where each VM may run, the levelled default for a pool, and safe rolling upgrades.
+
+Admission is :func:`xenabi.policy.admission` (decision 8), the same function the toolstack calls on restore; a
+VM's policy is its pinned set, or the legacy policy of the release it knows (decision 7). The planner never asks it
+about single VMs and hosts: VMs are grouped by (guest type, policy) into *VM classes* and hosts by (release,
+abi_control) into *host classes*, admission is decided once per pair of classes, and the answer is expanded with
+counts from SQL. A fleet of millions of VMs has a few dozen classes of each kind, so the work is classes x classes
+plus a few grouped scans of the inventory, with memory bounded by the number of classes (and, for an upgrade plan,
+by the number of hosts being upgraded). :func:`direct_admissible_hosts` is the per-pair evaluation the tests and the
+benchmark compare against.
+
+Upgrade plans (``plan_upgrade``): hosts are upgraded in place (release, abi_control). A VM on such a host whose
+policy the new host would not admit would see its environment change if it stayed, so it is evacuated first, to a
+host that is not being upgraded and that admits it; then the host is upgraded. Hosts whose affected VMs all have a
+target come first. A VM with no target makes the plan unsafe. Afterwards, VM classes that can be admitted by at most
+one host in the whole fleet are reported as unmovable. Capacity is not modelled: any admitting host can take any
+number of VMs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from xenabi.abi.domctl import GuestType
+from xenabi.errors import InventoryError
+from xenabi.fleet.inventory import Inventory, parse_policy, parse_release
+from xenabi.policy import RELEASES, AbiPolicy, Refusal, admission
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, order=True)
+class HostClass:
+    release: str
+    abi_control: bool
+
+    def __str__(self) -> str:
+        return f"Xen {self.release} {'with' if self.abi_control else 'without'} ABI control"
+
+
+@dataclass(frozen=True, order=True)
+class VmClass:
+    guest_type: str
+    policy: str  # pinned:... or legacy:<release>
+
+    @property
+    def features(self) -> frozenset[str]:
+        return parse_policy(self.policy).features(self.guest_type)
+
+    def __str__(self) -> str:
+        return f"{self.guest_type} {self.policy}"
+
+
+@cache
+def class_admission(vm: VmClass, host: HostClass) -> tuple[Refusal, ...]:
+    """Decision 8 for a pair of classes (the one call per pair the planner makes)."""
+    return admission(AbiPolicy(vm.features), host.release, host.abi_control, vm.guest_type)
+
+
+# --- grouped reads -------------------------------------------------------------------------------------------------
+def host_classes(inv: Inventory, where: str = "", args: Iterable[Any] = ()) -> dict[HostClass, int]:
+    rows = inv.db.execute(
+        f"SELECT release, abi_control, COUNT(*) FROM hosts {where} GROUP BY release, abi_control", tuple(args)
+    )
+    return {HostClass(r, bool(c)): n for r, c, n in rows}
+
+
+def vm_classes(inv: Inventory) -> dict[VmClass, int]:
+    rows = inv.db.execute(
+        "SELECT v.guest_type, p.text, COUNT(*) FROM vms v JOIN policies p ON p.id = v.policy_id "
+        "GROUP BY v.guest_type, v.policy_id"
+    )
+    return {VmClass(t, text): n for t, text, n in rows}
+
+
+def admissible_count(vm: VmClass, hosts: dict[HostClass, int]) -> int:
+    return sum(n for hc, n in hosts.items() if not class_admission(vm, hc))
+
+
+# --- where may a VM run ---------------------------------------------------------------------------------------------
+@dataclass
+class Placement:
+    vm: str
+    vm_class: VmClass
+    host: str
+    admissible: dict[HostClass, int]  # host class -> number of hosts
+    refused: dict[HostClass, tuple[Refusal, ...]]
+    refused_hosts: dict[HostClass, int]
+    examples: dict[HostClass, list[str]] = field(default_factory=dict)
+
+    @property
+    def admissible_hosts(self) -> int:
+        return sum(self.admissible.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "vm": self.vm,
+            "guest_type": self.vm_class.guest_type,
+            "policy": self.vm_class.policy,
+            "features": sorted(self.vm_class.features),
+            "host": self.host,
+            "admissible_hosts": self.admissible_hosts,
+            "admissible": [
+                {
+                    "release": hc.release,
+                    "abi_control": hc.abi_control,
+                    "hosts": n,
+                    "examples": self.examples.get(hc, []),
+                }
+                for hc, n in sorted(self.admissible.items())
+            ],
+            "refused": [
+                {
+                    "release": hc.release,
+                    "abi_control": hc.abi_control,
+                    "hosts": self.refused_hosts[hc],
+                    "reasons": [r.to_json() for r in reasons],
+                }
+                for hc, reasons in sorted(self.refused.items())
+            ],
+        }
+
+
+def where(inv: Inventory, vm: str, *, examples: int = 5) -> Placement:
+    guest_type, host, policy = inv.vm(vm)
+    vmc = VmClass(guest_type, policy)
+    classes = host_classes(inv)
+    placement = Placement(vm, vmc, host, {}, {}, {})
+    for hc, n in sorted(classes.items()):
+        reasons = class_admission(vmc, hc)
+        if reasons:
+            placement.refused[hc] = reasons
+            placement.refused_hosts[hc] = n
+        else:
+            placement.admissible[hc] = n
+            placement.examples[hc] = [
+                row[0]
+                for row in inv.db.execute(
+                    "SELECT name FROM hosts WHERE release = ? AND abi_control = ? ORDER BY id LIMIT ?",
+                    (hc.release, int(hc.abi_control), examples),
+                )
+            ]
+    return placement
+
+
+# --- the whole fleet --------------------------------------------------------------------------------------------------
+@dataclass
+class ClassSummary:
+    vm_class: VmClass
+    vms: int
+    admissible_hosts: int
+    refused: dict[HostClass, tuple[Refusal, ...]]
+    stranded_vms: int  # VMs of this class on a host that does not admit them
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "guest_type": self.vm_class.guest_type,
+            "policy": self.vm_class.policy,
+            "vms": self.vms,
+            "admissible_hosts": self.admissible_hosts,
+            "stranded_vms": self.stranded_vms,
+            "refused": [
+                {"release": hc.release, "abi_control": hc.abi_control, "reasons": [str(r) for r in reasons]}
+                for hc, reasons in sorted(self.refused.items())
+            ],
+        }
+
+
+def summary(inv: Inventory) -> list[ClassSummary]:
+    """For every VM class: how many VMs, how many hosts may take them, and which host classes refuse and why."""
+    hosts = host_classes(inv)
+    rows = inv.db.execute(
+        "SELECT v.guest_type, p.text, h.release, h.abi_control, COUNT(*) FROM vms v "
+        "JOIN policies p ON p.id = v.policy_id JOIN hosts h ON h.id = v.host_id "
+        "GROUP BY v.guest_type, v.policy_id, h.release, h.abi_control"
+    )
+    vms: dict[VmClass, int] = defaultdict(int)
+    stranded: dict[VmClass, int] = defaultdict(int)
+    for guest_type, policy, release, control, n in rows:
+        vmc = VmClass(guest_type, policy)
+        vms[vmc] += n
+        if class_admission(vmc, HostClass(release, bool(control))):
+            stranded[vmc] += n
+    out = []
+    for vmc in sorted(vms):
+        refused = {hc: reasons for hc in sorted(hosts) if (reasons := class_admission(vmc, hc))}
+        out.append(ClassSummary(vmc, vms[vmc], admissible_count(vmc, hosts), refused, stranded[vmc]))
+    return out
+
+
+def direct_admissible_hosts(inv: Inventory, vm_names: Iterable[str]) -> dict[str, int]:
+    """The per-pair evaluation: for each VM, admission against every host, one call per (VM, host)."""
+    hosts = list(inv.db.execute("SELECT release, abi_control FROM hosts"))
+    out = {}
+    for name in vm_names:
+        guest_type, _host, policy = inv.vm(name)
+        features = parse_policy(policy).features(guest_type)
+        out[name] = sum(
+            1 for release, control in hosts if not admission(AbiPolicy(features), release, bool(control), guest_type)
+        )
+    return out
+
+
+# --- levelling ------------------------------------------------------------------------------------------------------
+@dataclass
+class Level:
+    pool: str
+    guest_type: str
+    hosts: int
+    policy: frozenset[str] | None  # None: no policy is admissible on every host of the pool
+    limiting: dict[str, list[HostClass]]  # feature -> host classes that keep it out of the levelled policy
+    conflict: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "guest_type": self.guest_type,
+            "hosts": self.hosts,
+            "policy": None if self.policy is None else sorted(self.policy),
+            "xl": None if self.policy is None else _xl_entries(self.policy, self.guest_type),
+            "limited_by": {f: [str(hc) for hc in classes] for f, classes in sorted(self.limiting.items())},
+            "conflict": self.conflict,
+        }
+
+
+def _xl_entries(policy: frozenset[str], guest_type: str) -> str:
+    from xenabi.abi.features import REGISTRY
+
+    entries = [
+        row.name if row.name in policy else f"!{row.name}" for row in REGISTRY if row.applies_to(GuestType(guest_type))
+    ]
+    return "xen_abi_features = [ " + ", ".join(f'"{e}"' for e in entries) + " ]"
+
+
+def level(inv: Inventory, pool: str) -> list[Level]:
+    """The richest policy, per guest type, that every host of ``pool`` admits (and what limits it)."""
+    classes = host_classes(inv, "WHERE pool = ?", (pool,))
+    if not classes:
+        raise InventoryError(f"no pool named {pool!r}", field="pool")
+    total = sum(classes.values())
+    out = []
+    for kind in GuestType:
+        applicable = {hc: RELEASES[hc.release].applicable_features(kind) for hc in classes}
+        union = frozenset().union(*applicable.values())
+        uncontrolled = {applicable[hc] for hc in classes if not hc.abi_control}
+        conflict = ""
+        if len(uncontrolled) > 1:
+            policy = None
+            conflict = "hosts without ABI control expose different feature sets: " + "; ".join(
+                f"{hc}: {', '.join(sorted(applicable[hc])) or 'none'}" for hc in sorted(classes) if not hc.abi_control
+            )
+        else:
+            policy = frozenset.intersection(*applicable.values())
+            if uncontrolled and next(iter(uncontrolled)) != policy:
+                conflict = "hosts without ABI control expose features other hosts lack"
+                policy = None
+        if policy is not None:
+            assert all(not class_admission(VmClass(kind.value, _pinned(policy)), hc) for hc in classes)
+        limiting = {
+            feature: sorted(hc for hc in classes if feature not in applicable[hc] or not hc.abi_control)
+            for feature in sorted(union - (policy or frozenset()))
+        }
+        out.append(Level(pool, kind.value, total, policy, limiting, conflict))
+    return out
+
+
+def _pinned(features: frozenset[str]) -> str:
+    from xenabi.fleet.inventory import VmPolicy
+
+    return str(VmPolicy(pinned=features))
+
+
+# --- upgrade plans -----------------------------------------------------------------------------------------------
+@dataclass
+class Step:
+    host: str
+    evacuate: list[dict[str, Any]]  # [{guest_type, policy, vms, to: [host class], example}]
+    stranded: list[dict[str, Any]]  # affected VMs that no host can take
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "evacuate": self.evacuate, "stranded": self.stranded}
+
+
+@dataclass
+class UpgradePlan:
+    target: HostClass
+    hosts: int
+    vms_on_hosts: int
+    affected_vms: int
+    stranded_vms: int
+    steps: list[Step]
+    unmovable_after: list[dict[str, Any]]
+
+    @property
+    def safe(self) -> bool:
+        return self.stranded_vms == 0
+
+    def to_json(self, *, steps: int | None = None) -> dict[str, Any]:
+        return {
+            "to": {"release": self.target.release, "abi_control": self.target.abi_control},
+            "hosts": self.hosts,
+            "vms_on_hosts": self.vms_on_hosts,
+            "affected_vms": self.affected_vms,
+            "stranded_vms": self.stranded_vms,
+            "safe": self.safe,
+            "steps": [s.to_json() for s in self.steps[:steps]],
+            "unmovable_after": self.unmovable_after,
+        }
+
+
+def plan_upgrade(
+    inv: Inventory, hosts: list[str], release: str, abi_control: bool, *, progress: Progress | None = None
+) -> UpgradePlan:
+    try:
+        target = HostClass(parse_release(release), abi_control)
+    except ValueError as exc:
+        raise InventoryError(str(exc), field="release") from None
+    db = inv.db
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS upgrading (id INTEGER PRIMARY KEY, name TEXT)")
+    db.execute("DELETE FROM upgrading")
+    for name in hosts:
+        row = db.execute("SELECT id FROM hosts WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise InventoryError(f"no host named {name!r}", field="hosts")
+        db.execute("INSERT OR IGNORE INTO upgrading(id, name) VALUES (?, ?)", (row[0], name))
+    stable = host_classes(inv, "WHERE id NOT IN (SELECT id FROM upgrading)")
+    examples: dict[HostClass, str] = {}
+    for hc in stable:
+        examples[hc] = db.execute(
+            "SELECT name FROM hosts WHERE release = ? AND abi_control = ? AND id NOT IN (SELECT id FROM upgrading) "
+            "ORDER BY id LIMIT 1",
+            (hc.release, int(hc.abi_control)),
+        ).fetchone()[0]
+    rows = db.execute(
+        "SELECT u.name, v.guest_type, p.text, COUNT(*) FROM upgrading u JOIN vms v ON v.host_id = u.id "
+        "JOIN policies p ON p.id = v.policy_id GROUP BY u.id, v.guest_type, v.policy_id ORDER BY u.id"
+    )
+    per_host: dict[str, list[tuple[VmClass, int]]] = defaultdict(list)
+    for name, guest_type, policy, n in rows:
+        per_host[name].append((VmClass(guest_type, policy), n))
+    ordered_names = [row[0] for row in db.execute("SELECT name FROM upgrading ORDER BY rowid")]
+    steps_ok, steps_blocked = [], []
+    vms_on_hosts = affected = stranded = 0
+    for name in ordered_names:
+        step = Step(name, [], [])
+        for vmc, n in per_host.get(name, []):
+            vms_on_hosts += n
+            if not class_admission(vmc, target):
+                continue  # its environment survives the upgrade: it may stay (suspended across the reboot)
+            affected += n
+            targets = sorted(hc for hc in stable if not class_admission(vmc, hc))
+            entry = {"guest_type": vmc.guest_type, "policy": vmc.policy, "vms": n,
+                     "reasons": [str(r) for r in class_admission(vmc, target)]}  # fmt: skip
+            if targets:
+                entry |= {"to": [str(hc) for hc in targets], "example": examples[targets[0]]}
+                step.evacuate.append(entry)
+            else:
+                stranded += n
+                step.stranded.append(entry)
+        (steps_blocked if step.stranded else steps_ok).append(step)
+        if progress is not None:
+            progress(1)
+    after = dict(stable)
+    after[target] = after.get(target, 0) + len(ordered_names)
+    before = host_classes(inv)
+    unmovable = []
+    for vmc, n in sorted(vm_classes(inv).items()):
+        now, later = admissible_count(vmc, before), admissible_count(vmc, after)
+        if later <= 1 < now:
+            unmovable.append({"guest_type": vmc.guest_type, "policy": vmc.policy, "vms": n,
+                              "admissible_hosts_before": now, "admissible_hosts_after": later})  # fmt: skip
+    return UpgradePlan(
+        target, len(ordered_names), vms_on_hosts, affected, stranded, steps_ok + steps_blocked, unmovable
+    )
