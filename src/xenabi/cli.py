@@ -216,4 +216,5 @@ def _print_config_report(report: dict[str, object]) -> None:
     console.print(str(report["stored_config"]), markup=False, highlight=False)
 
 
-from xenabi import cli_streams  # noqa: E402,F401  (registers the stream commands)
+# The command groups in their own modules register themselves on `main`.
+from xenabi import cli_fleet, cli_streams  # noqa: E402,F401
