@@ -173,17 +173,23 @@ class ClassSummary:
 def summary(inv: Inventory) -> list[ClassSummary]:
     """For every VM class: how many VMs, how many hosts may take them, and which host classes refuse and why."""
     hosts = host_classes(inv)
+    host_class = {
+        hid: HostClass(r, bool(c)) for hid, r, c in inv.db.execute("SELECT id, release, abi_control FROM hosts")
+    }
+    policies = dict(inv.db.execute("SELECT id, text FROM policies"))
+    # One pass over the covering index (host, type, policy): a row per host and VM class on it, no table lookups.
     rows = inv.db.execute(
-        "SELECT v.guest_type, p.text, h.release, h.abi_control, COUNT(*) FROM vms v "
-        "JOIN policies p ON p.id = v.policy_id JOIN hosts h ON h.id = v.host_id "
-        "GROUP BY v.guest_type, v.policy_id, h.release, h.abi_control"
+        "SELECT host_id, guest_type, policy_id, COUNT(*) FROM vms GROUP BY host_id, guest_type, policy_id"
     )
+    pairs: dict[tuple[str, int, HostClass], int] = defaultdict(int)
+    for host_id, guest_type, policy_id, n in rows:
+        pairs[(guest_type, policy_id, host_class[host_id])] += n
     vms: dict[VmClass, int] = defaultdict(int)
     stranded: dict[VmClass, int] = defaultdict(int)
-    for guest_type, policy, release, control, n in rows:
-        vmc = VmClass(guest_type, policy)
+    for (guest_type, policy_id, hc), n in pairs.items():
+        vmc = VmClass(guest_type, policies[policy_id])
         vms[vmc] += n
-        if class_admission(vmc, HostClass(release, bool(control))):
+        if class_admission(vmc, hc):
             stranded[vmc] += n
     out = []
     for vmc in sorted(vms):
