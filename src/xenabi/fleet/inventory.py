@@ -309,10 +309,13 @@ def _policy_menu() -> dict[tuple[str, bool, str], list[str]]:
     for release in RELEASES:
         for control in (False, True):
             for kind in GuestType:
-                own = str(VmPolicy(pinned=features_of_version(RELEASES[release].version, kind)))
+                features = features_of_version(RELEASES[release].version, kind)
+                own = str(VmPolicy(pinned=features))
                 if control:
-                    choices = [own, "pinned:evtchn_fifo" if kind is not GuestType.PV else own, "pinned:",
-                               f"legacy:{release}"]  # fmt: skip
+                    # a controlled host only holds VMs it admits: its own default, a levelled FIFO-only policy
+                    # where it has FIFO, nothing (pinned from 4.3), or its release's legacy policy
+                    levelled = "pinned:evtchn_fifo" if "evtchn_fifo" in features else own
+                    choices = [own, levelled, "pinned:", f"legacy:{release}"]
                 else:
                     older = list(RELEASES)[max(0, list(RELEASES).index(release) - 2)]
                     choices = [f"legacy:{release}", f"legacy:{older}"]
