@@ -98,3 +98,12 @@ def test_dom0_gets_fifo_where_it_exists_and_never_upcall(release: str, control: 
     hv = Hypervisor(release, abi_control=control)
     assert hv.domain(0).config.flags == flags
     assert hv.domain(0).creation_finished  # dom0 runs from boot
+
+
+def test_a_vm_that_cannot_get_its_toolstack_ports_is_not_left_behind() -> None:
+    from xenabi.errors import XenError
+
+    hv = Hypervisor("4.14", abi_control=True)
+    with pytest.raises(XenError):
+        Toolstack(hv).create(xl("max_event_channels = 1"))  # port 1 only: no room for the console's port
+    assert list(hv.domains) == [0]

@@ -99,7 +99,11 @@ class Toolstack:
             )
         create = cfg.create_domain(features, abi_control=self.hv.abi_control)
         domid = self.hv.create_domain(create, memory_mb=cfg.max_memory_mb or cfg.memory_mb)
-        self.build_pre(domid)
+        try:
+            self.build_pre(domid)
+        except BaseException:
+            self.hv.destroy_domain(domid)  # a half-built VM is not left behind
+            raise
         self.configs[domid] = cfg.pinned(self.hv.domain(domid).policy.features) if self.pins else cfg
         if overridden:
             self.overrides[domid] = overridden
