@@ -156,3 +156,18 @@ def test_memory_is_one_buffer_of_4k_pages(hv: Hypervisor) -> None:
     assert len(d.memory) == 2 << 20 and d.nr_pages == 512
     assert d.page(SHARED_INFO_GFN).nbytes == 4096
     assert not d.is_guest_ram(SHARED_INFO_GFN) and d.is_guest_ram(10) and not d.is_guest_ram(512)
+
+
+def test_send_virq_only_to_a_bound_virq_of_a_running_domain() -> None:
+    from xenabi.abi.xen import VIRQ_TIMER
+    from xenabi.hypervisor import Hypervisor
+
+    from ..conftest import ev, new_domu
+
+    hv = Hypervisor("4.14", abi_control=True)
+    domu = new_domu(hv, "hvm", max_vcpus=2)
+    assert not hv.send_virq(domu, VIRQ_TIMER, 0)  # not bound
+    assert ev(hv, domu, "bind_virq", virq=VIRQ_TIMER, vcpu=1)[0] == 0
+    assert hv.send_virq(domu, VIRQ_TIMER, 1) and not hv.send_virq(domu, 999, 1) and not hv.send_virq(domu, 0, 7)
+    hv.shutdown_domain(domu, "crash")
+    assert not hv.send_virq(domu, VIRQ_TIMER, 1) and hv.domain(domu).lifecycle.value == "shut down"

@@ -29,7 +29,7 @@ from xenabi.abi.domctl import (
     emulation_flags_ok,
 )
 from xenabi.abi.features import REGISTRY
-from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF
+from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF, NR_VIRQS
 from xenabi.errors import XenError
 from xenabi.hypervisor import evtchn
 from xenabi.hypervisor.cpuid import hypervisor_leaf
@@ -241,7 +241,7 @@ class Hypervisor:
         """``send_guest_vcpu_virq``: raise a per-vCPU VIRQ (the timer, say) if the guest bound it. Returns whether
         it was bound."""
         d = self.domain(domid)
-        if not 0 <= vcpu < d.max_vcpus or d.shutdown_reason is not None:
+        if not 0 <= vcpu < d.max_vcpus or not 0 <= virq < NR_VIRQS or d.shutdown_reason is not None:
             return False
         port = d.vcpus[vcpu].virq_to_evtchn[virq]
         if not port:
