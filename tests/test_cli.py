@@ -103,3 +103,12 @@ def test_config_show_syntax_error_names_line_and_column(tmp_path: Path) -> None:
 def test_config_show_unknown_release(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["config", "show", HVM_EXAMPLE, "--release", "5.0"])
     assert result.exit_code == 1 and "unknown Xen release" in result.output
+
+
+def test_config_show_reports_xl_quirks_as_warnings(tmp_path: Path) -> None:
+    path = tmp_path / "vm.cfg"
+    path.write_text('name = "vm\\101"\ntype = "hvm"\n')
+    result = CliRunner().invoke(main, ["config", "show", str(path), "--json"])
+    report = json.loads(result.output)
+    assert result.exit_code == 0 and report["config"]["c_info"]["name"] == "vm"
+    assert len(report["warnings"]) == 1 and "octal escape" in report["warnings"][0]

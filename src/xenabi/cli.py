@@ -130,24 +130,27 @@ def config_show(file: str, release: str, no_abi_control: bool, as_json: bool) ->
     """Parse FILE and show what it means on a host: policy, create flags, CPUID leaves, hypfs view."""
     from xenabi.errors import ConfigError, PolicyError, XlCfgError
     from xenabi.policy import get_release
-    from xenabi.toolstack import DomainConfig
+    from xenabi.toolstack import DomainConfig, xlcfg
     from xenabi.toolstack.report import config_report
 
     try:
         get_release(release)
         with open(file, encoding="utf-8", errors="surrogateescape") as stream:
             text = stream.read()
-        cfg = DomainConfig.from_xl(text, source=file)
+        parsed = xlcfg.parse(text, file)
+        cfg = DomainConfig.from_xlcfg(parsed)
     except (XlCfgError, ConfigError, PolicyError) as exc:
         if as_json:
             click.echo(json.dumps({"error": _error_json(exc)}, indent=2))
         else:
             click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    report = config_report(cfg, release, not no_abi_control)
+    report = config_report(cfg, release, not no_abi_control) | {"warnings": parsed.warnings}
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
+        for warning in parsed.warnings:
+            click.echo(f"warning: {warning}", err=True)
         _print_config_report(report)
     sys.exit(1 if report["refused"] else 0)
 
