@@ -82,13 +82,16 @@ class DispatchTable:
         """What a (hypercall, sub-op) missing from the table gets: the compat hypercall's one entry (its struct
         carries the command, whatever ``cmd`` says), a whole-hypercall handler bound to ``cmd``, else the
         hypercall's unknown code. Off the hot path."""
+        rc = self.unknown_rc.get(op)
+        if rc is not None and op != HYPERVISOR_event_channel_op_compat:
+            return rc  # the common miss (an unknown sub-op of a table hypercall) first: it is the dispatch floor
         if op == HYPERVISOR_event_channel_op_compat:
             return self.entries[(op, COMPAT_CMD)]
         whole = self.whole.get(op)
         if whole is not None:
             struct, handler, precheck = whole
             return SubOp(struct, partial(handler, cmd=cmd), precheck)
-        return self.unknown_rc.get(op, -errno.ENOSYS)
+        return -errno.ENOSYS
 
 
 def event_channel_op_compat(hv: Hypervisor, cur: Domain, arg: abi_evtchn.CompatEvtchnOp) -> int:
