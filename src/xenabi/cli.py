@@ -140,11 +140,7 @@ def config_show(file: str, release: str, no_abi_control: bool, as_json: bool) ->
         parsed = xlcfg.parse(text, file)
         cfg = DomainConfig.from_xlcfg(parsed)
     except (XlCfgError, ConfigError, PolicyError) as exc:
-        if as_json:
-            click.echo(json.dumps({"error": _error_json(exc)}, indent=2))
-        else:
-            click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        _fail(exc, as_json)
     report = config_report(cfg, release, not no_abi_control) | {"warnings": parsed.warnings}
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -153,6 +149,22 @@ def config_show(file: str, release: str, no_abi_control: bool, as_json: bool) ->
             click.echo(f"warning: {warning}", err=True)
         _print_config_report(report)
     sys.exit(1 if report["refused"] else 0)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _fail(exc: Exception, as_json: bool) -> None:
+    """Report an error (structured with --json, with every admission reason) and exit 1."""
+    doc = _error_json(exc)
+    reasons = getattr(exc, "reasons", None)
+    if reasons is not None:
+        doc["reasons"] = [r.to_json() for r in reasons]
+    if as_json:
+        click.echo(json.dumps({"error": doc}, indent=2))
+    else:
+        click.echo(f"error: {exc}", err=True)
+    sys.exit(1)
 
 
 def _error_json(exc: Exception) -> dict[str, object]:

@@ -14,7 +14,7 @@ import click
 from rich.progress import Progress
 from rich.table import Table
 
-from xenabi.cli import _console, _error_json, main
+from xenabi.cli import _console, _fail, json_option, main
 from xenabi.errors import InventoryError, XenabiError
 
 
@@ -26,7 +26,6 @@ def _db_default() -> str:
 
 db_option = click.option("--db", default=_db_default, show_default="$XENABI_FLEET_DB or xenabi-fleet.sqlite",
                          help="The inventory's SQLite file.")  # fmt: skip
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
 @contextlib.contextmanager
@@ -37,14 +36,6 @@ def _progress(label: str, total: int | None, quiet: bool) -> Iterator[Callable[[
     with Progress(console=_console(), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
-
-
-def _fail(exc: Exception, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps({"error": _error_json(exc)}, indent=2))
-    else:
-        click.echo(f"error: {exc}", err=True)
-    sys.exit(1)
 
 
 def _open(db: str) -> Any:

@@ -15,12 +15,11 @@ from typing import Any
 
 import click
 
-from xenabi.cli import _console, _error_json, main
-from xenabi.errors import AbiIncompatible, XenabiError
+from xenabi.cli import _console, _error_json, _fail, json_option, main
+from xenabi.errors import XenabiError
 
 release_option = click.option("--release", default="4.14", show_default=True, help="Xen release of the model host.")
 control_option = click.option("--no-abi-control", is_flag=True, help="The host cannot hide features.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
 def _toolstack(release: str, no_abi_control: bool) -> Any:
@@ -28,17 +27,6 @@ def _toolstack(release: str, no_abi_control: bool) -> Any:
     from xenabi.toolstack import Toolstack
 
     return Toolstack(Hypervisor(release, not no_abi_control))
-
-
-def _fail(exc: Exception, as_json: bool) -> None:
-    doc = {"error": _error_json(exc)}
-    if isinstance(exc, AbiIncompatible):
-        doc["error"]["reasons"] = [r.to_json() for r in exc.reasons]  # type: ignore[attr-defined]
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
-    else:
-        click.echo(f"error: {exc}", err=True)
-    sys.exit(1)
 
 
 def _domain_json(ts: Any, domid: int) -> dict[str, Any]:
