@@ -31,7 +31,7 @@ from typing import Any
 from xenabi.abi.domctl import CreateDomain, GuestType
 from xenabi.abi.features import REGISTRY
 from xenabi.errors import ConfigError
-from xenabi.policy import AbiPolicy, Release, get_release
+from xenabi.policy import AbiPolicy, Release, default_features, get_release
 from xenabi.toolstack import xlcfg
 
 ABI_KEY = "xen_abi_features"
@@ -159,7 +159,7 @@ class DomainConfig:
         if self.pinned_features is not None:
             return self.pinned_features
         host = get_release(release)
-        base = host.applicable_features(self.guest_type) if default is None else default
+        base = default_features(host, self.guest_type) if default is None else default
         base = frozenset(name for name in base if REGISTRY[name].applies_to(self.guest_type))
         return self.feature_request.resolve(base, host, self.guest_type)
 

@@ -97,7 +97,7 @@ def _page_target(d: Domain) -> PageTarget:
     return target
 
 
-def arrival_features(info: StreamInfo, offset: int) -> frozenset[str]:
+def arrival_features(info: StreamInfo) -> frozenset[str]:
     """Decision 7: the pinned policy, or the legacy policy of the source release."""
     cfg = info.config
     assert cfg is not None
@@ -109,7 +109,7 @@ def arrival_features(info: StreamInfo, offset: int) -> frozenset[str]:
             "restore it with a config that pins xen_abi_features",
             layer="libxc",
             record="domain header",
-            offset=offset,
+            offset=info.domain_header_offset,
         )
     return features_of_version(info.xen_version, cfg.guest_type)
 
@@ -134,12 +134,9 @@ def restore(
         cfg = info.config
         if cfg is None:
             raise StreamError("no domain config: a restore needs the xl header", layer="xl", record="header", offset=0)
-        features = arrival_features(info, 0)
-        policy = cfg.policy(features)
+        policy = cfg.policy(arrival_features(info))
         overridden = ts.admit(policy, cfg, force=force)
-        if overridden or ts.legacy:
-            features = features & hv.release.applicable_features(cfg.guest_type)
-        create = cfg.create_domain(features, abi_control=hv.abi_control)
+        create = cfg.create_domain(ts.grantable(policy.features, cfg, overridden), abi_control=hv.abi_control)
         domid = hv.create_domain(create, memory_mb=cfg.max_memory_mb or cfg.memory_mb)
         created.append(domid)
         if admitted is not None:

@@ -35,7 +35,7 @@ from xenabi.abi.hvm import (
 from xenabi.abi.xen import HYPERVISOR_event_channel_op
 from xenabi.errors import XenError
 from xenabi.hypervisor import Hypervisor
-from xenabi.policy import AbiPolicy, Refusal, admission, admit, features_of_version
+from xenabi.policy import AbiPolicy, Refusal, admit, features_of_version
 from xenabi.toolstack import saverestore
 from xenabi.toolstack.config import DomainConfig
 
@@ -79,12 +79,16 @@ class Toolstack:
             return ()
         return admit(policy, self.hv.release, self.hv.abi_control, cfg.guest_type, host=self.name, force=force)
 
+    def grantable(self, features: frozenset[str], cfg: DomainConfig, overridden: tuple[Refusal, ...]) -> frozenset[str]:
+        """The features to create the domain with. Admitted: exactly ``features``. Forced past admission, or on a
+        legacy toolstack that never checked: what this host can give, which is what the guest will see."""
+        if overridden or self.legacy:
+            return features & self.hv.release.applicable_features(cfg.guest_type)
+        return features
+
     def effective_policy(self, cfg: DomainConfig) -> AbiPolicy:
         """The policy ``cfg`` asks of this host (not yet admitted)."""
         return cfg.policy(cfg.requested_features(self.hv.release, self.default_features))
-
-    def admission(self, cfg: DomainConfig) -> tuple[Refusal, ...]:
-        return admission(self.effective_policy(cfg), self.hv.release, self.hv.abi_control, cfg.guest_type)
 
     def create(self, cfg: DomainConfig, *, force: bool = False, start: bool = False) -> int:
         """Create the VM, paused (``start`` unpauses it). :class:`~xenabi.errors.AbiIncompatible` with every
@@ -92,12 +96,7 @@ class Toolstack:
         overridden reasons are kept in ``overrides``)."""
         policy = self.effective_policy(cfg)
         overridden = self.admit(policy, cfg, force=force)
-        features = policy.features
-        if overridden or self.legacy:  # forced: give what this host can, which is what the guest will see
-            features = frozenset(
-                name for name in features if name in self.hv.release.applicable_features(cfg.guest_type)
-            )
-        create = cfg.create_domain(features, abi_control=self.hv.abi_control)
+        create = cfg.create_domain(self.grantable(policy.features, cfg, overridden), abi_control=self.hv.abi_control)
         domid = self.hv.create_domain(create, memory_mb=cfg.max_memory_mb or cfg.memory_mb)
         try:
             self.build_pre(domid)

@@ -45,6 +45,7 @@ class StreamInfo:
     libxl_options: int = 0
     libxc_version: int = 0
     domain_type: int = 0
+    domain_header_offset: int = 0
     xen_version: tuple[int, int] = (0, 0)
     cpuid_policy: list[tuple[int, ...]] = field(default_factory=list)
     msr_policy: list[tuple[int, ...]] = field(default_factory=list)
@@ -268,6 +269,7 @@ class StreamReader:
         if res:
             raise self.error("libxc", "domain header", start + 6, "reserved field set", "0")
         self.info.domain_type, self.info.xen_version = dtype, (major, minor)
+        self.info.domain_header_offset = start
         self.log(f"libxc image header: version {version}; domain header: x86 HVM, Xen {major}.{minor}")
         seen_sde = False
         while True:
