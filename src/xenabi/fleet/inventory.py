@@ -38,12 +38,13 @@ CREATE TABLE IF NOT EXISTS vms (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, guest_type TEXT NOT NULL,
     host_id INTEGER NOT NULL REFERENCES hosts(id), policy_id INTEGER NOT NULL REFERENCES policies(id));
 """
-INDEXES = """
-CREATE INDEX IF NOT EXISTS hosts_by_class ON hosts(release, abi_control);
-CREATE INDEX IF NOT EXISTS hosts_by_pool ON hosts(pool);
-CREATE INDEX IF NOT EXISTS vms_by_class ON vms(guest_type, policy_id, host_id);
-CREATE INDEX IF NOT EXISTS vms_by_host ON vms(host_id, guest_type, policy_id);
-"""
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS hosts_by_class ON hosts(release, abi_control)",
+    "CREATE INDEX IF NOT EXISTS hosts_by_pool ON hosts(pool)",
+    "CREATE INDEX IF NOT EXISTS vms_by_class ON vms(guest_type, policy_id, host_id)",
+    "CREATE INDEX IF NOT EXISTS vms_by_host ON vms(host_id, guest_type, policy_id)",
+)
+VM_INDEXES = ("vms_by_class", "vms_by_host")  # dropped during a bulk insert and built once after it
 HOST_FIELDS = ("name", "pool", "release", "abi_control")
 VM_FIELDS = ("name", "guest_type", "host", "policy")
 DEFAULT_DB = "xenabi-fleet.sqlite"
@@ -118,7 +119,9 @@ class Inventory:
         self.path = str(path)
         self.db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
         self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.executescript(SCHEMA + INDEXES)
+        self.db.executescript(SCHEMA)
+        for statement in INDEXES:
+            self.db.execute(statement)
 
     def close(self) -> None:
         self.db.close()
@@ -255,8 +258,8 @@ class Inventory:
         try:
             db.execute("DELETE FROM vms")
             db.execute("DELETE FROM hosts")
-            db.execute("DROP INDEX IF EXISTS vms_by_class")  # both built once, after the bulk insert
-            db.execute("DROP INDEX IF EXISTS vms_by_host")
+            for index in VM_INDEXES:
+                db.execute(f"DROP INDEX IF EXISTS {index}")
             rng = random.Random(seed)
             host_rows = synth_hosts(hosts, rng)
             db.executemany("INSERT INTO hosts(id, name, pool, release, abi_control) VALUES (?, ?, ?, ?, ?)", host_rows)
@@ -270,8 +273,8 @@ class Inventory:
                 written += len(chunk)
                 if progress is not None:
                     progress(len(chunk))
-            db.execute("CREATE INDEX IF NOT EXISTS vms_by_class ON vms(guest_type, policy_id, host_id)")
-            db.execute("CREATE INDEX IF NOT EXISTS vms_by_host ON vms(host_id, guest_type, policy_id)")
+            for statement in INDEXES:
+                db.execute(statement)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -26,8 +26,9 @@ from functools import cache
 from typing import Any
 
 from xenabi.abi.domctl import GuestType
+from xenabi.abi.features import REGISTRY
 from xenabi.errors import InventoryError
-from xenabi.fleet.inventory import Inventory, parse_policy, parse_release
+from xenabi.fleet.inventory import Inventory, VmPolicy, parse_policy, parse_release
 from xenabi.policy import RELEASES, AbiPolicy, Refusal, admission
 
 Progress = Callable[[int], None]
@@ -234,8 +235,6 @@ class Level:
 
 
 def _xl_entries(policy: frozenset[str], guest_type: str) -> str:
-    from xenabi.abi.features import REGISTRY
-
     entries = [
         row.name if row.name in policy else f"!{row.name}" for row in REGISTRY if row.applies_to(GuestType(guest_type))
     ]
@@ -275,8 +274,6 @@ def level(inv: Inventory, pool: str) -> list[Level]:
 
 
 def _pinned(features: frozenset[str]) -> str:
-    from xenabi.fleet.inventory import VmPolicy
-
     return str(VmPolicy(pinned=features))
 
 

@@ -27,6 +27,7 @@ Elsewhere the hypercall is unknown: -ENOSYS.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -227,11 +228,7 @@ class Hypfs:
         cur = self._access(caller)
         if isinstance(cur, int):
             return cur, b""
-        raw = _raw_path(path)
-        if buf_len is None:
-            node = self.lookup(raw[:-1].decode(errors="replace"))
-            buf_len = HypfsDirentry.size() + (len(node.read()) if not isinstance(node, int) else 0)
-        return self._op(HypfsOp.read, raw, buf_len, b"")
+        return self._op(HypfsOp.read, _raw_path(path), sys.maxsize if buf_len is None else buf_len, None)
 
     def write(self, caller: int, path: str | bytes, data: bytes) -> int:
         """XEN_HYPFS_OP_write_contents."""
