@@ -432,3 +432,57 @@ def test_two_process_migration_on_loopback(tmp_path: Path) -> None:
     assert received["outcome"] == "started" and received["domain"]["name"] == "traveller"
     assert received["domain"]["policy"]["features"] == ["evtchn_fifo", "evtchn_upcall"]
     assert json.loads(sender.stdout)["remote_domid"] == received["domid"]
+
+
+def test_legacy_converted_stream_has_no_inferable_policy() -> None:
+    """Decision 7 needs the source release; a converted stream (Xen major 0) cannot say it, so it is refused
+    unless its config pins a policy, and nothing is created either way it fails."""
+
+    def converted(ts: Toolstack) -> tuple[bytes, int]:
+        data = bytearray(save_bytes(ts, ts.create(vm(memory=1), start=True)))
+        dhdr = 48 + 4 + int.from_bytes(data[48:52], "little") + 16 + 8 + 24  # xl, config, libxl, LIBXC_CONTEXT, ihdr
+        assert data[dhdr : dhdr + 4] == b"\x02\0\0\0"
+        data[dhdr + 8 : dhdr + 16] = bytes(8)  # xen_major = xen_minor = 0
+        return bytes(data), dhdr
+
+    unpinned, dhdr = converted(host("4.14", control=False))
+    dst = host()
+    with pytest.raises(StreamError) as info:
+        dst.restore(io.BytesIO(unpinned))
+    assert info.value.record == "domain header" and info.value.offset == dhdr
+    assert "cannot be inferred" in str(info.value) and list(dst.hv.domains) == [0]
+    pinned, _ = converted(host("4.14", control=True))
+    new = dst.restore(io.BytesIO(pinned))  # pinned: the policy travels in the config
+    assert dst.hv.domain(new).policy.features == {"evtchn_fifo", "evtchn_upcall"}
+
+
+def test_toolstack_lifecycle_refusals() -> None:
+    from xenabi.errors import XenError
+
+    ts = host("4.3", control=False)
+    domid = ts.create(vm(memory=1), start=True)
+    with pytest.raises(XenError) as info:
+        ts.upgrade("4.14", abi_control=True)
+    assert info.value.errno == errno.EBUSY and ts.hv.release.name == "4.3"
+    with pytest.raises(XenError) as info:
+        ts.start("nobody")
+    assert info.value.errno == errno.ENOENT
+    with pytest.raises(XenError):
+        ts.hv.shutdown_domain(domid, "vanish")
+    ts.shutdown(domid)
+    ts.upgrade("4.14", abi_control=True)
+    assert ts.stored["vm-hvm"].pinned_features == frozenset()  # 4.3's legacy policy, decision 5
+    assert ts.hv.domain(ts.start("vm-hvm")).policy.features == frozenset()
+
+
+@pytest.mark.parametrize("address", ["nohost", "host:", "host:http", "host:70000"])
+def test_bad_addresses(address: str) -> None:
+    from xenabi.toolstack.transport import parse_address
+
+    with pytest.raises(ValueError):
+        parse_address(address)
+    src = host()
+    domid = src.create(vm(), start=True)
+    with pytest.raises(MigrationError, match="cannot reach"):
+        src.migrate(domid, address, timeout=1)
+    assert src.hv.domain(domid).lifecycle is Lifecycle.RUNNING
