@@ -24,15 +24,21 @@ def features_flags(*names: str) -> int:
     return flags
 
 
-def new_domu(hv: Hypervisor, kind: str = "hvm", *features: str, memory_mb: int = 8, **limits: Any) -> int:
-    """A domU of ``kind``; on a controlled host it gets ``features`` (default: every applicable one)."""
+def new_domu(
+    hv: Hypervisor, kind: str = "hvm", *features: str, memory_mb: int = 8, start: bool = True, **limits: Any
+) -> int:
+    """A domU of ``kind``; on a controlled host it gets ``features`` (default: every applicable one). Started
+    (unpaused) unless ``start`` is false, since only a domain that has run can issue hypercalls."""
     if hv.abi_control:
         if not features:
             features = tuple(sorted(hv.release.applicable_features(CreateDomain.for_type(kind).guest_type)))
         flags = features_flags(*features)
     else:
         flags = 0
-    return hv.create_domain(CreateDomain.for_type(kind, features=flags, **limits), memory_mb=memory_mb)
+    domid = hv.create_domain(CreateDomain.for_type(kind, features=flags, **limits), memory_mb=memory_mb)
+    if start:
+        hv.unpause(domid)
+    return domid
 
 
 def ev(hv: Hypervisor, caller: int, op: str, **fields: Any) -> tuple[int, Any]:

@@ -75,6 +75,8 @@ def test_create_flags_hypfs_and_xl_make_the_same_domain(case: tuple[GuestType, s
         row.name for row in REGISTRY if row.applies_to(kind)))  # fmt: skip
     cfg = DomainConfig.from_xl(f'name = "vm"\ntype = "{kind.value}"\nmemory = 4\nxen_abi_features = [ {entries} ]\n')
     by_xl = Toolstack(hv).create(cfg)
+    for domid in (by_flags, by_hypfs, by_xl):
+        hv.unpause(domid)  # the guests run: only now can they probe the gated operations
     domains = [hv.domain(domid) for domid in (by_flags, by_hypfs, by_xl)]
     assert len({(d.config, d.policy, d.hidden_ops) for d in domains}) == 1
     assert domains[0].policy.features == features
@@ -85,6 +87,7 @@ def test_create_flags_hypfs_and_xl_make_the_same_domain(case: tuple[GuestType, s
 def test_uncontrolled_host_exposes_everything_it_implements() -> None:
     hv = Hypervisor("4.14", abi_control=False)
     domid = hv.create_domain(CreateDomain.for_type("hvm"), memory_mb=4)
+    hv.unpause(domid)
     assert not any(probe_gates(hv, domid).values())
 
 
@@ -129,6 +132,9 @@ def test_a_new_registry_row_gets_every_surface(third_feature: AbiFeature) -> Non
     flag = 1 << 9
     with_it = hv.create_domain(CreateDomain.for_type("pv", features=flag), memory_mb=4)
     without = hv.create_domain(CreateDomain.for_type("pv"), memory_mb=4)
+    later = hv.create_domain(CreateDomain.for_type("pv"), memory_mb=4)  # its feature set is written through hypfs
+    hv.unpause(with_it)
+    hv.unpause(without)
     # gated: -ENOSYS without, the handler with
     arg = ProbeArg()
     assert hv.hypercall(without, HYPERVISOR_event_channel_op, EVTCHNOP_test_only, arg) == -errno.ENOSYS
@@ -142,10 +148,11 @@ def test_a_new_registry_row_gets_every_surface(third_feature: AbiFeature) -> Non
     assert 2 in abi_feature_bits(hv.cpuid(with_it, CPUID_ABI_LEAF))
     assert 2 not in abi_feature_bits(hv.cpuid(without, CPUID_ABI_LEAF))
     # hypfs leaf, writable before the first unpause
-    leaf = f"/domain/{without}/abi-features/test_only"
+    leaf = f"/domain/{later}/abi-features/test_only"
     assert hv.hypfs.read(0, leaf)[1][12:] == b"\0"
     assert hv.hypfs.write(0, leaf, b"\1") == 0
-    assert hv.hypercall(without, HYPERVISOR_event_channel_op, EVTCHNOP_test_only, ProbeArg()) == 0
+    hv.unpause(later)
+    assert hv.hypercall(later, HYPERVISOR_event_channel_op, EVTCHNOP_test_only, ProbeArg()) == 0
     # xl.cfg name, and the default of a brand-new VM includes it on a release that implements it
     ts = Toolstack(hv)
     off = ts.create(DomainConfig.from_xl('name = "a"\nmemory = 4\nxen_abi_features = [ "!test_only" ]\n'))

@@ -13,6 +13,7 @@ raises. Exceptions are for the layers above (toolstack, CLI) and for invalid req
     ├── StreamError                 a save/migration stream a Xen receiver would reject: record, offset, expected
     ├── MigrationError              a save, restore or migration that did not complete, and where the VM is now
     ├── NotModelled                 a request the model deliberately does not cover (saving a PV domain)
+    ├── GuestNotRunning             a hypercall issued for a domain whose vCPUs have never run
     └── InventoryError              a fleet inventory row, file or name that is not valid: file, line and field
 
 Every exception carries structured fields besides its message, so callers never parse text.
@@ -134,6 +135,23 @@ class MigrationError(XenabiError):
 
 class NotModelled(XenabiError):
     """A request outside what the model covers, refused before anything changes."""
+
+
+class GuestNotRunning(XenabiError):
+    """A hypercall on behalf of a domain whose vCPUs have never run (created, never unpaused).
+
+    No guest code can run in such a domain, so no hypercall can come from it; the model refuses the request
+    instead of answering it, so that state a guest could only set by running (an event channel ABI, an upcall
+    vector) cannot exist before the toolstack's last chance to change the domain's features (hypfs, decision 4).
+    ``domid`` names the domain.
+    """
+
+    def __init__(self, domid: int) -> None:
+        self.domid = domid
+        super().__init__(
+            f"d{domid} has never run (created paused, not yet unpaused): no guest code can issue a hypercall there; "
+            "unpause it first"
+        )
 
 
 class InventoryError(XenabiError):

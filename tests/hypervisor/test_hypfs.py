@@ -119,13 +119,13 @@ def test_write_read_only_leaf_is_eacces(hv: Hypervisor) -> None:
 
 
 def test_bool_leaf_sizes(hv: Hypervisor) -> None:
-    domu = new_domu(hv)
+    domu = new_domu(hv, start=False)
     assert hv.hypfs.write(0, FIFO_LEAF.format(domu), b"") == -errno.EDOM
     assert hv.hypfs.write(0, FIFO_LEAF.format(domu), b"\0\0") == -errno.ENOSPC  # size checked before the writer
 
 
 def test_feature_leaf_writable_until_first_unpause(hv: Hypervisor) -> None:
-    domu = new_domu(hv, "hvm", "evtchn_upcall")
+    domu = new_domu(hv, "hvm", "evtchn_upcall", start=False)
     d = hv.domain(domu)
     assert hv.hypfs.read(0, FIFO_LEAF.format(domu))[1][12:] == b"\0"
     assert hv.hypfs.write(0, FIFO_LEAF.format(domu), b"\1") == 0
@@ -181,7 +181,7 @@ def test_get_version_wants_null_arguments(hv: Hypervisor) -> None:
 
 
 def test_guest_memory_write_sets_a_feature(hv: Hypervisor) -> None:
-    domu = new_domu(hv, "pv", "evtchn_fifo")
+    domu = new_domu(hv, "pv", "evtchn_fifo", start=False)
     mem = hv.domain(0).memory
     path = FIFO_LEAF.format(domu).encode() + b"\0"
     mem[0x2000 : 0x2000 + len(path)] = path

@@ -135,6 +135,7 @@ def _snapshot(hv: Hypervisor, domid: int) -> tuple:
 def test_gated_operations_change_nothing(gate: tuple[int, int], data: bytes, fields: tuple[int, int, int]) -> None:
     hv = Hypervisor("4.14", abi_control=True)
     domid = hv.create_domain(CreateDomain.for_type("hvm"), memory_mb=4)  # no feature flags: every gate closed
+    hv.unpause(domid)
     ev(hv, domid, "bind_ipi", vcpu=0)
     before = _snapshot(hv, domid)
     op, cmd = gate

@@ -4,7 +4,10 @@
 §8) and the lifecycle of ``xen/common/domain.c`` (``DESIGN.md`` decision 4): a new domain starts paused by its
 controller (count 1); pause and unpause are counted up to 255; creation is finished when the count first drops to 0.
 
-Guest memory is one contiguous ``bytearray`` per domain; gfn ``g`` is ``[g*4096, (g+1)*4096)``. The model keeps
+Guest memory is one contiguous writable buffer per domain; gfn ``g`` is ``[g*4096, (g+1)*4096)``. It is an
+anonymous private mapping (``mmap``), so it costs nothing until the guest (or a restore) touches a page: the kernel
+hands out zero pages on first touch, exactly what a fresh domain's RAM must read as. Destroying the domain gives
+the pages back at once (``MADV_DONTNEED``), whatever Python objects may still refer to the buffer. The model keeps
 shared_info at the fixed :data:`SHARED_INFO_GFN` (in real Xen an HVM guest chooses the gfn and a PV guest is
 told the frame), and the ``vcpu_info`` of vCPUs 32 and up (which a real guest places with
 VCPUOP_register_vcpu_info) on the pages after it. Those pages belong to Xen, not to guest RAM: a guest cannot
@@ -13,6 +16,7 @@ hand them to init_control or expand_array.
 
 from __future__ import annotations
 
+import mmap
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -145,6 +149,11 @@ class Vcpu:
         return f"Vcpu(d{self.domain.domid}v{self.vcpu_id})"
 
 
+def allocate_ram(nbytes: int) -> mmap.mmap:
+    """Guest RAM: zero-filled, private, and backed by memory only where it has been written."""
+    return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+
+
 class Lifecycle(Enum):
     CREATED = "created"  # paused by the controller since creation, never run
     RUNNING = "running"
@@ -175,7 +184,8 @@ class Domain:
         self.hidden_ops = hidden_ops
         self.privileged = privileged
         self.target: int | None = None  # XEN_DOMCTL_set_target: the domain this one is device model for
-        self.memory = bytearray(memory_mb << 20)
+        self.memory_mb = memory_mb
+        self.memory = allocate_ram(memory_mb << 20)
         self.memory32 = memoryview(self.memory).cast("I")  # FIFO event words and control blocks
         self.nr_pages = len(self.memory) // PAGE_SIZE
         self.max_vcpus = config.max_vcpus
@@ -233,6 +243,12 @@ class Domain:
     def evtchn_abi(self) -> str:
         """``'2l'`` or ``'fifo'``: the port ops in force."""
         return self.port_ops.name
+
+    def release_memory(self) -> None:
+        """Give the RAM back to the host now (the domain is being destroyed): the mapping stays valid for any
+        lingering reference, reading as zeros, but holds no memory."""
+        if self.memory:
+            self.memory.madvise(mmap.MADV_DONTNEED)
 
     def is_guest_ram(self, gfn: int) -> bool:
         """Whether ``gfn`` is a RAM page the guest owns (and so can map for FIFO); Xen's pages are not."""

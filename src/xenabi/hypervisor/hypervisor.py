@@ -9,12 +9,24 @@ feature the domain does not have (decision 2), which answers -ENOSYS and touches
 On a host without ``abi_control`` every domain is exposed to every feature the release implements; its policy
 lists those that apply to its guest type.
 
+A host has memory (``memory_mb``, by default the machine's own): domains are created only while their RAM fits
+beside every other domain's, and a domain that does not fit is refused with -ENOMEM before anything is allocated
+(``XEN_DOMCTL_createdomain`` then ``populate_physmap`` fail the same way in Xen). Guest RAM is lazily backed (see
+:mod:`xenabi.hypervisor.domain`), so a domain costs the machine only what its guest has touched.
+
+Only a domain whose vCPUs have run can issue hypercalls: a domain that was created and never unpaused has no guest
+code running, so a hypercall "from" it raises :class:`~xenabi.errors.GuestNotRunning` (a statement about the
+caller of the model, not an answer from Xen). This is what makes hypfs' "writable until the domain first runs"
+mean what it says: nothing a guest could set (a FIFO control block, an upcall vector) exists before then.
+
 Model constants (x86): a domU has 48 static IRQs + 32 extra pirqs, dom0 48 + 256; dom0 is a PV domain with an
 unlimited event channel port range.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -30,7 +42,7 @@ from xenabi.abi.domctl import (
 )
 from xenabi.abi.features import REGISTRY
 from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF, NR_VIRQS
-from xenabi.errors import XenError
+from xenabi.errors import GuestNotRunning, XenError
 from xenabi.hypervisor import evtchn
 from xenabi.hypervisor.cpuid import hypervisor_leaf
 from xenabi.hypervisor.dispatch import DISPATCH
@@ -51,6 +63,14 @@ _ENOSYS, _EFAULT, _ESRCH = -errno.ENOSYS, -errno.EFAULT, -errno.ESRCH
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
+def machine_memory_mb() -> int:
+    """The memory of the machine the model runs on, in MiB: a model host's default size."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
+    except (ValueError, OSError, AttributeError):  # not a POSIX system with these names
+        return 1 << 20
+
+
 class Hypervisor:
     """A Xen host. See ``DESIGN.md`` "Public API" for the contract."""
 
@@ -61,11 +81,21 @@ class Hypervisor:
         *,
         dom0_memory_mb: int = 16,
         dom0_max_vcpus: int = 1,
+        memory_mb: int | None = None,
     ) -> None:
         self.release = get_release(release)
         self.abi_control = abi_control
+        if memory_mb is None:
+            memory_mb = machine_memory_mb()
+        if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or memory_mb < dom0_memory_mb:
+            reason = f"host memory {memory_mb!r} MiB cannot hold dom0's {dom0_memory_mb} MiB"
+            raise XenError(errno.EINVAL, reason, field="memory_mb")
+        self.memory_mb = memory_mb
         self.fifo_ops = Fifo(self.release.fifo_no_control_block_sets_pending)
         self.domains: dict[int, Domain] = {}
+        # The domains whose vCPUs have run, i.e. those that can issue hypercalls (the dispatch looks callers up
+        # here, so a never-run caller costs the hot path nothing).
+        self._callers: dict[int, Domain] = {}
         # Decides whether a long-running hypercall is preempted at a preemption point; a hook may issue
         # hypercalls itself, standing for what runs before the continuation (evtchn reset, §3.11).
         self.preempt_check: Callable[[], bool] = lambda: False
@@ -165,8 +195,15 @@ class Hypervisor:
         return f"unknown CDF flags {unknown:#x}"
 
     # --- domain lifecycle --------------------------------------------------------------------------------
+    @property
+    def free_memory_mb(self) -> int:
+        """Host memory not given to any domain, in MiB."""
+        return self.memory_mb - sum(d.memory_mb for d in self.domains.values())
+
     def create_domain(self, config: CreateDomain, memory_mb: int = 128) -> int:
-        """XEN_DOMCTL_createdomain: validate, then build a domain paused by its controller. Returns its domid."""
+        """XEN_DOMCTL_createdomain: validate, then build a domain paused by its controller. Returns its domid.
+        A domain whose memory does not fit in what the host has free is refused (-ENOMEM) before anything is
+        allocated."""
         if not isinstance(config, CreateDomain):
             raise XenError(errno.EINVAL, "config must be a CreateDomain", field="config")
         domid = self._free_domid()
@@ -175,8 +212,14 @@ class Hypervisor:
 
     def _build(self, domid: int, config: CreateDomain, memory_mb: int, *, privileged: bool = False) -> Domain:
         policy, hidden = self._sanitise(config)
-        if not isinstance(memory_mb, int) or memory_mb < MIN_MEMORY_MB:
+        if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or memory_mb < MIN_MEMORY_MB:
             raise XenError(errno.EINVAL, f"memory_mb must be at least {MIN_MEMORY_MB}", field="memory_mb")
+        if domid != 0 and memory_mb > self.free_memory_mb:
+            raise XenError(
+                errno.ENOMEM,
+                f"{memory_mb} MiB asked, {self.free_memory_mb} MiB free of the host's {self.memory_mb} MiB",
+                field="memory_mb",
+            )
         nr_pirqs = NR_STATIC_IRQS + (EXTRA_DOM0_PIRQS if privileged else EXTRA_DOMU_PIRQS)
         d = Domain(domid, config, policy, hidden, memory_mb, privileged=privileged, nr_pirqs=nr_pirqs)
         if d.nr_pages <= max(XEN_PAGES):
@@ -211,8 +254,9 @@ class Hypervisor:
         if d.controller_pause_count == 0:
             raise XenError(errno.EINVAL, f"d{domid} is not paused by its controller", field="domid")
         d.controller_pause_count -= 1
-        if d.controller_pause_count == 0:
+        if d.controller_pause_count == 0 and not d.creation_finished:
             d.creation_finished = True
+            self._callers[domid] = d
 
     def destroy_domain(self, domid: int) -> None:
         """Kill and release a domain: every port is closed (peers revert to UNBOUND), FIFO state freed."""
@@ -227,6 +271,8 @@ class Hypervisor:
         for pirq in list(d.pirq_to_port):
             self.pirq_guest_unbind(d, pirq)
         del self.domains[domid]
+        self._callers.pop(domid, None)
+        d.release_memory()
 
     def shutdown_domain(self, domid: int, reason: str) -> None:
         """``domain_shutdown``: the guest asked to stop (SCHEDOP_shutdown: poweroff, suspend) or Xen crashed it
@@ -313,14 +359,15 @@ class Hypervisor:
     def hypercall(self, caller: int, op: int, cmd: int, arg: object) -> int:
         """Issue a hypercall from domain ``caller`` with an argument struct; OUT fields are written iff rc == 0.
 
-        An argument of the wrong struct type, or with fields that are not C integers, cannot be copied in:
-        -EFAULT. Never raises.
+        An argument of the wrong struct type, or with a field that is not a C integer of its field's width, cannot
+        be copied in: -EFAULT. Never raises, except :class:`~xenabi.errors.GuestNotRunning` for a caller whose
+        vCPUs have never run.
         """
         # The entry sequence below is repeated in hypercall_raw on purpose: a shared helper would cost a call
         # on every hypercall, and this is the dispatch floor.
-        cur = self.domains.get(caller)
+        cur = self._callers.get(caller)
         if cur is None:
-            return _ESRCH
+            return self._not_a_caller(caller)
         key = (op, cmd)
         if key in cur.hidden_ops:
             return _ENOSYS
@@ -336,9 +383,10 @@ class Hypervisor:
         if type(arg) is not entry.struct:
             return _EFAULT
         try:
-            return entry.handler(self, cur, arg)
-        except (TypeError, OverflowError):
+            arg.pack()  # copy-in: every field must be an integer that fits its C type
+        except struct.error:
             return _EFAULT
+        return entry.handler(self, cur, arg)
 
     def hypercall_raw(self, caller: int, op: int, cmd: int, data: bytes) -> tuple[int, bytes]:
         """The same in C layout: ``data`` in, ``(rc, bytes)`` out; a short buffer is -EFAULT. Never raises.
@@ -349,9 +397,9 @@ class Hypervisor:
         if not isinstance(data, _BYTES_LIKE):
             return _EFAULT, b""
         data = bytes(data)
-        cur = self.domains.get(caller)
+        cur = self._callers.get(caller)
         if cur is None:
-            return _ESRCH, data
+            return self._not_a_caller(caller), data
         key = (op, cmd)
         if key in cur.hidden_ops:
             return _ENOSYS, data
@@ -373,6 +421,13 @@ class Hypervisor:
         if rc == 0 and struct.OUT:
             return 0, arg.pack() + data[size:]
         return rc, data
+
+    def _not_a_caller(self, caller: int) -> int:
+        """A hypercall from a domain that is not running guest code: none at all (-ESRCH, as the model has always
+        answered), or one that has never run, which cannot issue hypercalls (raises)."""
+        if caller in self.domains:
+            raise GuestNotRunning(caller)
+        return _ESRCH
 
 
 def _hidden_ops(exposed: frozenset[str]) -> frozenset[tuple[int, int]]:
