@@ -268,8 +268,9 @@ def test_xl_rejections(stream: bytes, record: str, fragment: str) -> None:
 
 
 def test_legacy_xl_cfg_text_config_is_read() -> None:
-    header = xl.FIELDS.pack(xl.BYTEORDER, xl.XL_MANDATORY_FLAG_STREAMv2, 0, 4 + 24)
-    data = xl.XL_MAGIC + header + struct.pack("<I", 24) + b'name = "old"\nmemory = 1\n' + libxl_body()
+    text = b'name = "old"\ntype = "hvm"\nmemory = 1\n'  # without a type, xl's default is PV
+    header = xl.FIELDS.pack(xl.BYTEORDER, xl.XL_MANDATORY_FLAG_STREAMv2, 0, 4 + len(text))
+    data = xl.XL_MAGIC + header + struct.pack("<I", len(text)) + text + libxl_body()
     info = read(data)
     assert info.config is not None and info.config.name == "old"
 
@@ -313,3 +314,49 @@ def test_fuzzed_streams_only_ever_raise_stream_error(data: bytes) -> None:
         read(data)
     except StreamError as error:
         assert error.layer in ("xl", "libxl", "libxc") and error.offset >= 0
+
+
+# --- issue 11: claims are not facts; one rule for what follows END; the config must match the stream -------------
+def test_a_claimed_huge_record_costs_nothing_and_fails_at_the_true_end() -> None:
+    """A 378-byte file that claims a 100 MiB record: the reader must not allocate the claim."""
+    import tracemalloc
+
+    claim = struct.pack("<II", 0xF0000001, 100 << 20)  # an unknown record of 100 MiB, 16 bytes of it present
+    data = xl_stream(libxl_stream=libxl_body(libxc_body(records=[rec(LibxcRecord.STATIC_DATA_END), claim + b"x" * 16])))
+    tracemalloc.start()
+    try:
+        error = rejected(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # 16 bytes of body, then the libxl END record's 8: the file ends there
+    assert "truncated: the stream ends 24 bytes into 104857600" in str(error)
+    assert peak < 8 << 20
+
+
+def test_bytes_after_the_final_end_are_one_rule_for_verify_and_restore(tmp_path) -> None:
+    from xenabi.hypervisor import Hypervisor
+    from xenabi.toolstack import Toolstack
+
+    data = xl_stream() + b"\0garbage"
+    error = rejected(data)
+    assert (error.record, error.offset) == ("END", len(data) - 8) and "8 bytes after the final END" in str(error)
+    path = tmp_path / "vm.save"
+    path.write_bytes(data)
+    ts = Toolstack(Hypervisor("4.14"))
+    with pytest.raises(StreamError) as refused:
+        ts.restore(path)
+    assert refused.value.offset == len(data) - 8
+    assert list(ts.hv.domains) == [0]
+    path.write_bytes(xl_stream())
+    assert ts.restore(path) in ts.hv.domains
+
+
+def test_a_pv_config_over_an_hvm_stream_is_refused_at_the_domain_header() -> None:
+    pv = {"c_info": {"type": "pv", "name": "t"}, "b_info": {"max_vcpus": 1, "target_memkb": 1024, "max_memkb": 1024}}
+    data = xl_stream(pv)
+    error = rejected(data)
+    assert (error.layer, error.record) == ("libxc", "domain header")
+    assert data[error.offset : error.offset + 4] == struct.pack("<I", libxc.DHDR_TYPE_X86_HVM)
+    pvh = pv | {"c_info": {"type": "pvh", "name": "t"}}
+    assert read(xl_stream(pvh)).config.guest_type.value == "pvh"

@@ -12,8 +12,10 @@ lists of buffers with ``os.writev`` (files) or ``socket.sendmsg`` (sockets), so 
 
 from __future__ import annotations
 
+import io
 import os
 import socket
+import stat
 import struct
 from collections.abc import Sequence
 from typing import BinaryIO
@@ -24,6 +26,7 @@ RECORD_HEADER = struct.Struct("<II")
 MAX_RECORD_LENGTH = 128 << 20
 ALIGN = 8
 IOV_MAX = 1024  # buffers per writev call (Linux's UIO_MAXIOV)
+READ_CHUNK = 1 << 20  # a record body is read in pieces of at most this, so a false length costs nothing
 
 Buffer = bytes | bytearray | memoryview
 
@@ -43,16 +46,40 @@ def record_parts(rtype: int, body: Sequence[Buffer]) -> list[Buffer]:
 
 
 class StreamInput:
-    """Exact reads from a binary file or socket file, with the running offset."""
+    """Exact reads from a binary file or socket file, with the running offset.
+
+    A length read from the stream is a claim, not a fact: :meth:`read` grows its buffer as the bytes arrive, in
+    pieces of at most :data:`READ_CHUNK`, so a 400-byte file claiming a 100 MiB record costs a megabyte and fails
+    at its true end.
+    """
 
     def __init__(self, source: BinaryIO, *, offset: int = 0) -> None:
         self.source = source
         self.offset = offset
 
     def read(self, size: int, *, layer: str, record: str, what: str) -> bytes:
-        buf = bytearray(size)
-        self.readinto(memoryview(buf), layer=layer, record=record, what=what)
-        return bytes(buf)
+        if size <= READ_CHUNK:
+            buf = bytearray(size)
+            self.readinto(memoryview(buf), layer=layer, record=record, what=what)
+            return bytes(buf)
+        start, data = self.offset, bytearray()
+        while len(data) < size:
+            piece = bytearray(min(READ_CHUNK, size - len(data)))
+            try:
+                self.readinto(memoryview(piece), layer=layer, record=record, what=what)
+            except StreamError as exc:
+                if exc.message.startswith("truncated"):  # say how far into the whole read the stream ended
+                    got = self.offset - start
+                    raise StreamError(
+                        f"truncated: the stream ends {got} bytes into {size} of {what}",
+                        layer=layer,
+                        record=record,
+                        offset=start,
+                        expected=f"{size} bytes",
+                    ) from None
+                raise
+            data += piece
+        return bytes(data)
 
     def readinto(self, view: memoryview, *, layer: str, record: str, what: str) -> None:
         start = self.offset
@@ -73,13 +100,20 @@ class StreamInput:
             got += n
             self.offset += n
 
-    def at_eof(self) -> bool:
-        """True if nothing follows (only meaningful for files)."""
-        probe = self.source.read(1)
-        if probe:
-            self.offset += 1
-            return False
-        return True
+    def remaining(self) -> int | None:
+        """How many bytes follow the current offset, for a source with an end (a regular file or an in-memory
+        buffer); None for a socket or pipe, whose end is the peer's to decide."""
+        source = self.source
+        if isinstance(source, io.BytesIO):
+            return len(source.getbuffer()) - source.tell()
+        try:
+            info = os.fstat(source.fileno())
+            position = source.tell()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return max(info.st_size - position, 0)
 
 
 class VectorOutput:

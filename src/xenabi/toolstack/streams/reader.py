@@ -4,7 +4,10 @@ It mirrors ``xl``'s header check, ``libxl_stream_read.c`` and ``xg_sr_restore*.c
 It refuses: a wrong magic, ident or version; a big-endian stream at any layer; unknown mandatory header flags or
 reserved bits; any libxl record it does not know (checkpoint records included: checkpointed streams are not
 modelled); emulator records for a domain that is not HVM; unknown mandatory libxc records (unknown optional ones,
-bit 31, are skipped); records over 128 MiB; non-zero padding; in v3, PAGE_DATA before STATIC_DATA_END and static
+bit 31, are skipped); records over 128 MiB; non-zero padding; a config whose guest type contradicts the libxc domain header (an x86
+HVM stream carries HVM and PVH guests only, as libxl's restore checks); bytes after the final END of a file (xl
+and Xen's verifier ignore them, but a save file is exactly one stream, so they mean a damaged or concatenated
+file; both ``restore`` and ``stream verify`` use this one rule, and a socket's stream simply ends at END); in v3, PAGE_DATA before STATIC_DATA_END and static
 records after it; an HVM stream that ends without HVM_CONTEXT; x86 PV streams (PV restore is not modelled);
 truncation anywhere. Every error is a :class:`~xenabi.errors.StreamError` naming the layer, the record, its byte
 offset and what was expected; nothing else escapes.
@@ -98,6 +101,10 @@ class StreamReader:
         else:
             self._libxc_stream()
         self.info.length = self.io.offset
+        trailing = self.io.remaining()
+        if trailing:
+            layer = "libxc" if self.fmt == "libxc" else "libxl"
+            raise self.error(layer, "END", self.io.offset, f"{trailing} bytes after the final END", "end of file")
         return self.info
 
     def error(self, layer: str, record: str, offset: int, message: str, expected: str | None = None) -> StreamError:
@@ -268,6 +275,15 @@ class StreamReader:
             raise self.error("libxc", "domain header", start + 4, f"page shift {page_shift}", "12")
         if res:
             raise self.error("libxc", "domain header", start + 6, "reserved field set", "0")
+        config = self.info.config
+        if config is not None and config.guest_type is GuestType.PV:
+            raise self.error(
+                "libxc",
+                "domain header",
+                start,
+                'the config says type = "pv" but the stream is of an x86 HVM domain',
+                "an hvm or pvh config",
+            )
         self.info.domain_type, self.info.xen_version = dtype, (major, minor)
         self.info.domain_header_offset = start
         self.log(f"libxc image header: version {version}; domain header: x86 HVM, Xen {major}.{minor}")
