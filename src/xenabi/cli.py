@@ -1,13 +1,26 @@
-"""The ``xenabi`` command (click; rich tables; ``--json`` for automation)."""
+"""The ``xenabi`` command (click; rich tables; ``--json`` for automation).
+
+Output is literal: every string a user supplied (VM, host and pool names, file names, config values, messages that
+quote them) is printed as it is, never read as Rich markup or emoji codes, and its control characters are shown
+escaped (``\x1b``) so that a name cannot move the cursor or recolour the terminal. Colour comes only from styles
+the code sets on :class:`~rich.text.Text`. No command lets a traceback reach the user: an error the project raises on
+purpose is one ``error:`` line (or an ``{"error": ...}`` document with ``--json``) and exit 1; anything else is
+reported as an internal error with its type and message, exit 2 (``XENABI_DEBUG=1`` shows the traceback).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import sys
+import unicodedata
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from xenabi import __version__
 from xenabi.abi.evtchn import EvtchnOp
@@ -24,11 +37,69 @@ def _op_name(op: int, cmd: int) -> str:
     return f"{HYPERCALL_NAMES.get(op, op)}:{cmd}"
 
 
+def visible(text: str) -> str:
+    """``text`` with its control characters (C0, DEL, C1, and the bidirectional overrides) written as escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf"):
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return "".join(out)
+
+
+class LiteralConsole(Console):
+    """A console that prints strings literally: no markup, no emoji codes, no highlighting, control characters
+    escaped."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(visible(text), **kwargs)
+
+
 def _console() -> Console:
-    return Console(soft_wrap=False, width=max(Console().width, 120))
+    return LiteralConsole(soft_wrap=False, width=max(Console().width, 120))
 
 
-@click.group()
+def styled(text: str, style: str) -> Text:
+    """A user-visible string in a style, printed literally."""
+    return Text(visible(text), style=style)
+
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = ()  # filled in below, once the error module is imported
+
+
+class XenabiGroup(click.Group):
+    """The top-level group: every command runs inside the one place that turns exceptions into messages."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except EXPECTED_ERRORS as exc:
+            click.echo(f"error: {visible(str(exc))}", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            if os.environ.get("XENABI_DEBUG"):
+                raise
+            click.echo(
+                f"internal error: {type(exc).__name__}: {visible(str(exc))} (a bug in xenabi: please report it; "
+                "XENABI_DEBUG=1 shows where)",
+                err=True,
+            )
+            sys.exit(2)
+
+
+@click.group(cls=XenabiGroup)
 @click.version_option(__version__, prog_name="xenabi")
 def main() -> None:
     """Per-domain guest ABI feature control for Xen: model and toolkit."""
@@ -101,18 +172,17 @@ def demo(as_json: bool, names: tuple[str, ...], rounds: int, verbose: bool) -> N
             str(r.handled),
             str(r.lost),
             "yes" if r.fingerprint_changed else "no",
-            f"[{colours[r.outcome]}]{r.outcome}[/]",
+            styled(r.outcome, colours[r.outcome]),
         )
     console = _console()
     console.print(table)
     for r in results:
-        console.print(f"[bold]{r.scenario}[/bold] ({summaries[r.scenario]}), {r.host}: {r.outcome}: {r.detail}",
-                      highlight=False)  # fmt: skip
+        console.print(styled(r.scenario, "bold"), f"({summaries[r.scenario]}), {r.host}: {r.outcome}: {r.detail}")
         if verbose:
             for step in r.steps:
-                console.print(f"    {step}", highlight=False)
+                console.print(f"    {step}")
     verdict = "every controlled run is safe" if safe else "a controlled run was NOT safe"
-    console.print(f"\n{verdict}", highlight=False)
+    console.print(f"\n{verdict}")
     sys.exit(0 if safe else 1)
 
 
@@ -128,20 +198,18 @@ def config() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def config_show(file: str, release: str, no_abi_control: bool, as_json: bool) -> None:
     """Parse FILE and show what it means on a host: policy, create flags, CPUID leaves, hypfs view."""
-    from xenabi.errors import ConfigError, PolicyError, XlCfgError
+    from xenabi.errors import XenabiError
     from xenabi.policy import get_release
     from xenabi.toolstack import DomainConfig, xlcfg
     from xenabi.toolstack.report import config_report
 
     try:
         get_release(release)
-        with open(file, encoding="utf-8", errors="surrogateescape") as stream:
-            text = stream.read()
-        parsed = xlcfg.parse(text, file)
+        parsed = xlcfg.parse(xlcfg.read_file(file), file)
         cfg = DomainConfig.from_xlcfg(parsed)
-    except (XlCfgError, ConfigError, PolicyError) as exc:
+        report = config_report(cfg, release, not no_abi_control) | {"warnings": parsed.warnings}
+    except (XenabiError, OSError) as exc:
         _fail(exc, as_json)
-    report = config_report(cfg, release, not no_abi_control) | {"warnings": parsed.warnings}
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -163,7 +231,7 @@ def _fail(exc: Exception, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"error": doc}, indent=2))
     else:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {visible(str(exc))}", err=True)
     sys.exit(1)
 
 
@@ -182,14 +250,14 @@ def _print_config_report(report: dict[str, object]) -> None:
     kind = "with ABI control" if host["abi_control"] else "without ABI control"
     cfg = report["config"]
     assert isinstance(cfg, dict)
-    console.print(f"[bold]{cfg['c_info']['name']}[/bold] ({cfg['c_info']['type']}) on Xen {host['release']} {kind}")
+    console.print(styled(cfg["c_info"]["name"], "bold"), f"({cfg['c_info']['type']}) on Xen {host['release']} {kind}")
     requested = report["requested_policy"]
     assert isinstance(requested, dict)
     console.print(f"requested features: {', '.join(requested['features']) or '(none)'}")
     refused = report["refused"]
     assert isinstance(refused, list)
     if refused:
-        console.print("[red]refused before anything was created:[/red]")
+        console.print(styled("refused before anything was created:", "red"))
         for reason in refused:
             console.print(f"  - {reason['reason']}")
         return
@@ -227,9 +295,17 @@ def _print_config_report(report: dict[str, object]) -> None:
         console.print(hypfs)
     else:
         console.print("hypfs: no per-domain abi-features tree on this host")
-    console.print("[bold]stored config[/bold]")
-    console.print(str(report["stored_config"]), markup=False, highlight=False)
+    console.print(styled("stored config", "bold"))
+    console.print(str(report["stored_config"]))
 
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from xenabi.errors import XenabiError
+
+    return (XenabiError, OSError, sqlite3.Error)
+
+
+EXPECTED_ERRORS = _expected_errors()
 
 # The command groups in their own modules register themselves on `main`.
 from xenabi import cli_fleet, cli_streams  # noqa: E402,F401

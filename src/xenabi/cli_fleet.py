@@ -14,7 +14,7 @@ import click
 from rich.progress import Progress
 from rich.table import Table
 
-from xenabi.cli import _console, _fail, json_option, main
+from xenabi.cli import _console, _fail, json_option, main, styled, visible
 from xenabi.errors import InventoryError, XenabiError
 
 
@@ -51,17 +51,15 @@ def fleet() -> None:
 
 @fleet.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--replace", is_flag=True, help="Empty the inventory first (in the first file's transaction).")
+@click.option("--replace", is_flag=True, help="Empty the inventory first (in the same transaction as the import).")
 @db_option
 @json_option
 def fleet_import(files: tuple[str, ...], replace: bool, db: str, as_json: bool) -> None:
-    """Import hosts and VMs from CSV or JSON FILES; each file is all or nothing."""
-    done = []
+    """Import hosts and VMs from CSV or JSON FILES, all of them or none: one command is one transaction."""
     try:
         with _open(db) as inv, _progress("importing", None, as_json) as tick:
-            for index, path in enumerate(files):
-                hosts, vms = inv.import_file(path, replace=replace and index == 0, progress=tick)
-                done.append({"file": path, "hosts": hosts, "vms": vms})
+            counts = inv.import_files(files, replace=replace, progress=tick)
+            done = [{"file": path, "hosts": h, "vms": v} for path, (h, v) in zip(files, counts, strict=True)]
             totals = inv.counts()
     except (InventoryError, OSError) as exc:
         _fail(exc, as_json)
@@ -70,8 +68,8 @@ def fleet_import(files: tuple[str, ...], replace: bool, db: str, as_json: bool) 
         click.echo(json.dumps(doc, indent=2))
         return
     for item in done:
-        click.echo(f"{item['file']}: {item['hosts']:,} hosts, {item['vms']:,} VMs")
-    click.echo(f"inventory {db}: {totals[0]:,} hosts, {totals[1]:,} VMs")
+        click.echo(f"{visible(item['file'])}: {item['hosts']:,} hosts, {item['vms']:,} VMs")
+    click.echo(f"inventory {visible(db)}: {totals[0]:,} hosts, {totals[1]:,} VMs")
 
 
 @fleet.command("export")
@@ -226,9 +224,10 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
         click.echo(json.dumps(plan.to_json(), indent=2))
         sys.exit(0 if plan.safe else 1)
     console = _console()
-    verdict = "[green]safe[/]" if plan.safe else f"[red]UNSAFE: {plan.stranded_vms:,} VMs have nowhere to go[/]"
+    verdict = styled("safe", "green") if plan.safe else styled(
+        f"UNSAFE: {plan.stranded_vms:,} VMs have nowhere to go", "red")  # fmt: skip
     console.print(f"upgrade {plan.hosts:,} hosts to {plan.target}: {plan.vms_on_hosts:,} VMs on them, "
-                  f"{plan.affected_vms:,} would see their ABI change and move first; {verdict}")  # fmt: skip
+                  f"{plan.affected_vms:,} would see their ABI change and move first;", verdict)  # fmt: skip
     table = Table(title=f"steps (first {min(steps, len(plan.steps))} of {len(plan.steps)})")
     for column in ("#", "host", "evacuate first", "stranded"):
         table.add_column(column)

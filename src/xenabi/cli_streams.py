@@ -15,18 +15,18 @@ from typing import Any
 
 import click
 
-from xenabi.cli import _console, _error_json, _fail, json_option, main
+from xenabi.cli import _console, _error_json, _fail, json_option, main, visible
 from xenabi.errors import XenabiError
 
 release_option = click.option("--release", default="4.14", show_default=True, help="Xen release of the model host.")
 control_option = click.option("--no-abi-control", is_flag=True, help="The host cannot hide features.")
 
 
-def _toolstack(release: str, no_abi_control: bool) -> Any:
+def _toolstack(release: str, no_abi_control: bool, memory_mb: int | None = None) -> Any:
     from xenabi.hypervisor import Hypervisor
     from xenabi.toolstack import Toolstack
 
-    return Toolstack(Hypervisor(release, not no_abi_control))
+    return Toolstack(Hypervisor(release, not no_abi_control, memory_mb=memory_mb))
 
 
 def _domain_json(ts: Any, domid: int) -> dict[str, Any]:
@@ -46,20 +46,22 @@ def _domain_json(ts: Any, domid: int) -> dict[str, Any]:
 
 def _print_domain(doc: dict[str, Any], verb: str) -> None:
     features = ", ".join(doc["policy"]["features"]) or "(none)"
-    click.echo(f"{verb} {doc['name']} as d{doc['domid']} on {doc['host']} ({doc['state']}); features: {features}")
+    where = f"d{doc['domid']} on {doc['host']} ({doc['state']})"
+    click.echo(visible(f"{verb} {doc['name']} as {where}; features: {features}"))
     for reason in doc["forced_over"]:
-        click.echo(f"  FORCED over: {reason['reason']}")
+        click.echo(visible(f"  FORCED over: {reason['reason']}"))
 
 
 def _boot(ts: Any, path: str) -> int:
     """A running VM from an xl.cfg or a save file."""
-    from xenabi.toolstack import DomainConfig
+    from xenabi.toolstack import DomainConfig, xlcfg
     from xenabi.toolstack.streams.xl import XL_MAGIC
 
-    data = Path(path).read_bytes()
-    if data.startswith(XL_MAGIC):
-        return ts.restore(path)
-    return ts.create(DomainConfig.from_xl(data.decode("utf-8", errors="surrogateescape"), source=path), start=True)
+    if Path(path).is_file():  # never open a pipe or device to sniff it: read_file refuses those with a reason
+        with open(path, "rb") as probe:
+            if probe.read(len(XL_MAGIC)) == XL_MAGIC:
+                return ts.restore(path)
+    return ts.create(DomainConfig.from_xl(xlcfg.read_file(path), source=path), start=True)
 
 
 @main.command()
@@ -81,7 +83,7 @@ def save(config: str, out: str, release: str, no_abi_control: bool, as_json: boo
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
-        click.echo(f"saved {doc['name']} from {doc['host']} to {out} ({doc['bytes']:,} bytes)")
+        click.echo(visible(f"saved {doc['name']} from {doc['host']} to {out} ({doc['bytes']:,} bytes)"))
 
 
 @main.command()
@@ -130,7 +132,7 @@ def stream_verify(file: str, fmt: str, verbose: bool, as_json: bool) -> None:
             else:
                 for line in lines if verbose else []:
                     click.echo(line)
-                click.echo(f"error: {exc}", err=True)
+                click.echo(f"error: {visible(str(exc))}", err=True)
             sys.exit(1)
     summary = {
         "ok": True,
@@ -165,15 +167,25 @@ def host() -> None:
 @control_option
 @click.option("--listen", default="127.0.0.1:0", show_default=True, help="HOST:PORT to accept migrations on.")
 @click.option("--once", is_flag=True, help="Exit after one migration.")
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait on a silent peer.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a peer has for the whole handshake, and for each later protocol step.")  # fmt: skip
+@click.option("--min-rate", default=256, show_default=True, type=click.IntRange(min=1),
+              help="KiB/s a stream must average once pages flow; a slower peer is cut off.")  # fmt: skip
+@click.option("--max-concurrent", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Migrations received at once; more wait (and are told so).")  # fmt: skip
+@click.option("--memory", "memory_mb", default=None, type=click.IntRange(min=1),
+              help="The host's memory in MiB [default: this machine's].")  # fmt: skip
 @json_option
-def host_serve(release: str, no_abi_control: bool, listen: str, once: bool, timeout: float, as_json: bool) -> None:
-    """Accept migrations over TCP into a model host, one per connection, until interrupted."""
+def host_serve(release: str, no_abi_control: bool, listen: str, once: bool, timeout: float, min_rate: int,
+               max_concurrent: int, memory_mb: int | None, as_json: bool) -> None:  # fmt: skip
+    """Accept migrations over TCP into a model host until interrupted, several at once; a migration that does not
+    fit in the host's memory is refused before any page is sent."""
     from xenabi.toolstack.transport import MigrationReceiver, parse_address
 
     try:
-        ts = _toolstack(release, no_abi_control)
-        receiver = MigrationReceiver(ts, *parse_address(listen), timeout=timeout)
+        ts = _toolstack(release, no_abi_control, memory_mb)
+        receiver = MigrationReceiver(ts, *parse_address(listen), timeout=timeout, min_rate=min_rate * 1024,
+                                     max_concurrent=max_concurrent)  # fmt: skip
     except (XenabiError, OSError, ValueError) as exc:
         _fail(exc, as_json)
     click.echo(json.dumps({"listening": receiver.address}) if as_json else f"listening on {receiver.address}")
@@ -181,13 +193,14 @@ def host_serve(release: str, no_abi_control: bool, listen: str, once: bool, time
 
     def report(result: Any) -> None:
         doc = result.to_json()
-        if result.domid is not None and result.domid in ts.hv.domains:
-            doc["domain"] = _domain_json(ts, result.domid)
+        with receiver.host_lock:
+            if result.domid is not None and result.domid in ts.hv.domains:
+                doc["domain"] = _domain_json(ts, result.domid)
         if as_json:
             click.echo(json.dumps(doc))
         else:
-            click.echo(f"{result.peer}: {result.outcome}" + (f" as d{result.domid}" if result.domid else "")
-                       + (f": {result.detail}" if result.detail else ""))  # fmt: skip
+            click.echo(visible(f"{result.peer}: {result.outcome}" + (f" as d{result.domid}" if result.domid else "")
+                               + (f": {result.detail}" if result.detail else "")))  # fmt: skip
         sys.stdout.flush()
 
     try:
@@ -204,17 +217,20 @@ def host_serve(release: str, no_abi_control: bool, listen: str, once: bool, time
 @release_option
 @control_option
 @click.option("--force", is_flag=True, help="Ask the receiver to override admission.")
-@click.option("--timeout", default=30.0, show_default=True)
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds to wait for each reply of the receiver.")  # fmt: skip
 @json_option
 def migrate(
     file: str, dest: str, release: str, no_abi_control: bool, force: bool, timeout: float, as_json: bool
 ) -> None:
-    """Boot FILE (an xl.cfg or save file) on a local model host and live-migrate it to DEST."""
+    """Boot FILE (an xl.cfg or save file) on a local model host and migrate it (stop-and-copy) to the host
+    serving at --to."""
     try:
         ts = _toolstack(release, no_abi_control)
         domid = _boot(ts, file)
         doc = _domain_json(ts, domid)
-        remote = ts.migrate(domid, dest, force=force, timeout=timeout)
+        remote = ts.migrate(domid, dest, force=force, timeout=timeout,
+                            notice=lambda text: click.echo(f"waiting: {visible(text)}", err=True))  # fmt: skip
     except (XenabiError, OSError) as exc:
         _fail(exc, as_json)
     result = {"source": doc, "destination": dest, "remote_domid": remote}

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xenabi.errors import InventoryError
-from xenabi.fleet.inventory import Inventory
+from xenabi.fleet.inventory import Inventory, RowBatch
 from xenabi.fleet.planner import (
     HostClass,
     VmClass,
@@ -30,7 +30,7 @@ def fleet(hosts: list[tuple[str, str, str, bool]], vms: list[tuple[str, str, str
         "hosts": [{"name": n, "pool": p, "release": r, "abi_control": c} for n, p, r, c in hosts],
         "vms": [{"name": n, "guest_type": t, "host": h, "policy": pol} for n, t, h, pol in vms],
     }
-    inv._write(enumerate(doc["hosts"], 1), enumerate(doc["vms"], 1), "<test>", replace=False, progress=None)
+    inv.write_batches([RowBatch("<test>", list(enumerate(doc["hosts"], 1)), list(enumerate(doc["vms"], 1)))])
     return inv
 
 

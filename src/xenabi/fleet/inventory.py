@@ -6,8 +6,17 @@ toolstack with ABI control; ``pinned:`` is the empty policy) or ``legacy:<releas
 without it, which knows the environment of that release: decision 7). Policies are stored once and referenced, so a
 fleet of ten million VMs shares a handful of policy rows.
 
-Imports (CSV or JSON) run in one transaction per file: a row that does not validate is reported with its file,
-line and field, and nothing from that file is written; an interrupted import leaves the previous inventory as it was.
+One import command is one transaction, whatever its files: every file is read and every row validated first, then
+everything is written (all files' hosts, then all files' VMs, so a VM may name a host from another file of the same
+command) and committed once. A row that does not validate is reported with its file, line and field, and nothing
+from any file is written; an import that is interrupted, killed or fails anywhere leaves the previous inventory as
+it was (SQLite's journal undoes a transaction that never committed). Two imports at once: the second waits for the
+first, up to :data:`LOCK_TIMEOUT` seconds, then fails with a clear message.
+
+Input rules, each an :class:`~xenabi.errors.InventoryError` with file, line and field: names are strings of at most
+:data:`MAX_NAME` characters with no control characters (a JSON list, object or number is not a name); a name appears
+once per file; CSV fields are at most 128 KiB (the csv module's limit); JSON nests at most as deep as Python's parser
+allows and numbers stay within its digit limit; ``--db`` must be an SQLite file or a path where one can be made.
 CSV files are recognised by their header: ``name,pool,release,abi_control`` for hosts, ``name,guest_type,host,policy``
 for VMs. JSON is ``{"hosts": [...], "vms": [...]}`` with the same fields (the line of a JSON row is its position).
 """
@@ -48,6 +57,8 @@ VM_INDEXES = ("vms_by_class", "vms_by_host")  # dropped during a bulk insert and
 HOST_FIELDS = ("name", "pool", "release", "abi_control")
 VM_FIELDS = ("name", "guest_type", "host", "policy")
 DEFAULT_DB = "xenabi-fleet.sqlite"
+MAX_NAME = 256
+LOCK_TIMEOUT = 30.0  # seconds an import waits for another writer before giving up
 
 Progress = Callable[[int], None]  # called with how many more rows were written
 
@@ -117,11 +128,15 @@ class Inventory:
 
     def __init__(self, path: str | Path = DEFAULT_DB) -> None:
         self.path = str(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.executescript(SCHEMA)
-        for statement in INDEXES:
-            self.db.execute(statement)
+        try:
+            # transactions are explicit; a second writer waits up to LOCK_TIMEOUT for the first
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=LOCK_TIMEOUT)
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.executescript(SCHEMA)
+            for statement in INDEXES:
+                self.db.execute(statement)
+        except sqlite3.Error as exc:
+            raise InventoryError(f"cannot open the inventory: {_sqlite_reason(exc)}", file=self.path) from exc
 
     def close(self) -> None:
         self.db.close()
@@ -167,65 +182,68 @@ class Inventory:
         self, path: str | Path, *, replace: bool = False, progress: Progress | None = None
     ) -> tuple[int, int]:
         """Import hosts and/or VMs from a CSV or JSON file, all or nothing. Returns (hosts, vms) written."""
-        source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InventoryError(f"cannot read: {exc}", file=source) from exc
-        if source.endswith(".json") or text.lstrip().startswith("{"):
-            hosts, vms = _json_rows(text, source)
-        else:
-            hosts, vms = _csv_rows(text, source)
-        return self._write(hosts, vms, source, replace=replace, progress=progress)
+        return self.import_files([path], replace=replace, progress=progress)[0]
 
-    def _write(
-        self,
-        hosts: Iterable[tuple[int, dict[str, Any]]],
-        vms: Iterable[tuple[int, dict[str, Any]]],
-        source: str,
-        *,
-        replace: bool,
-        progress: Progress | None,
-    ) -> tuple[int, int]:
+    def import_files(
+        self, paths: Iterable[str | Path], *, replace: bool = False, progress: Progress | None = None
+    ) -> list[tuple[int, int]]:
+        """Import every file in one transaction: all of them or none (see the module docstring). ``replace``
+        empties the inventory first, in the same transaction. Returns (hosts, vms) written per file."""
+        batches = [read_rows(path) for path in paths]
+        return self.write_batches(batches, replace=replace, progress=progress)
+
+    def write_batches(
+        self, batches: list[RowBatch], *, replace: bool = False, progress: Progress | None = None
+    ) -> list[tuple[int, int]]:
+        """Validate every row of every batch, then write them all in one transaction."""
+        checked = [
+            (
+                batch.source,
+                _unique([(line, _host_values(row, batch.source, line)) for line, row in batch.hosts], batch.source),
+                _unique([(line, _vm_values(row, batch.source, line)) for line, row in batch.vms], batch.source),
+            )
+            for batch in batches
+        ]
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise InventoryError(
+                f"another command is writing the inventory ({_sqlite_reason(exc)}); try again when it has finished",
+                file=self.path,
+            ) from exc
         try:
             if replace:
                 db.execute("DELETE FROM vms")
                 db.execute("DELETE FROM hosts")
-            n_hosts = 0
-            for line, row in hosts:
-                values = _host_values(row, source, line)
-                db.execute(
+            for _source, hosts, _vms in checked:
+                db.executemany(
                     "INSERT INTO hosts(name, pool, release, abi_control) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(name) DO UPDATE SET pool = excluded.pool, release = excluded.release, "
                     "abi_control = excluded.abi_control",
-                    values,
+                    [values for _line, values in hosts],
                 )
-                n_hosts += 1
             host_ids = dict(db.execute("SELECT name, id FROM hosts"))
             policy_ids: dict[str, int] = {}
-            n_vms = 0
-            for line, row in vms:
-                name, guest_type, host, policy = _vm_values(row, source, line)
-                if host not in host_ids:
-                    raise InventoryError(f"no host named {host!r}", file=source, line=line, field="host")
-                if policy not in policy_ids:
-                    policy_ids[policy] = self.policy_id(policy)
-                db.execute(
-                    "INSERT INTO vms(name, guest_type, host_id, policy_id) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET guest_type = excluded.guest_type, host_id = excluded.host_id, "
-                    "policy_id = excluded.policy_id",
-                    (name, guest_type, host_ids[host], policy_ids[policy]),
-                )
-                n_vms += 1
-                if progress is not None and n_vms % 10_000 == 0:
-                    progress(10_000)
+            for source, _hosts, vms in checked:
+                for written, (line, (name, guest_type, host, policy)) in enumerate(vms, start=1):
+                    if host not in host_ids:
+                        raise InventoryError(f"no host named {host!r}", file=source, line=line, field="host")
+                    if policy not in policy_ids:
+                        policy_ids[policy] = self.policy_id(policy)
+                    db.execute(
+                        "INSERT INTO vms(name, guest_type, host_id, policy_id) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(name) DO UPDATE SET guest_type = excluded.guest_type, "
+                        "host_id = excluded.host_id, policy_id = excluded.policy_id",
+                        (name, guest_type, host_ids[host], policy_ids[policy]),
+                    )
+                    if progress is not None and written % 10_000 == 0:
+                        progress(10_000)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return n_hosts, n_vms
+        return [(len(hosts), len(vms)) for _source, hosts, vms in checked]
 
     # --- export ---------------------------------------------------------------------------------------------------
     def export_json(self) -> dict[str, list[dict[str, Any]]]:
@@ -355,12 +373,65 @@ def synth_vms(
 
 
 # --- parsing input rows -----------------------------------------------------------------------------------------------
-def _csv_rows(text: str, source: str) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+Rows = list[tuple[int, dict[str, Any]]]
+
+
+@dataclass
+class RowBatch:
+    """The rows of one input file, not yet validated: (line, fields) for hosts and for VMs."""
+
+    source: str
+    hosts: Rows
+    vms: Rows
+
+
+def read_rows(path: str | Path) -> RowBatch:
+    """Read one CSV or JSON inventory file into rows (:class:`~xenabi.errors.InventoryError` naming the file,
+    line and field when it cannot be read or parsed)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(f"cannot read: {exc}", file=source) from exc
+    if source.endswith(".json") or text.lstrip().startswith("{"):
+        hosts, vms = _json_rows(text, source)
+    else:
+        hosts, vms = _csv_rows(text, source)
+    return RowBatch(source, hosts, vms)
+
+
+def _unique(rows: list[tuple[int, tuple[Any, ...]]], source: str) -> list[tuple[int, tuple[Any, ...]]]:
+    """Rows whose names (the first value) appear once in the file."""
+    first: dict[str, int] = {}
+    for line, values in rows:
+        earlier = first.setdefault(values[0], line)
+        if earlier != line:
+            raise InventoryError(
+                f"{values[0]!r} appears twice in this file (first on line {earlier})", file=source, line=line,
+                field="name",
+            )  # fmt: skip
+    return rows
+
+
+def _sqlite_reason(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "locked" in text:
+        return f"it is locked by another writer (waited {LOCK_TIMEOUT:g} s)"
+    if "not a database" in text:
+        return "the file is not an SQLite database"
+    if "unable to open" in text:
+        return "no such folder, or not a file that can be opened"
+    return text
+
+
+def _csv_rows(text: str, source: str) -> tuple[Rows, Rows]:
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)
     except StopIteration:
         raise InventoryError("empty file", file=source, line=1) from None
+    except csv.Error as exc:
+        raise InventoryError(f"not CSV: {exc}", file=source, line=1) from None
     header = [column.strip() for column in header]
     if tuple(header) == HOST_FIELDS:
         kind = "hosts"
@@ -372,8 +443,14 @@ def _csv_rows(text: str, source: str) -> tuple[list[tuple[int, dict[str, Any]]],
             file=source,
             line=1,
         )
-    rows: list[tuple[int, dict[str, Any]]] = []
-    for values in reader:
+    rows: Rows = []
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a field over the csv module's 128 KiB limit, a NUL byte, ...
+            raise InventoryError(f"not CSV: {exc}", file=source, line=reader.line_num) from None
         line = reader.line_num
         if not values or all(not v.strip() for v in values):
             continue
@@ -383,11 +460,15 @@ def _csv_rows(text: str, source: str) -> tuple[list[tuple[int, dict[str, Any]]],
     return (rows, []) if kind == "hosts" else ([], rows)
 
 
-def _json_rows(text: str, source: str) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+def _json_rows(text: str, source: str) -> tuple[Rows, Rows]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InventoryError(f"not JSON: {exc.msg}", file=source, line=exc.lineno) from exc
+    except RecursionError:
+        raise InventoryError("not JSON this tool reads: nested too deeply", file=source) from None
+    except ValueError as exc:  # an integer past Python's digit limit
+        raise InventoryError(f"not JSON this tool reads: {exc}", file=source) from None
     if not isinstance(doc, dict) or set(doc) - {"hosts", "vms"}:
         raise InventoryError('a JSON inventory is an object with "hosts" and/or "vms" lists', file=source)
     out = []
@@ -403,7 +484,21 @@ def _field(row: dict[str, Any], name: str, source: str, line: int) -> str:
     value = row.get(name)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise InventoryError("missing", file=source, line=line, field=name)
-    return str(value).strip() if not isinstance(value, bool) else str(value)
+    if isinstance(value, bool | int) and name == "abi_control":  # JSON true/false or 1/0; parse_bool judges
+        return str(value)
+    if not isinstance(value, str):
+        raise InventoryError(f"must be a string, not a JSON {_json_kind(value)}", file=source, line=line, field=name)
+    text = value.strip()
+    if len(text) > MAX_NAME:
+        raise InventoryError(f"{len(text)} characters; at most {MAX_NAME}", file=source, line=line, field=name)
+    bad = next((ch for ch in text if ch < " " or ch == "\x7f"), None)
+    if bad is not None:
+        raise InventoryError(f"contains the control character {bad!r}", file=source, line=line, field=name)
+    return text
+
+
+def _json_kind(value: object) -> str:
+    return {dict: "object", list: "list", int: "number", float: "number", bool: "boolean"}.get(type(value), "value")
 
 
 def _checked(parse: Callable[[str], Any], row: dict[str, Any], name: str, source: str, line: int) -> Any:

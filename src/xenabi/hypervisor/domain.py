@@ -17,6 +17,7 @@ hand them to init_control or expand_array.
 from __future__ import annotations
 
 import mmap
+import sys
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -149,9 +150,18 @@ class Vcpu:
         return f"Vcpu(d{self.domain.domid}v{self.vcpu_id})"
 
 
+# Not reserving swap for the whole mapping: the host's own memory accounting (Hypervisor.free_memory_mb) decides
+# what fits, and the kernel's overcommit heuristic would otherwise refuse a large but untouched domain.
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
+
+
 def allocate_ram(nbytes: int) -> mmap.mmap:
-    """Guest RAM: zero-filled, private, and backed by memory only where it has been written."""
-    return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    """Guest RAM: zero-filled, private, and backed by memory only where it has been written. Raises ``MemoryError``
+    when the machine cannot even map it (the hypervisor turns that into -ENOMEM)."""
+    try:
+        return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | MAP_NORESERVE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    except (OSError, OverflowError, ValueError) as exc:
+        raise MemoryError(f"cannot map {nbytes} bytes of guest RAM: {exc}") from exc
 
 
 class Lifecycle(Enum):

@@ -58,6 +58,7 @@ INITIAL_NR_GRANT_FRAMES = 1
 OPT_MAX_GRANT_FRAMES = 64
 OPT_MAX_MAPTRACK_FRAMES = 1024
 MIN_MEMORY_MB = 1
+DOM0_MEMORY_MB = 16
 
 _ENOSYS, _EFAULT, _ESRCH = -errno.ENOSYS, -errno.EFAULT, -errno.ESRCH
 _BYTES_LIKE = (bytes, bytearray, memoryview)
@@ -79,7 +80,7 @@ class Hypervisor:
         release: str | Release = "4.14",
         abi_control: bool = True,
         *,
-        dom0_memory_mb: int = 16,
+        dom0_memory_mb: int = DOM0_MEMORY_MB,
         dom0_max_vcpus: int = 1,
         memory_mb: int | None = None,
     ) -> None:
@@ -221,7 +222,10 @@ class Hypervisor:
                 field="memory_mb",
             )
         nr_pirqs = NR_STATIC_IRQS + (EXTRA_DOM0_PIRQS if privileged else EXTRA_DOMU_PIRQS)
-        d = Domain(domid, config, policy, hidden, memory_mb, privileged=privileged, nr_pirqs=nr_pirqs)
+        try:
+            d = Domain(domid, config, policy, hidden, memory_mb, privileged=privileged, nr_pirqs=nr_pirqs)
+        except MemoryError as exc:
+            raise XenError(errno.ENOMEM, f"{memory_mb} MiB asked: {exc}", field="memory_mb") from exc
         if d.nr_pages <= max(XEN_PAGES):
             raise XenError(errno.EINVAL, "memory_mb too small for the shared_info pages", field="memory_mb")
         evtchn.evtchn_init(d)

@@ -295,7 +295,7 @@ class DomainConfig:
         if isinstance(doc, str | bytes):
             try:
                 doc = json.loads(doc)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, an int past Python's digit limit, nesting
                 raise ConfigError(f"domain config JSON does not parse: {exc}", key="<json>") from exc
         if not isinstance(doc, dict):
             raise ConfigError("domain config JSON must be an object", key="<json>")

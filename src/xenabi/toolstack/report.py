@@ -1,9 +1,10 @@
 """What a config means on a given host: the report behind ``xenabi config show``.
 
-Creates the VM on a scratch host of the requested release (so every figure comes from the model: the admission
-verdict, the create flags libxl would pass, the CPUID leaves the guest reads, the hypfs nodes dom0 sees) and
-returns it as plain data. The hypfs walk reads like ``xenhypfs tree``: directories through their dirlist entries,
-leaves decoded by type.
+Creates the VM on a scratch host of the requested release, sized to hold it (whether a VM fits a given host is not a
+question about its config; its RAM is only mapped, never touched, so inspecting a 64 GiB VM costs nothing) (so every
+figure comes from the model: the admission verdict, the create flags libxl would pass, the CPUID leaves the guest reads,
+the hypfs nodes dom0 sees) and returns it as plain data. The hypfs walk reads like ``xenhypfs tree``: directories
+through their dirlist entries, leaves decoded by type.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from xenabi.abi.hypfs import HypfsDirentry, HypfsType, parse_dirlist
 from xenabi.errors import AbiIncompatible
 from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.cpuid import max_leaf
+from xenabi.hypervisor.hypervisor import DOM0_MEMORY_MB
 from xenabi.toolstack.config import DomainConfig
 from xenabi.toolstack.toolstack import Toolstack
 
@@ -63,7 +65,7 @@ def hypfs_walk(hv: Hypervisor, path: str = "/", caller: int = 0) -> list[dict[st
 
 def config_report(cfg: DomainConfig, release: str, abi_control: bool) -> dict[str, Any]:
     """The report for ``cfg`` on a host (``release``, ``abi_control``). ``refused`` lists admission reasons."""
-    hv = Hypervisor(release, abi_control)
+    hv = Hypervisor(release, abi_control, memory_mb=DOM0_MEMORY_MB + max(cfg.max_memory_mb or 0, cfg.memory_mb))
     ts = Toolstack(hv)
     policy = ts.effective_policy(cfg)
     report: dict[str, Any] = {

@@ -18,10 +18,12 @@ destination refuses or fails, the source is resumed. Pre-copy rounds are not mod
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -122,10 +124,14 @@ def restore(
     paused: bool = False,
     admitted: Callable[[int], None] | None = None,
     log: Log | None = None,
+    host_lock: AbstractContextManager[object] | None = None,
 ) -> int:
     """Restore one stream into ``ts``'s host; returns the new domid. ``admitted(domid)`` runs once the domain is
-    created (a migration receiver tells the sender to go on)."""
+    created (a migration receiver tells the sender to go on). ``host_lock`` is held around every change to the
+    host (admission and creation, the finishing steps, the clean-up), not while pages arrive, so that a receiver
+    can restore several streams at once."""
     hv = ts.hv
+    lock = host_lock if host_lock is not None else contextlib.nullcontext()
     created: list[int] = []
     overridden: tuple[Refusal, ...] = ()
 
@@ -135,10 +141,10 @@ def restore(
         if cfg is None:
             raise StreamError("no domain config: a restore needs the xl header", layer="xl", record="header", offset=0)
         policy = cfg.policy(arrival_features(info))
-        overridden = ts.admit(policy, cfg, force=force)
-        create = cfg.create_domain(ts.grantable(policy.features, cfg, overridden), abi_control=hv.abi_control)
-        domid = hv.create_domain(create, memory_mb=cfg.max_memory_mb or cfg.memory_mb)
-        created.append(domid)
+        with lock:
+            overridden = ts.admit(policy, cfg, force=force)
+            domid = ts.create_domain(cfg, ts.grantable(policy.features, cfg, overridden))
+            created.append(domid)
         if admitted is not None:
             admitted(domid)
         return _page_target(hv.domain(domid))
@@ -147,24 +153,26 @@ def restore(
         info = StreamReader(source, begin=begin, log=log).read()
         assert info.config is not None and created
         domid = created[0]
-        d = hv.domain(domid)
-        d.tsc_info = info.tsc_info
-        d.hvm_params.update(info.hvm_params)
-        d.emulator_context = info.emulator_context
-        d.emulator_xenstore = dict(info.emulator_xenstore)
-        ts.build_pre(domid)
-        cfg = info.config
-        ts.configs[domid] = cfg.pinned(d.policy.features) if ts.pins else cfg
-        if overridden:
-            ts.overrides[domid] = overridden
-        if not paused:
-            hv.unpause(domid)
+        with lock:
+            d = hv.domain(domid)
+            d.tsc_info = info.tsc_info
+            d.hvm_params.update(info.hvm_params)
+            d.emulator_context = info.emulator_context
+            d.emulator_xenstore = dict(info.emulator_xenstore)
+            ts.build_pre(domid)
+            cfg = info.config
+            ts.configs[domid] = cfg.pinned(d.policy.features) if ts.pins else cfg
+            if overridden:
+                ts.overrides[domid] = overridden
+            if not paused:
+                hv.unpause(domid)
         return domid
     except BaseException:
-        for domid in created:
-            if domid in hv.domains:
-                hv.destroy_domain(domid)
-            ts.configs.pop(domid, None)
+        with lock:
+            for domid in created:
+                if domid in hv.domains:
+                    hv.destroy_domain(domid)
+                ts.configs.pop(domid, None)
         raise
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -96,8 +97,7 @@ class Toolstack:
         overridden reasons are kept in ``overrides``)."""
         policy = self.effective_policy(cfg)
         overridden = self.admit(policy, cfg, force=force)
-        create = cfg.create_domain(self.grantable(policy.features, cfg, overridden), abi_control=self.hv.abi_control)
-        domid = self.hv.create_domain(create, memory_mb=cfg.max_memory_mb or cfg.memory_mb)
+        domid = self.create_domain(cfg, self.grantable(policy.features, cfg, overridden))
         try:
             self.build_pre(domid)
         except BaseException:
@@ -109,6 +109,24 @@ class Toolstack:
         if start:
             self.hv.unpause(domid)
         return domid
+
+    def create_domain(self, cfg: DomainConfig, features: frozenset[str]) -> int:
+        """``XEN_DOMCTL_createdomain`` for ``cfg`` with exactly ``features`` (admission has run). A VM that does not
+        fit in the host's free memory is refused before anything is allocated, saying what was asked and what is
+        free."""
+        memory_mb = cfg.max_memory_mb or cfg.memory_mb
+        create = cfg.create_domain(features, abi_control=self.hv.abi_control)
+        try:
+            return self.hv.create_domain(create, memory_mb=memory_mb)
+        except XenError as exc:
+            if exc.errno != errno.ENOMEM:
+                raise
+            raise XenError(
+                errno.ENOMEM,
+                f"VM {cfg.name!r} needs {memory_mb} MiB; host {self.name} has {self.hv.free_memory_mb} MiB free "
+                f"of {self.hv.memory_mb} MiB",
+                field="memory",
+            ) from exc
 
     def build_pre(self, domid: int) -> None:
         """``libxl__build_pre``: fresh xenstore and console ports (remote end dom0) and their rings, handed to the
@@ -138,14 +156,23 @@ class Toolstack:
                 return saverestore.restore(self, stream, force=force, paused=paused)
         return saverestore.restore(self, source, force=force, paused=paused)
 
-    def migrate(self, domid: int, dest: Toolstack | str, *, force: bool = False, timeout: float = 30.0) -> int:
+    def migrate(
+        self,
+        domid: int,
+        dest: Toolstack | str,
+        *,
+        force: bool = False,
+        timeout: float = 30.0,
+        notice: Callable[[str], None] | None = None,
+    ) -> int:
         """Move a domain to another toolstack (in-process) or to a ``host:port`` running ``xenabi host serve``;
-        returns its domid there. The source is resumed if anything fails before the destination holds it."""
+        returns its domid there. The source is resumed if anything fails before the destination holds it.
+        ``notice`` hears what a busy receiver says while the migration waits for its turn."""
         if isinstance(dest, Toolstack):
             return saverestore.migrate_local(self, domid, dest, force=force)
         from xenabi.toolstack.transport import migrate_tcp
 
-        return migrate_tcp(self, domid, dest, force=force, timeout=timeout)
+        return migrate_tcp(self, domid, dest, force=force, timeout=timeout, notice=notice)
 
     def config(self, domid: int) -> DomainConfig:
         try:

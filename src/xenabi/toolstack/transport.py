@@ -12,6 +12,17 @@ them runs a line-based handshake in the spirit of xl's (``tools/xl/xl_migrate.c`
 4. The sender answers ``GO running`` or ``GO paused``; the receiver unpauses (if running) and answers ``DONE``.
    Only then does the sender destroy the source.
 
+A receiver busy with as many migrations as it runs at once (``max_concurrent``) tells a new sender so before its
+banner, ``WAIT <text>`` every few seconds until a slot is free; the sender reports it and waits. A receiver with a
+full queue as well answers ``BUSY <text>`` and closes.
+
+Deadlines, so that one peer cannot hold the receiver: the handshake up to the admission verdict must finish within
+``timeout`` seconds in all (not per read); after ``ADMIT`` the stream must keep up a minimum average rate
+(``min_rate`` bytes a second, after a grace of ``timeout`` seconds), and each later line of the protocol again has
+``timeout`` seconds. A peer that falls behind is cut off and whatever it started is destroyed. Every connection is
+served on its own thread, each change to the host under one lock, and nothing one connection raises (a bug, a
+``MemoryError``) reaches the accept loop: it is logged as that connection's failure and the VMs already held stay.
+
 Failure handling, so that nothing is lost: up to ``RECEIVED``, any failure (refusal, bad stream, timeout, dropped
 connection) resumes the source and the receiver destroys whatever it created. After ``GO`` has been sent the
 outcome is unknown if ``DONE`` never arrives (the receiver may or may not have the domain running), so the source
@@ -21,8 +32,12 @@ is kept *paused*, as xl does, and the error says so. A receiver that never gets 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -38,6 +53,9 @@ if TYPE_CHECKING:
 
 BANNER = b"XENABI-MIGRATE 1 READY"
 MAX_LINE = 1 << 16
+WAIT_NOTICE_INTERVAL = 5.0  # seconds between WAIT lines to a queued sender
+MIN_RATE = 256 << 10  # bytes a second a stream must average once pages flow
+log = logging.getLogger("xenabi.transport")
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -59,7 +77,15 @@ def _refusals(doc: str) -> tuple[Refusal, ...]:
 
 
 # --- sender ---------------------------------------------------------------------------------------------------
-def migrate_tcp(ts: Toolstack, domid: int, address: str, *, force: bool = False, timeout: float = 30.0) -> int:
+def migrate_tcp(
+    ts: Toolstack,
+    domid: int,
+    address: str,
+    *,
+    force: bool = False,
+    timeout: float = 30.0,
+    notice: Callable[[str], None] | None = None,
+) -> int:
     d = ts.hv.domain(domid)
     ts.config(domid)
     saverestore.check_saveable(d)
@@ -71,7 +97,15 @@ def migrate_tcp(ts: Toolstack, domid: int, address: str, *, force: bool = False,
         was_running = d.lifecycle is Lifecycle.RUNNING
         paused = False
         try:
-            if _readline(replies, "the receiver's banner") != BANNER:
+            banner = _readline(replies, "the receiver's banner")
+            while banner.startswith(b"WAIT "):  # queued behind other migrations: the receiver keeps us informed
+                if notice is not None:
+                    notice(f"{address}: {banner[5:].decode(errors='replace')}")
+                banner = _readline(replies, "the receiver's banner")
+            if banner.startswith(b"BUSY "):
+                busy = banner[5:].decode(errors="replace")
+                raise MigrationError(f"{address} is busy: {busy}; the source was resumed")
+            if banner != BANNER:
                 raise ConnectionError("not a xenabi migration receiver")
             sock.sendall(b"MODE force\n" if force else b"MODE strict\n")
             ts.hv.pause(domid)
@@ -117,7 +151,7 @@ class Received:
     """One incoming migration, as the receiver saw it."""
 
     peer: str
-    outcome: str  # started | received-paused | refused | failed | aborted
+    outcome: str  # started | received-paused | refused | failed | aborted | busy
     domid: int | None = None
     detail: str = ""
     reasons: tuple[Refusal, ...] = ()
@@ -132,41 +166,223 @@ class Received:
         }
 
 
-class MigrationReceiver:
-    """Accepts migrations into ``ts``'s host, one connection at a time."""
+class TooSlow(TimeoutError):
+    """A peer missed its deadline (the handshake's, or the stream's minimum rate)."""
 
-    def __init__(self, ts: Toolstack, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 30.0) -> None:
+
+class DeadlineReader(io.RawIOBase):
+    """A socket's input under a deadline that the caller moves: a fixed one for a protocol step, or one that
+    advances with every byte received (``min_rate``), so a peer trickling a byte every few seconds falls behind."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.received = 0
+        self._deadline = time.monotonic()
+        self._what = "the peer"
+        self._rate_from: tuple[float, int, float] | None = None  # (start, bytes at start, rate)
+
+    def readable(self) -> bool:
+        return True
+
+    def within(self, seconds: float, what: str) -> None:
+        """The next reads must complete within ``seconds`` from now, in all."""
+        self._rate_from = None
+        self._deadline = time.monotonic() + seconds
+        self._what = what
+
+    def at_rate(self, grace: float, rate: float, what: str) -> None:
+        """From now on the peer must average ``rate`` bytes a second, after ``grace`` seconds."""
+        self._rate_from = (time.monotonic() + grace, self.received, rate)
+        self._what = what
+
+    def _current_deadline(self) -> float:
+        if self._rate_from is None:
+            return self._deadline
+        start, base, rate = self._rate_from
+        return start + (self.received - base) / rate
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._current_deadline() - time.monotonic()
+        if remaining <= 0:
+            raise TooSlow(self._too_slow())
+        self.sock.settimeout(remaining)
+        try:
+            n = self.sock.recv_into(buffer)
+        except TimeoutError:
+            raise TooSlow(self._too_slow()) from None
+        self.received += n
+        return n
+
+    def _too_slow(self) -> str:
+        if self._rate_from is None:
+            return f"deadline passed waiting for {self._what}"
+        _start, _base, rate = self._rate_from
+        return f"{self._what} fell below the minimum rate of {rate / 1024:.0f} KiB/s"
+
+
+class MigrationReceiver:
+    """Accepts migrations into ``ts``'s host: up to ``max_concurrent`` at once, each on its own thread, up to
+    ``max_queued`` more waiting (told so), the rest turned away with ``BUSY``."""
+
+    def __init__(
+        self,
+        ts: Toolstack,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        timeout: float = 30.0,
+        min_rate: float = MIN_RATE,
+        max_concurrent: int = 4,
+        max_queued: int = 16,
+    ) -> None:
+        if timeout <= 0 or min_rate <= 0 or max_concurrent < 1 or max_queued < 0:
+            raise ValueError("timeout and min_rate must be positive, max_concurrent at least 1, max_queued >= 0")
         self.ts = ts
         self.timeout = timeout
+        self.min_rate = min_rate
+        self.max_concurrent = max_concurrent
+        self.max_queued = max_queued
+        self.host_lock = threading.RLock()  # every change to ts and its hypervisor
+        self._slots = threading.Semaphore(max_concurrent)
+        self._state = threading.Lock()
+        self._active = 0
+        self._queued = 0
+        self._threads: set[threading.Thread] = set()
+        self._report_lock = threading.Lock()
         self.listener = socket.create_server((host, port))
         self.address = "{}:{}".format(*self.listener.getsockname()[:2])
 
     def close(self) -> None:
         self.listener.close()
 
-    def serve(self, *, once: bool = False, report: Callable[[Received], None] | None = None) -> None:
-        while True:
-            conn, peer = self.listener.accept()
-            result = self.handle(conn, f"{peer[0]}:{peer[1]}")
-            if report is not None:
-                report(result)
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the connections in progress to finish."""
+        for thread in list(self._threads):
+            thread.join(timeout)
+
+    def serve(
+        self, *, once: bool = False, report: Callable[[Received], None] | None = None, limit: int | None = None
+    ) -> None:
+        """Accept connections until the listener is closed (or after ``limit`` of them; ``once`` serves one, in this
+        thread). Nothing a connection raises stops the loop."""
+        accepted = 0
+        while limit is None or accepted < limit:
+            try:
+                conn, peer = self.listener.accept()
+            except OSError as exc:
+                if self.listener.fileno() < 0:  # closed: the server is shutting down
+                    return
+                log.warning("accept failed: %s", exc)
+                time.sleep(0.05)  # out of file descriptors, say: let connections in progress finish
+                continue
+            accepted += 1
+            name = f"{peer[0]}:{peer[1]}"
             if once:
+                self._served(conn, name, report, queued=False)
                 return
+            self._dispatch(conn, name, report)
+        self.join()
+
+    def _dispatch(self, conn: socket.socket, peer: str, report: Callable[[Received], None] | None) -> None:
+        with self._state:
+            if self._active >= self.max_concurrent and self._queued >= self.max_queued:
+                busy = True
+            else:
+                busy = False
+                queued = self._active >= self.max_concurrent
+                self._queued += queued
+                self._active += not queued
+        if busy:
+            text = f"{self.max_concurrent} migrations in progress and {self._queued} waiting; try again later"
+            _send_quietly(conn, b"BUSY " + text.encode() + b"\n")
+            conn.close()
+            self._report(report, Received(peer, "busy", detail=text))
+            return
+        thread = threading.Thread(target=self._served, args=(conn, peer, report), kwargs={"queued": queued},
+                                  name=f"migration from {peer}", daemon=True)  # fmt: skip
+        self._threads.add(thread)
+        thread.start()
+
+    def _served(
+        self, conn: socket.socket, peer: str, report: Callable[[Received], None] | None, *, queued: bool
+    ) -> None:
+        try:
+            if queued:
+                if not self._wait_for_slot(conn):
+                    conn.close()
+                    self._report(report, Received(peer, "aborted", detail="the sender left while waiting"))
+                    return
+            else:
+                self._slots.acquire()
+            try:
+                result = self.handle(conn, peer)
+            except Exception as exc:  # a bug or MemoryError in one connection must not take the host down
+                log.exception("migration from %s failed", peer)
+                _send_quietly(conn, b"ERROR internal error in the receiver\n")
+                conn.close()
+                result = Received(peer, "failed", detail=f"internal error: {type(exc).__name__}: {exc}")
+            finally:
+                self._slots.release()
+                with self._state:
+                    self._active -= 1
+            self._report(report, result)
+        finally:
+            self._threads.discard(threading.current_thread())
+
+    def _wait_for_slot(self, conn: socket.socket) -> bool:
+        """Hold a queued connection until a slot frees, telling the sender every few seconds. False if the sender
+        went away."""
+        try:
+            while not self._slots.acquire(timeout=WAIT_NOTICE_INTERVAL if self._told(conn) else 0):
+                pass
+        except OSError:
+            with self._state:
+                self._queued -= 1
+            return False
+        with self._state:
+            self._queued -= 1
+            self._active += 1
+        return True
+
+    def _told(self, conn: socket.socket) -> bool:
+        text = f"WAIT {self.max_concurrent} migrations in progress here; yours is queued\n"
+        conn.sendall(text.encode())
+        return True
+
+    def _report(self, report: Callable[[Received], None] | None, result: Received) -> None:
+        log.info("%s: %s %s", result.peer, result.outcome, result.detail)
+        if report is None:
+            return
+        with self._report_lock:
+            try:
+                report(result)
+            except Exception:  # a reporting failure (a closed stdout) is not the migration's
+                log.exception("reporting %s failed", result.peer)
 
     def handle(self, conn: socket.socket, peer: str) -> Received:
-        conn.settimeout(self.timeout)
-        with conn, conn.makefile("rb") as stream:
+        """One migration, start to finish (see the module docstring for the protocol and its deadlines)."""
+        raw = DeadlineReader(conn)
+        raw.within(self.timeout, "the handshake")
+        with conn, io.BufferedReader(raw, buffer_size=1 << 16) as stream:
             try:
+                conn.settimeout(self.timeout)
                 conn.sendall(BANNER + b"\n")
                 mode = _readline(stream, "the sender's mode")
                 if mode not in (b"MODE strict", b"MODE force"):
                     raise ConnectionError(f"unexpected {mode!r}")
 
                 def admitted(_domid: int) -> None:
+                    conn.settimeout(self.timeout)
                     conn.sendall(b"ADMIT\n")
+                    raw.at_rate(self.timeout, self.min_rate, "the stream")
 
                 domid = saverestore.restore(
-                    self.ts, stream, force=mode == b"MODE force", paused=True, admitted=admitted
+                    self.ts,
+                    stream,
+                    force=mode == b"MODE force",
+                    paused=True,
+                    admitted=admitted,
+                    host_lock=self.host_lock,
                 )
             except AbiIncompatible as exc:
                 reasons = tuple(exc.reasons)  # type: ignore[arg-type]
@@ -176,15 +392,19 @@ class MigrationReceiver:
                 _send_quietly(conn, b"ERROR " + str(exc).encode(errors="replace").replace(b"\n", b" ") + b"\n")
                 return Received(peer, "failed", detail=str(exc))
             try:
+                conn.settimeout(self.timeout)
                 conn.sendall(f"RECEIVED {domid}\n".encode())
+                raw.within(self.timeout, "GO")
                 go = _readline(stream, "GO")
                 if go not in (b"GO running", b"GO paused"):
                     raise ConnectionError(f"unexpected {go!r}")
             except (OSError, ConnectionError) as exc:
-                self.ts.destroy(domid)
+                with self.host_lock:
+                    self.ts.destroy(domid)
                 return Received(peer, "aborted", detail=f"no permission to start ({exc}); the copy was destroyed")
             if go == b"GO running":
-                self.ts.hv.unpause(domid)
+                with self.host_lock:
+                    self.ts.hv.unpause(domid)
             _send_quietly(conn, b"DONE\n")
             return Received(peer, "started" if go == b"GO running" else "received-paused", domid)
 

@@ -22,18 +22,30 @@ digits than it reads); an octal escape ``\\ooo`` is consumed and yields no chara
 the first in base 10, wants at least two, and emits nothing). Each octal escape adds a warning, since the same
 file means something else to a reader of the manual.
 
+Limits that xl does not state but a reader must have (xl reads the whole file into a buffer whose length is a C
+``int``, and its bison parser gives up at a stack depth of 10,000): :func:`read_file` reads only regular files, of at
+most :data:`MAX_CONFIG_BYTES` (1 MiB; real configs are a few KiB), so ``/dev/zero`` or a named pipe is refused at
+once instead of filling memory or blocking; lists nest at most :data:`MAX_NESTING` deep (no xl key uses more than
+three levels); a number is a C ``long``, and one outside its range is an error naming the key, as
+``xlu_cfg_get_long`` reports ``ERANGE``.
+
 Every error is an :class:`~xenabi.errors.XlCfgError` with line and column (1-based).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 from xenabi.errors import ConfigError, XlCfgError
 
+MAX_CONFIG_BYTES = 1 << 20
+MAX_NESTING = 64
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 KEY_RE = re.compile(r"[a-z][._0-9a-z]*")
 NUMBER_RE = re.compile(r"[0-9][0-9a-fx]*")
 PYTHONISH = set("+-.():")
@@ -131,7 +143,8 @@ class XlConfig:
             raise ConfigError("can't use += with numbers", key=key, value=text, line=setting.line)
         value = strtol(text)
         if value is None:
-            raise ConfigError("is not a valid number", key=key, value=text, line=setting.line)
+            problem = "is out of range (a C long)" if NUMBER_SYNTAX.fullmatch(text) else "is not a valid number"
+            raise ConfigError(problem, key=key, value=_brief(text), line=setting.line)
         if not minimum <= value <= maximum:
             raise ConfigError(f"{value} is outside {minimum}..{maximum}", key=key, value=text, line=setting.line)
         return value
@@ -162,12 +175,19 @@ class XlConfig:
         return {key: setting.value.plain() for key, setting in self.settings.items()}
 
 
+NUMBER_SYNTAX = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+
+
 def strtol(text: str) -> int | None:
-    """C ``strtol(text, &end, 0)`` that must consume all of ``text`` (xl's number rule); None if it does not."""
-    match = re.fullmatch(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", text)
+    """C ``strtol(text, &end, 0)`` that must consume all of ``text`` and fit a C long (xl's number rule); None if
+    it does not. A number of any length is judged without converting more than a long's worth of digits."""
+    match = NUMBER_SYNTAX.fullmatch(text)
     if match is None:
         return None
     sign, digits = match.groups()
+    significant = digits[2:] if digits[:2] in ("0x", "0X") else digits
+    if len(significant.lstrip("0")) > 22:  # more digits than any base needs for 2**63: out of range
+        return None
     if digits[:2] in ("0x", "0X"):
         value = int(digits, 16)
     elif digits.startswith("0"):
@@ -175,7 +195,12 @@ def strtol(text: str) -> int | None:
     else:
         value = int(digits)
     value = -value if sign == "-" else value
-    return value if -(2**63) <= value < 2**63 else None
+    return value if LONG_MIN <= value <= LONG_MAX else None
+
+
+def _brief(text: str, limit: int = 40) -> str:
+    """A value short enough to quote in an error."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 # --- lexer ----------------------------------------------------------------------------------------------------
@@ -331,18 +356,20 @@ class _Parser:
         config.warnings = self.lexer.warnings
         return config
 
-    def value(self) -> XlValue:
+    def value(self, depth: int = 0) -> XlValue:
         tok = self.tok
         if tok.kind in ("string", "number"):
             self.advance()
             return XlAtom(tok.text, tok.kind, tok.line, tok.column)  # type: ignore[arg-type]
         if tok.kind != "[":
             raise self.error("expected a value (a quoted string, a number or a [list])")
+        if depth >= MAX_NESTING:
+            raise self.error(f"lists nested more than {MAX_NESTING} deep")
         self.advance()
         self.skip_newlines()
         items: list[XlValue] = []
         while self.tok.kind != "]":
-            items.append(self.value())
+            items.append(self.value(depth + 1))
             self.skip_newlines()
             if self.tok.kind == ",":
                 self.advance()
@@ -374,6 +401,23 @@ class _Parser:
 def parse(text: str, source: str = "<config>") -> XlConfig:
     """Parse xl.cfg text; :class:`~xenabi.errors.XlCfgError` (with line and column) if it is not valid."""
     return _Parser(_Lexer(text, source)).parse()
+
+
+def read_file(path: str | os.PathLike[str]) -> str:
+    """The text of an xl.cfg file: a regular file of at most :data:`MAX_CONFIG_BYTES`, decoded as UTF-8 with
+    undecodable bytes kept (as surrogate escapes) for the lexer to report where they are. Raises ``OSError`` when
+    the file cannot be read and :class:`~xenabi.errors.ConfigError` (key ``file``) when it is not a config file."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device, pipe or socket)"
+        raise ConfigError(f"is {kind}; a config is read only from a regular file", key="file", value=str(path))
+    with open(path, "rb") as stream:
+        data = stream.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"is larger than {MAX_CONFIG_BYTES} bytes, the most xenabi reads as a config", key="file", value=str(path)
+        )
+    return data.decode("utf-8", errors="surrogateescape")
 
 
 def quote(text: str) -> str:

@@ -1,16 +1,16 @@
 """The strict stream reader: what Xen's C receivers accept, record by record (``spec/streams.md`` §3, §6).
 
-It mirrors ``xl``'s header check, ``libxl_stream_read.c`` and ``xg_sr_restore*.c`` rather than Xen's Python verifier.
-It refuses: a wrong magic, ident or version; a big-endian stream at any layer; unknown mandatory header flags or
-reserved bits; any libxl record it does not know (checkpoint records included: checkpointed streams are not
-modelled); emulator records for a domain that is not HVM; unknown mandatory libxc records (unknown optional ones,
-bit 31, are skipped); records over 128 MiB; non-zero padding; a config whose guest type contradicts the libxc domain header (an x86
-HVM stream carries HVM and PVH guests only, as libxl's restore checks); bytes after the final END of a file (xl
-and Xen's verifier ignore them, but a save file is exactly one stream, so they mean a damaged or concatenated
-file; both ``restore`` and ``stream verify`` use this one rule, and a socket's stream simply ends at END); in v3, PAGE_DATA before STATIC_DATA_END and static
-records after it; an HVM stream that ends without HVM_CONTEXT; x86 PV streams (PV restore is not modelled);
-truncation anywhere. Every error is a :class:`~xenabi.errors.StreamError` naming the layer, the record, its byte
-offset and what was expected; nothing else escapes.
+It mirrors ``xl``'s header check, ``libxl_stream_read.c`` and ``xg_sr_restore*.c`` rather than Xen's Python verifier. It
+refuses: a wrong magic, ident or version; a big-endian stream at any layer; unknown mandatory header flags or reserved
+bits; any libxl record it does not know (checkpoint records included: checkpointed streams are not modelled); emulator
+records for a domain that is not HVM; unknown mandatory libxc records (unknown optional ones, bit 31, are skipped);
+records over 128 MiB; non-zero padding; a config whose guest type contradicts the libxc domain header (an x86 HVM stream
+carries HVM and PVH guests only, as libxl's restore checks); bytes after the final END of a file (xl and Xen's verifier
+ignore them, but a save file is exactly one stream, so they mean a damaged or concatenated file; both ``restore`` and
+``stream verify`` use this one rule, and a socket's stream simply ends at END); in v3, PAGE_DATA before STATIC_DATA_END
+and static records after it; an HVM stream that ends without HVM_CONTEXT; x86 PV streams (PV restore is not modelled);
+truncation anywhere. Every error is a :class:`~xenabi.errors.StreamError` naming the layer, the record, its byte offset
+and what was expected; nothing else escapes.
 
 Pages are read straight into their destination. ``begin`` is called once, when the static data is complete
 (STATIC_DATA_END in v3; the first PAGE_DATA, or END, in v2), with what has been read so far; it returns the
@@ -20,7 +20,6 @@ scratch buffer (verification). Anything ``begin`` raises propagates unchanged.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -177,7 +176,7 @@ class StreamReader:
                     raise self.error("xl", "config", offset, "JSON config without its trailing NUL")
                 return DomainConfig.from_json(header.config[:-1].decode("utf-8"))
             return DomainConfig.from_xl(header.config.decode("utf-8"), source="<embedded xl.cfg>")
-        except (ConfigError, XlCfgError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+        except (ConfigError, XlCfgError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, UTF-8, ints
             raise self.error("xl", "config", offset, f"the domain config is not valid: {exc}") from exc
 
     # --- libxl ----------------------------------------------------------------------------------------------
