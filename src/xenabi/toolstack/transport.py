@@ -32,6 +32,7 @@ is kept *paused*, as xl does, and the error says so. A receiver that never gets 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
@@ -253,6 +254,9 @@ class MigrationReceiver:
         self.address = "{}:{}".format(*self.listener.getsockname()[:2])
 
     def close(self) -> None:
+        """Stop accepting: a ``serve`` loop blocked in ``accept`` on another thread returns."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone does not on Linux
         self.listener.close()
 
     def join(self, timeout: float | None = None) -> None:
@@ -270,7 +274,7 @@ class MigrationReceiver:
             try:
                 conn, peer = self.listener.accept()
             except OSError as exc:
-                if self.listener.fileno() < 0:  # closed: the server is shutting down
+                if self.listener.fileno() < 0 or exc.errno == errno.EINVAL:  # closed or shut down: stopping
                     return
                 log.warning("accept failed: %s", exc)
                 time.sleep(0.05)  # out of file descriptors, say: let connections in progress finish
@@ -316,9 +320,8 @@ class MigrationReceiver:
                 self._slots.acquire()
             try:
                 result = self.handle(conn, peer)
-            except Exception as exc:  # a bug or MemoryError in one connection must not take the host down
+            except Exception as exc:  # the last resort: nothing one connection raises reaches the accept loop
                 log.exception("migration from %s failed", peer)
-                _send_quietly(conn, b"ERROR internal error in the receiver\n")
                 conn.close()
                 result = Received(peer, "failed", detail=f"internal error: {type(exc).__name__}: {exc}")
             finally:
@@ -391,6 +394,10 @@ class MigrationReceiver:
             except (XenabiError, OSError, ConnectionError) as exc:
                 _send_quietly(conn, b"ERROR " + str(exc).encode(errors="replace").replace(b"\n", b" ") + b"\n")
                 return Received(peer, "failed", detail=str(exc))
+            except Exception as exc:  # a bug or a MemoryError: this connection's failure, not the host's
+                log.exception("migration from %s failed", peer)
+                _send_quietly(conn, b"ERROR internal error in the receiver; nothing was kept\n")
+                return Received(peer, "failed", detail=f"internal error: {type(exc).__name__}: {exc}")
             try:
                 conn.settimeout(self.timeout)
                 conn.sendall(f"RECEIVED {domid}\n".encode())
