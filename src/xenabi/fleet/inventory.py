@@ -59,6 +59,7 @@ VM_FIELDS = ("name", "guest_type", "host", "policy")
 DEFAULT_DB = "xenabi-fleet.sqlite"
 MAX_NAME = 256
 LOCK_TIMEOUT = 30.0  # seconds an import waits for another writer before giving up
+PROGRESS_EVERY = 10_000  # VMs written between progress reports
 
 Progress = Callable[[int], None]  # called with how many more rows were written
 
@@ -237,8 +238,8 @@ class Inventory:
                         "host_id = excluded.host_id, policy_id = excluded.policy_id",
                         (name, guest_type, host_ids[host], policy_ids[policy]),
                     )
-                    if progress is not None and written % 10_000 == 0:
-                        progress(10_000)
+                    if progress is not None and written % PROGRESS_EVERY == 0:
+                        progress(PROGRESS_EVERY)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
