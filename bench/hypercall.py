@@ -55,6 +55,7 @@ def per_op(body: Callable[[int], None], overhead: Callable[[int], None], seconds
 def setup(features: int) -> tuple[Hypervisor, int, int, int]:
     hv = Hypervisor("4.14", abi_control=True)
     domid = hv.create_domain(CreateDomain.for_type("hvm", features=features), memory_mb=8)
+    hv.unpause(domid)  # only a domain that has run issues hypercalls
     unbound = E.AllocUnbound(dom=domid, remote_dom=0)
     hv.hypercall(domid, EC, E.EVTCHNOP_alloc_unbound, unbound)
     bind = E.BindInterdomain(remote_dom=domid, remote_port=unbound.port)

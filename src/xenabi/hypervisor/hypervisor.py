@@ -387,7 +387,7 @@ class Hypervisor:
         if type(arg) is not entry.struct:
             return _EFAULT
         try:
-            arg.pack()  # copy-in: every field must be an integer that fits its C type
+            entry.struct.copy_in_check(arg)  # copy-in: every field must be an integer that fits its C type
         except struct.error:
             return _EFAULT
         return entry.handler(self, cur, arg)
