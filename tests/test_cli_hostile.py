@@ -88,11 +88,14 @@ def test_config_show_reads_only_regular_files_of_bounded_size(tmp_path: Path, de
     assert ("larger than 1048576 bytes" if device == "huge" else "not a regular file") in output
 
 
-def test_restore_of_a_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["save"], ["restore"], ["stream", "verify"], ["migrate"]])
+def test_stream_commands_refuse_pipes_and_devices_without_blocking(tmp_path: Path, command: list[str]) -> None:
     path = str(tmp_path / "pipe")
     os.mkfifo(path)
-    code, output = run("save", path, str(tmp_path / "out.save"))
-    assert code == 1 and "not a regular file" in output
+    extra = {"save": [str(tmp_path / "out.save")], "migrate": ["--to", "127.0.0.1:9"]}.get(command[0], [])
+    for source in (path, "/dev/zero"):
+        code, output = run(*command, source, *extra)
+        assert code == 1 and "not a regular file" in output
 
 
 def fleet_with_names(tmp_path: Path, name: str) -> str:

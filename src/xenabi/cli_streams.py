@@ -64,6 +64,16 @@ def _boot(ts: Any, path: str) -> int:
     return ts.create(DomainConfig.from_xl(xlcfg.read_file(path), source=path), start=True)
 
 
+def _save_file(path: str) -> str:
+    """A save file is read only from a regular file: a device never ends and a named pipe may never open."""
+    from xenabi.errors import StreamError
+
+    if not Path(path).is_file():
+        raise StreamError("not a regular file (a device, pipe or socket); save files are read from files",
+                          layer="xl", record="file", offset=0)  # fmt: skip
+    return path
+
+
 @main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
@@ -96,7 +106,7 @@ def restore(file: str, release: str, no_abi_control: bool, force: bool, as_json:
     """Restore the xl save file FILE into a fresh model host: admission first, then the domain."""
     try:
         ts = _toolstack(release, no_abi_control)
-        domid = ts.restore(file, force=force)
+        domid = ts.restore(_save_file(file), force=force)
     except (XenabiError, OSError) as exc:
         _fail(exc, as_json)
     doc = _domain_json(ts, domid)
@@ -122,6 +132,10 @@ def stream_verify(file: str, fmt: str, verbose: bool, as_json: bool) -> None:
     from xenabi.toolstack.streams.reader import StreamReader
 
     lines: list[str] = []
+    try:
+        _save_file(file)
+    except StreamError as exc:
+        _fail(exc, as_json)
     with open(file, "rb") as source:
         reader = StreamReader(source, fmt=fmt, log=lines.append)
         try:
