@@ -21,8 +21,8 @@ from xenabi.policy import (
 )
 
 
-def test_releases_4_3_to_4_14() -> None:
-    assert list(RELEASES) == [f"4.{minor}" for minor in range(3, 15)]
+def test_releases_4_3_to_4_22() -> None:
+    assert list(RELEASES) == [f"4.{minor}" for minor in range(3, 23)]
 
 
 @pytest.mark.parametrize(
@@ -147,5 +147,5 @@ def test_admit_raises_with_every_reason_unless_forced() -> None:
 
 def test_default_features_is_the_v5_default() -> None:
     assert default_features("4.14", "hvm") == {FIFO, UPCALL}
-    assert default_features("4.14", "pvh") == {FIFO}
+    assert default_features("4.14", "pvh") == {FIFO, UPCALL}  # PVH is an HVM container (decision 1)
     assert default_features("4.3", "hvm") == frozenset()

@@ -14,7 +14,7 @@ from xenabi.errors import AbiIncompatible
 from xenabi.guest.backends import Backend
 from xenabi.guest.linux import LinuxKernel
 from xenabi.hypervisor import Hypervisor
-from xenabi.policy import RELEASES
+from xenabi.policy import RELEASES, get_release
 from xenabi.scenarios import SCENARIO_NAMES, run_scenario
 from xenabi.toolstack import DomainConfig, Toolstack
 
@@ -125,13 +125,13 @@ class Guest:
         disk = self.ts.disk_path("p")
         self.kernel.hibernate(disk)
         self.ts.shutdown(self.kernel.domid)
-        if upgrade_to is not None and upgrade_to > self.ts.hv.release.name:
+        if upgrade_to is not None and release_key(upgrade_to) > self.ts.hv.release.version:
             self.ts.upgrade(upgrade_to, abi_control=True)
         self.kernel = LinuxKernel.boot(self.ts.hv, self.ts.start("p"), disk=disk, **self.options)
 
 
 def release_key(name: str) -> tuple[int, int]:
-    return RELEASES[name].version
+    return get_release(name).version
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

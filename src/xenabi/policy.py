@@ -1,7 +1,7 @@
-"""Xen releases 4.3-4.14 and ``AbiPolicy``, the set of ABI features (plus limits) a domain is given.
+"""``AbiPolicy``, the set of ABI features (plus limits) a domain is given, and admission.
 
-A release implements every registry feature whose ``since`` it has reached; the release table carries the few
-guest-visible error codes and behaviours that changed between releases (``spec/evtchn.md`` §3.13, §5.3).
+A release (``xenabi.releases``, re-exported here) implements every registry feature whose ``since`` it has
+reached; its other guest-visible differences are fields of the release table.
 ``DESIGN.md`` decisions 3, 6 and 7: a host is a release plus ``abi_control``; the legacy policy of a release is
 exactly what it implements. Decision 8, admission, is :func:`admission`: the one implementation that the toolstack
 (create, restore, migrate) and the fleet planner call.
@@ -13,73 +13,12 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from xenabi.abi import errno
 from xenabi.abi.domctl import GuestType
-from xenabi.abi.features import REGISTRY, AbiFeature
+from xenabi.abi.features import REGISTRY
 from xenabi.errors import AbiIncompatible, PolicyError
+from xenabi.releases import RELEASES, Release, get_release
 
-
-@dataclass(frozen=True, slots=True)
-class Release:
-    """One Xen release, as a guest sees it.
-
-    ``expand_array_uninit_rc``: what EVTCHNOP_expand_array returns before init_control (-ENOSYS before 4.8,
-    -EOPNOTSUPP from 4.8, commit a66765eb06).
-    ``fifo_no_control_block_sets_pending``: FIFO set_pending for a vCPU without a control block set PENDING
-    before dropping the event until Xen 4.17 (commit 8aa0e9d2d1); every modelled release does.
-    """
-
-    name: str
-    expand_array_uninit_rc: int
-    fifo_no_control_block_sets_pending: bool = True
-
-    @property
-    def version(self) -> tuple[int, int]:
-        major, minor = self.name.split(".")
-        return int(major), int(minor)
-
-    def implements(self, feature: AbiFeature) -> bool:
-        return self.version >= feature.since
-
-    @property
-    def features(self) -> frozenset[str]:
-        """The registry features this release implements."""
-        return frozenset(row.name for row in REGISTRY if self.implements(row))
-
-    def applicable_features(self, guest_type: GuestType) -> frozenset[str]:
-        return frozenset(row.name for row in REGISTRY if self.implements(row) and row.applies_to(guest_type))
-
-
-_ENOSYS, _EOPNOTSUPP = -errno.ENOSYS, -errno.EOPNOTSUPP
-
-RELEASES: dict[str, Release] = {
-    release.name: release
-    for release in (
-        Release("4.3", _ENOSYS),
-        Release("4.4", _ENOSYS),
-        Release("4.5", _ENOSYS),
-        Release("4.6", _ENOSYS),
-        Release("4.7", _ENOSYS),
-        Release("4.8", _EOPNOTSUPP),
-        Release("4.9", _EOPNOTSUPP),
-        Release("4.10", _EOPNOTSUPP),
-        Release("4.11", _EOPNOTSUPP),
-        Release("4.12", _EOPNOTSUPP),
-        Release("4.13", _EOPNOTSUPP),
-        Release("4.14", _EOPNOTSUPP),
-    )
-}
-"""The modelled releases, oldest first."""
-
-
-def get_release(name: str | Release) -> Release:
-    if isinstance(name, Release):
-        return name
-    try:
-        return RELEASES[str(name)]
-    except KeyError:
-        known = ", ".join(RELEASES)
-        raise PolicyError(f"unknown Xen release {name!r} (known: {known})", name=str(name)) from None
+__all__ = ["RELEASES", "AbiPolicy", "Refusal", "RefusalKind", "Release", "admission", "get_release"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +169,5 @@ def default_features(release: str | Release, guest_type: GuestType | str) -> fro
 
 def features_of_version(version: tuple[int, int], guest_type: GuestType | str) -> frozenset[str]:
     """Decision 7: the policy a stream from Xen ``version`` carries when its config pins none: what that release
-    implements that applies to the guest type. Works for releases outside the table (4.15 and later: all)."""
-    kind = GuestType(guest_type)
-    return frozenset(row.name for row in REGISTRY if tuple(version) >= row.since and row.applies_to(kind))
+    implements that applies to the guest type. A version outside the release table is a PolicyError."""
+    return get_release("{}.{}".format(*version)).applicable_features(GuestType(guest_type))

@@ -21,7 +21,8 @@ def test_evtchn_upcall_row() -> None:
     row = REGISTRY["evtchn_upcall"]
     assert (row.bit, row.since, row.cdf_bit) == (1, (4, 6), 8)
     assert row.gates == {(34, HVMOP_set_evtchn_upcall_vector)}
-    assert row.guest_types == {GuestType.HVM}
+    # DESIGN decision 1 (corrected in issue 12): HVM containers, PVH included, as v5's is_hvm_domain check
+    assert row.guest_types == {GuestType.HVM, GuestType.PVH}
 
 
 def test_registry_order_and_lookup() -> None:

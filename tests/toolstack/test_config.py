@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from xenabi.abi.domctl import GuestType, XEN_DOMCTL_CDF_evtchn_fifo, XEN_DOMCTL_CDF_evtchn_upcall
 from xenabi.errors import ConfigError
+from xenabi.hypervisor import Hypervisor
 from xenabi.policy import get_release
 from xenabi.toolstack import DomainConfig
 
@@ -39,7 +40,7 @@ def test_builder_hvm_means_hvm() -> None:
 def test_limits_are_read() -> None:
     cfg = xl("max_event_channels = 4095\nmax_grant_frames = 32\nmax_maptrack_frames = 0x100\nmaxvcpus = 4")
     assert (cfg.max_event_channels, cfg.max_grant_frames, cfg.max_maptrack_frames) == (4095, 32, 256)
-    create = cfg.create_domain(frozenset(), abi_control=True)
+    create = cfg.create_domain(frozenset(), feature_bits=Hypervisor("4.14").feature_cdf_bits)
     assert (create.max_evtchn_port, create.max_grant_frames, create.max_maptrack_frames) == (4095, 32, 256)
     assert create.max_vcpus == 4
 
@@ -78,7 +79,7 @@ V5_414 = get_release("4.14")
     [
         ("hvm", None, {"evtchn_fifo", "evtchn_upcall"}),  # the v5 default: everything that applies
         ("pv", None, {"evtchn_fifo"}),
-        ("pvh", None, {"evtchn_fifo"}),
+        ("pvh", None, {"evtchn_fifo", "evtchn_upcall"}),  # PVH is an HVM container (decision 1)
         ("hvm", '[ "all" ]', {"evtchn_fifo", "evtchn_upcall"}),
         ("pv", '[ "all" ]', {"evtchn_fifo"}),  # all enables only what applies
         ("hvm", '[ "all", "!evtchn_upcall" ]', {"evtchn_fifo"}),
@@ -102,7 +103,6 @@ def test_v5_feature_entries(kind: str, entries: str | None, expected: set[str]) 
         ("hvm", '[ "evtchn_fifo", "!evtchn_fifo" ]', "!evtchn_fifo", "both enabled and disabled"),
         ("hvm", '[ "!evtchn_fifo", "evtchn_fifo" ]', "evtchn_fifo", "both enabled and disabled"),
         ("pv", '[ "evtchn_upcall" ]', "evtchn_upcall", "does not apply to pv"),
-        ("pvh", '[ "evtchn_upcall" ]', "evtchn_upcall", "does not apply to pvh"),
         ("hvm", '[ "" ]', "", "unknown"),
     ],
 )
@@ -140,12 +140,14 @@ def test_pinned_set_wins_over_everything() -> None:
 def test_create_flags_only_for_a_controlled_host() -> None:
     cfg = xl("")
     features = frozenset({"evtchn_fifo", "evtchn_upcall"})
+    controlled = Hypervisor("4.14").feature_cdf_bits
     assert (
-        cfg.create_domain(features, abi_control=True).flags
+        cfg.create_domain(features, feature_bits=controlled).flags
         & (XEN_DOMCTL_CDF_evtchn_fifo | XEN_DOMCTL_CDF_evtchn_upcall)
         == XEN_DOMCTL_CDF_evtchn_fifo | XEN_DOMCTL_CDF_evtchn_upcall
     )
-    assert cfg.create_domain(features, abi_control=False).flags & XEN_DOMCTL_CDF_evtchn_fifo == 0
+    uncontrolled = Hypervisor("4.14", abi_control=False).feature_cdf_bits
+    assert cfg.create_domain(features, feature_bits=uncontrolled).flags & XEN_DOMCTL_CDF_evtchn_fifo == 0
 
 
 # --- JSON -------------------------------------------------------------------------------------------------------

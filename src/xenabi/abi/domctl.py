@@ -1,8 +1,10 @@
 """``XEN_DOMCTL_createdomain``: the create flags and the fields of ``struct xen_domctl_createdomain`` we model.
 
-Flags as of Xen 4.14 (hvm 0 ... nested_virt 6) plus the v5 series' ``evtchn_fifo`` 7 and ``evtchn_upcall`` 8
-(``spec/abi-control.md`` §1.2-§1.3; in real Xen those bits were later reused by vpmu and
-trap_unmapped_accesses, §3). Limits per ``spec/evtchn.md`` §6. The x86 ``emulation_flags`` decide between HVM
+Flags as of Xen 4.14 (hvm 0 ... iommu 5) with 4.15's nested_virt 6, plus the v5 series' ``evtchn_fifo`` 7 and
+``evtchn_upcall`` 8 (``spec/abi-control.md`` §1.2-§1.3), the bits the series asked for. Each release's real set is in
+the release table (``Release.cdf_flags``): Xen later gave bit 7 to vpmu (4.16) and bit 8 to
+trap_unmapped_accesses (4.21), so where the series' flags go on a given release is decided there
+(``Release.series_cdf_bits``). Limits per ``spec/evtchn.md`` §6. The x86 ``emulation_flags`` decide between HVM
 and PVH, as in Xen, where PVH is an HVM container without emulated platform devices.
 """
 
@@ -41,8 +43,6 @@ XEN_DOMCTL_CDF_nested_virt = 1 << CDF_BITS["nested_virt"]
 XEN_DOMCTL_CDF_evtchn_fifo = 1 << CDF_BITS["evtchn_fifo"]
 XEN_DOMCTL_CDF_evtchn_upcall = 1 << CDF_BITS["evtchn_upcall"]
 
-BASE_CDF_MASK = (1 << (CDF_BITS["nested_virt"] + 1)) - 1
-"""The flags every modelled release accepts (4.14's set); feature flags come from the registry."""
 
 # x86 emulation flags (xen/include/public/arch-x86/xen.h)
 XEN_X86_EMU_LAPIC = 1 << 0
@@ -61,6 +61,7 @@ EMU_HVM = XEN_X86_EMU_ALL & ~XEN_X86_EMU_VPCI  # what libxl asks for an HVM gues
 EMU_PVH = XEN_X86_EMU_LAPIC  # what libxl asks for a PVH guest
 
 HVM_MAX_VCPUS = 128
+PV_MAX_VCPUS = 8192  # MAX_VIRT_CPUS; the model builds PV domains of at most HVM_MAX_VCPUS (NotModelled beyond)
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,9 +121,11 @@ REGISTRY = FeatureRegistry(
             bit=1,
             since=(4, 6),
             gates=frozenset({(HYPERVISOR_hvm_op, HVMOP_set_evtchn_upcall_vector)}),
-            guest_types=frozenset({GuestType.HVM}),
+            # x86 HVM containers: the v5 hypervisor checks is_hvm_domain, which PVH passes, and every release
+            # from 4.6 answers the hypercall for PVH guests (DESIGN decision 1)
+            guest_types=frozenset({GuestType.HVM, GuestType.PVH}),
             cdf_bit=CDF_BITS["evtchn_upcall"],
-            summary="per-vCPU event channel upcall vector (HVMOP_set_evtchn_upcall_vector), x86 HVM only",
+            summary="per-vCPU event channel upcall vector (HVMOP_set_evtchn_upcall_vector), x86 HVM and PVH",
         ),
     )
 )

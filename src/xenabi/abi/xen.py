@@ -81,6 +81,7 @@ VIRQ_DEBUG = 1
 VIRQ_CONSOLE = 2
 VIRQ_DOM_EXC = 3
 VIRQ_ARGO = 11
+VIRQ_XENPMU = 13
 
 # --- shared_info / vcpu_info layout (x86) -------------------------------------------------------------------
 XEN_LEGACY_MAX_VCPUS = 32

@@ -39,12 +39,13 @@ from xenabi.policy import AbiPolicy
 if TYPE_CHECKING:
     from xenabi.hypervisor.evtchn_2l import PortOps
     from xenabi.hypervisor.evtchn_fifo import FifoDomain, FifoVcpu
+    from xenabi.releases import Release
 
 SHARED_INFO_GFN = 1
 VCPU_INFO_GFN = SHARED_INFO_GFN + 1  # vcpu_info of vCPUs >= 32, 64 to a page
 MAX_VCPUS = 128
 XEN_PAGES = range(SHARED_INFO_GFN, VCPU_INFO_GFN + (MAX_VCPUS - XEN_LEGACY_MAX_VCPUS) // 64)
-EVTCHNS_PER_BUCKET = 64
+EVTCHNS_PER_BUCKET = 64  # from Xen 4.6; the release table has each release's (Release.evtchns_per_bucket)
 MAX_PAUSE_COUNT = 255
 INT_MAX = 0x7FFFFFFF
 
@@ -183,10 +184,12 @@ class Domain:
         hidden_ops: frozenset[tuple[int, int]],
         memory_mb: int,
         *,
+        release: Release,
         privileged: bool = False,
         nr_pirqs: int = 0,
     ) -> None:
         self.domid = domid
+        self.release = release  # the host's: the release-table fields the event channel code reads
         self.config = config
         self.guest_type: GuestType = config.guest_type
         self.is_hvm = config.is_hvm  # is_hvm_domain(): HVM and PVH
@@ -204,6 +207,11 @@ class Domain:
         self.creation_finished = False
         self.is_dying = False
         self.shutdown_reason: str | None = None  # "poweroff", "suspend", "crash" (SHUTDOWN_* codes)
+        self.evtchns_per_bucket = release.evtchns_per_bucket
+        # Whether the 2-level port limit follows the guest's width when it is latched later (Xen 4.3 and from
+        # XSA-342) or stays what it was at creation (4.4.0-4.14.0): Release.twolevel_limit_follows_width.
+        self.limit_follows_width = release.twolevel_limit_follows_width
+        self.limit_shift = 6
         self.set_word_bits(64)
         # event channels (§2.3); evtchn_init (§2.4) fills these in
         self.max_evtchn_port = min(config.max_evtchn_port & 0xFFFFFFFF, INT_MAX)
@@ -233,6 +241,8 @@ class Domain:
             raise ValueError("word_bits must be 32 or 64")
         self.word_bits = bits
         self.word_shift = bits.bit_length() - 1
+        if self.limit_follows_width:
+            self.limit_shift = self.word_shift
         base = SHARED_INFO_GFN * PAGE_SIZE
         self.shinfo_pending = base + SHARED_INFO_EVTCHN_PENDING
         self.shinfo_mask = base + evtchn_mask_offset(bits)

@@ -4,8 +4,10 @@ Each handler takes ``(hv, cur, arg)`` and returns 0 or a negative errno; it chec
 error returns) and writes OUT fields only on success. ABI-specific work goes through ``d.port_ops`` (2-level or
 FIFO). Decisions where the spec leaves room:
 
-- bind_virq's global-VIRQ handler check (-EBUSY) arrived in Xen 4.21, after every modelled release: any domain
-  may bind a global VIRQ.
+- Everything that differs between releases is a field of the release table (``xenabi.releases``), read here as
+  ``hv.release.<field>``: the VIRQ classes, the global-VIRQ handler check (4.21: only dom0, the default handler,
+  may bind a global VIRQ; XEN_DOMCTL_set_virq_handler is not modelled), status on Xen-bound ports, the busy-port
+  rule, and the whole of reset.
 - A domain's pirq is the host IRQ of the same number. PV ``pirq_guest_bind`` is modelled as the host's sharing
   rule: a pirq already bound by another domain can be bound again only if every binder passed WILL_SHARE
   (else -EBUSY). SCHEDOP_poll is not modelled, so there are no pollers to wake.
@@ -20,9 +22,8 @@ from typing import TYPE_CHECKING
 from xenabi.abi import errno
 from xenabi.abi import evtchn as abi
 from xenabi.abi.evtchn import EvtchnStat
-from xenabi.abi.xen import DOMID_SELF, NR_VIRQS, VIRQS, VirqClass
+from xenabi.abi.xen import DOMID_SELF, NR_VIRQS, VirqClass
 from xenabi.hypervisor.domain import (
-    EVTCHNS_PER_BUCKET,
     FREE,
     INTERDOMAIN,
     IPI,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 EINVAL, ENOSPC, ESRCH, EPERM, ENOENT = -errno.EINVAL, -errno.ENOSPC, -errno.ESRCH, -errno.EPERM, -errno.ENOENT
 EEXIST, EBUSY, EAGAIN, ERESTART = -errno.EEXIST, -errno.EBUSY, -errno.EAGAIN, -errno.ERESTART
+GLOBAL_VIRQ_HANDLER = 0  # every global VIRQ's handler is the hardware domain (dom0) unless a domctl moves it
 
 _STATUS_OF_STATE = {
     FREE: EvtchnStat.closed,
@@ -68,8 +70,9 @@ def evtchn_init(d: Domain) -> None:
 
 def _add_bucket(d: Domain) -> None:
     base = d.valid_evtchns
-    d.chans.extend(Chan(port) for port in range(base, base + EVTCHNS_PER_BUCKET))
-    d.valid_evtchns = base + EVTCHNS_PER_BUCKET
+    size = d.evtchns_per_bucket
+    d.chans.extend(Chan(port) for port in range(base, base + size))
+    d.valid_evtchns = base + size
 
 
 def get_free_port(d: Domain) -> int:
@@ -78,7 +81,8 @@ def get_free_port(d: Domain) -> int:
         return EINVAL
     limit = min(d.max_evtchn_port, d.port_ops.max_evtchns(d) - 1)
     chans = d.chans
-    is_busy = d.port_ops.is_busy
+    # Before Xen 4.7 (and 4.6.1, 4.5.3, 4.4.4) a FREE port whose FIFO word is still LINKED is reused.
+    is_busy = d.port_ops.is_busy if d.release.get_free_port_skips_busy else _never_busy
     port = d.free_hint
     advancing = True  # the hint may move past ports that are in use, never past a FREE (maybe busy) one
     while True:
@@ -95,6 +99,10 @@ def get_free_port(d: Domain) -> int:
         elif advancing:
             d.free_hint = port + 1
         port += 1
+
+
+def _never_busy(_d: Domain, _port: int) -> bool:
+    return False
 
 
 def check_free_port(d: Domain, port: int) -> None:
@@ -176,11 +184,13 @@ def bind_virq(hv: Hypervisor, cur: Domain, arg: abi.BindVirq) -> int:
     virq, vcpu = arg.virq, arg.vcpu
     if not 0 <= virq < NR_VIRQS:
         return EINVAL
-    per_vcpu = VIRQS[virq].kind is VirqClass.PER_VCPU
-    if not per_vcpu and vcpu != 0:
+    kind = hv.release.virq_kind(virq)
+    if kind is not VirqClass.PER_VCPU and vcpu != 0:
         return EINVAL
     if not _vcpu_exists(cur, vcpu):
         return ENOENT
+    if kind is VirqClass.GLOBAL and hv.release.global_virq_handler_only and cur.domid != GLOBAL_VIRQ_HANDLER:
+        return EBUSY
     v = cur.vcpus[vcpu]
     if v.virq_to_evtchn[virq]:
         return EEXIST
@@ -253,7 +263,7 @@ def evtchn_close(hv: Hypervisor, d: Domain, port: int, *, guest: bool = True) ->
         if not d.is_hvm:
             hv.pirq_guest_unbind(d, chn.pirq)
     elif state == VIRQ:
-        per_vcpu = VIRQS[chn.virq].kind is VirqClass.PER_VCPU
+        per_vcpu = hv.release.virq_kind(chn.virq) is VirqClass.PER_VCPU
         d.vcpus[chn.notify_vcpu_id if per_vcpu else 0].virq_to_evtchn[chn.virq] = 0
     elif state == INTERDOMAIN:
         rd = hv.domains[chn.remote_domid]
@@ -299,9 +309,11 @@ def status(hv: Hypervisor, cur: Domain, arg: abi.Status) -> int:
     port = arg.port
     if not 0 <= port < d.valid_evtchns:
         return EINVAL
+    chn = d.chans[port]
+    if chn.xen_consumer and hv.release.status_refuses_xen_consumers:  # 4.15-4.18 only
+        return -errno.EACCES
     if not xsm_target(cur, d):
         return EPERM
-    chn = d.chans[port]
     state = chn.state
     u = bytearray(arg.u)
     if state == UNBOUND:
@@ -331,7 +343,7 @@ def bind_vcpu(hv: Hypervisor, cur: Domain, arg: abi.BindVcpu) -> int:
         return EINVAL
     state = chn.state
     if state == VIRQ:
-        if VIRQS[chn.virq].kind is VirqClass.PER_VCPU:
+        if hv.release.virq_kind(chn.virq) is VirqClass.PER_VCPU:
             return EINVAL
     elif state not in (UNBOUND, INTERDOMAIN, PIRQ):
         return EINVAL
@@ -345,7 +357,7 @@ def unmask(hv: Hypervisor, cur: Domain, arg: abi.Unmask) -> int:
     if not 0 <= port < cur.valid_evtchns:
         return EINVAL
     chn = cur.chans[port]
-    if chn.usable:
+    if chn.usable or not hv.release.unusable_ports_inert:  # before XSA-343 any valid port is unmasked
         cur.port_ops.unmask(cur, chn)
     return 0
 
@@ -359,7 +371,10 @@ def reset(hv: Hypervisor, cur: Domain, arg: abi.Reset) -> int:
 
 
 def reset_cont(hv: Hypervisor, cur: Domain, arg: abi.Reset) -> int:
-    """§3.11 EVTCHNOP_reset_cont: any guest may issue it; without a reset in progress it is -EBUSY."""
+    """§3.11 EVTCHNOP_reset_cont: any guest may issue it; without a reset in progress it is -EBUSY. Releases
+    before XSA-344 have no sub-op 14 (-ENOSYS, ``Release.reset_preemptible``)."""
+    if not hv.release.reset_preemptible:
+        return -errno.ENOSYS
     rc = _reset_hypercall(hv, cur, arg.dom, resuming=True)
     while rc == ERESTART:
         rc = _reset_hypercall(hv, cur, arg.dom, resuming=True)
@@ -372,13 +387,22 @@ def _reset_hypercall(hv: Hypervisor, cur: Domain, dom: int, *, resuming: bool) -
         return ESRCH
     if not xsm_target(cur, d):
         return EPERM
-    return evtchn_reset(hv, cur, d, resuming=resuming)
+    return evtchn_reset(hv, cur, d, resuming=resuming, named_self=dom == DOMID_SELF)
 
 
-def evtchn_reset(hv: Hypervisor, cur: Domain, d: Domain, *, resuming: bool) -> int:
-    """Close every guest port; FIFO domains go back to 2-level. Also used by soft reset."""
-    if d is not cur and not d.controller_pause_count:
+def evtchn_reset(hv: Hypervisor, cur: Domain, d: Domain, *, resuming: bool, named_self: bool = False) -> int:
+    """Close every guest port; FIFO domains go back to 2-level (when the release says so). Per release:
+    the pause check (4.7), the preemptible loop with -EBUSY (XSA-344) and -EAGAIN (XSA-343), and when FIFO is
+    torn down (never in 4.4, only for a literal DOMID_SELF in 4.5-4.6, always from 4.7)."""
+    release = hv.release
+    if release.reset_needs_pause and d is not cur and not d.controller_pause_count:
         return EINVAL
+    if not release.reset_preemptible:
+        # One pass over every valid port from 0; closing a reserved or Xen-bound port fails and is ignored.
+        for port in range(d.valid_evtchns):
+            evtchn_close(hv, d, port)
+        _reset_fifo(d, release.reset_leaves_fifo, named_self)
+        return 0
     # Not resuming: start at 1 and mark the reset in progress, unless one already is.
     port = d.next_evtchn if resuming else int(not d.next_evtchn)
     if port > d.next_evtchn:
@@ -392,12 +416,16 @@ def evtchn_reset(hv: Hypervisor, cur: Domain, d: Domain, *, resuming: bool) -> i
             return ERESTART
         port += 1
     d.next_evtchn = 0
-    if d.active_evtchns > d.xen_evtchns:
+    if release.reset_refuses_open_ports and d.active_evtchns > d.xen_evtchns:
         return EAGAIN
-    if d.fifo is not None:
+    _reset_fifo(d, release.reset_leaves_fifo, named_self)
+    return 0
+
+
+def _reset_fifo(d: Domain, rule: str, named_self: bool) -> None:
+    if d.fifo is not None and (rule == "always" or (rule == "domid_self" and named_self)):
         fifo_destroy(d)
         d.port_ops = TWO_LEVEL
-    return 0
 
 
 SUBOPS = {

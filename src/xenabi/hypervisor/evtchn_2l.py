@@ -39,7 +39,7 @@ class TwoLevel:
 
     @staticmethod
     def max_evtchns(d: Domain) -> int:
-        return 1 << (2 * d.word_shift)
+        return 1 << (2 * d.limit_shift)
 
     @staticmethod
     def init(d: Domain, chn: Chan) -> None:

@@ -258,7 +258,7 @@ def set_priority(hv: Hypervisor, cur: Domain, arg: abi.SetPriority) -> int:
     if setter is None:
         return ENOSYS
     chn = cur.chans[port]
-    if not chn.usable:
+    if not chn.usable and hv.release.unusable_ports_inert:  # XSA-343; before it any valid port takes a priority
         return EACCES
     if not 0 <= priority <= EVTCHN_FIFO_PRIORITY_MIN:
         return EINVAL

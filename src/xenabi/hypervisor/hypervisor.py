@@ -32,8 +32,8 @@ from dataclasses import replace
 
 from xenabi.abi import errno
 from xenabi.abi.domctl import (
-    BASE_CDF_MASK,
     HVM_MAX_VCPUS,
+    PV_MAX_VCPUS,
     CreateDomain,
     GuestType,
     XEN_DOMCTL_CDF_hap,
@@ -42,7 +42,7 @@ from xenabi.abi.domctl import (
 )
 from xenabi.abi.features import REGISTRY
 from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF, NR_VIRQS
-from xenabi.errors import GuestNotRunning, XenError
+from xenabi.errors import GuestNotRunning, NotModelled, XenError
 from xenabi.hypervisor import evtchn
 from xenabi.hypervisor.cpuid import hypervisor_leaf
 from xenabi.hypervisor.dispatch import DISPATCH
@@ -108,38 +108,65 @@ class Hypervisor:
         self.domains[0] = dom0
         self.unpause(0)  # Xen unpauses dom0 at the end of boot
 
-    # --- configuration derived from the registry --------------------------------------------------------
+    # --- configuration derived from the registry and the release table -------------------------------------
+    @property
+    def feature_cdf_bits(self) -> dict[str, int]:
+        """Where this host puts each implemented feature's create flag: on a host with ABI control, the series'
+        bit unless the release gave it to a real flag (``Release.series_cdf_bits``); none without control."""
+        return self.release.series_cdf_bits() if self.abi_control else {}
+
     def dom0_config(self, max_vcpus: int = 1) -> CreateDomain:
         """dom0 (PV) gets the flag of every implemented feature that applies to it, on a controlled host."""
         flags = 0
-        if self.abi_control:
-            for row in REGISTRY:
-                if self.release.implements(row) and row.applies_to(GuestType.PV):
-                    flags |= row.cdf_flag
+        for name, bit in self.feature_cdf_bits.items():
+            if REGISTRY[name].applies_to(GuestType.PV):
+                flags |= 1 << bit
         return CreateDomain(flags=flags, max_vcpus=max_vcpus, max_evtchn_port=0xFFFFFFFF, emulation_flags=0)
 
     def known_cdf_mask(self) -> int:
-        """The create flags this host accepts: the base set plus, with ABI control, implemented features'."""
-        mask = BASE_CDF_MASK
-        if self.abi_control:
-            for row in REGISTRY:
-                if self.release.implements(row):
-                    mask |= row.cdf_flag
+        """The create flags this host accepts: its release's own, plus, with ABI control, implemented features'."""
+        mask = 0
+        for bit in (*self.release.cdf_bits.values(), *self.feature_cdf_bits.values()):
+            mask |= 1 << bit
         return mask
 
+    def _features_of_flags(self, flags: int) -> frozenset[str]:
+        return frozenset(name for name, bit in self.feature_cdf_bits.items() if flags >> bit & 1)
+
     def _sanitise(self, config: CreateDomain) -> tuple[AbiPolicy, frozenset[tuple[int, int]]]:
-        """Validate ``config`` in Xen's order; return the domain's policy and hidden operations."""
+        """Validate ``config`` in Xen's order (``sanitise_domain_config`` then the x86 arch checks, as of the
+        host's release); return the domain's policy and hidden operations."""
+        release = self.release
         unknown = config.flags & ~self.known_cdf_mask()
         if unknown:
             raise XenError(errno.EINVAL, self._unknown_flags_reason(unknown), field="flags")
-        if not 1 <= config.max_vcpus <= HVM_MAX_VCPUS:
-            raise XenError(errno.EINVAL, f"max_vcpus {config.max_vcpus} not in 1..{HVM_MAX_VCPUS}", field="max_vcpus")
-        if config.flags & XEN_DOMCTL_CDF_hap and not config.flags & XEN_DOMCTL_CDF_hvm:
+        real = release.cdf_bits
+        if config.max_vcpus < 1:
+            raise XenError(errno.EINVAL, f"max_vcpus {config.max_vcpus} is below 1", field="max_vcpus")
+        if release.hap_requires_hvm and config.flags & XEN_DOMCTL_CDF_hap and not config.flags & XEN_DOMCTL_CDF_hvm:
             raise XenError(errno.EINVAL, "hap requested without hvm", field="flags")
+        refused_here = {
+            "iommu": "this host has no IOMMU",
+            "vpmu": "no x86 Xen makes a vPMU available to guests (vpmu_is_available is Arm's)",
+            "trap_unmapped_accesses": "an Arm-only flag",
+        }
+        for name, reason in refused_here.items():
+            if name in real and config.flags >> real[name] & 1:
+                raise XenError(errno.EINVAL, f"XEN_DOMCTL_CDF_{name}: {reason}", field="flags")
+        if "pvh_guest" in real and config.flags >> real["pvh_guest"] & 1:
+            raise NotModelled("PVHv1 guests (XEN_DOMCTL_CDF_pvh_guest, Xen 4.4-4.8) are not modelled; PVH is PVHv2")
+        limit = HVM_MAX_VCPUS if config.is_hvm else PV_MAX_VCPUS
+        if config.max_vcpus > limit:
+            raise XenError(errno.EINVAL, f"max_vcpus {config.max_vcpus} above {limit}", field="max_vcpus")
+        if config.max_vcpus > HVM_MAX_VCPUS:
+            raise NotModelled(f"PV domains with more than {HVM_MAX_VCPUS} vCPUs (Xen allows {PV_MAX_VCPUS})")
+        if "nested_virt" in real and config.flags >> real["nested_virt"] & 1 and not config.flags & XEN_DOMCTL_CDF_hap:
+            raise XenError(errno.EINVAL, "nested_virt needs hap", field="flags")
         guest_type = config.guest_type
-        for row in REGISTRY:
-            if config.flags & row.cdf_flag and not row.applies_to(guest_type):
-                raise XenError(errno.EINVAL, f"{row.name} does not apply to {guest_type.value} guests", field="flags")
+        features = self._features_of_flags(config.flags)
+        for name in sorted(features, key=lambda name: REGISTRY[name].bit):
+            if not REGISTRY[name].applies_to(guest_type):
+                raise XenError(errno.EINVAL, f"{name} does not apply to {guest_type.value} guests", field="flags")
         if not emulation_flags_ok(config.is_hvm, config.effective_emulation_flags):
             raise XenError(
                 errno.EOPNOTSUPP,
@@ -147,16 +174,18 @@ class Hypervisor:
                 field="emulation_flags",
             )
         grant = config.max_grant_frames
-        if grant >= 0 and not INITIAL_NR_GRANT_FRAMES <= grant <= OPT_MAX_GRANT_FRAMES:
-            raise XenError(errno.EINVAL, f"max_grant_frames {grant} not in 1..64", field="max_grant_frames")
-        if config.max_maptrack_frames > OPT_MAX_MAPTRACK_FRAMES:
-            raise XenError(errno.EINVAL, "max_maptrack_frames above 1024", field="max_maptrack_frames")
+        if grant >= 0 and grant < INITIAL_NR_GRANT_FRAMES:
+            raise XenError(errno.EINVAL, f"max_grant_frames {grant} is below 1", field="max_grant_frames")
+        if release.grant_limit_caps:
+            if grant > OPT_MAX_GRANT_FRAMES:
+                raise XenError(errno.EINVAL, f"max_grant_frames {grant} above 64", field="max_grant_frames")
+            if config.max_maptrack_frames > OPT_MAX_MAPTRACK_FRAMES:
+                raise XenError(errno.EINVAL, "max_maptrack_frames above 1024", field="max_maptrack_frames")
         if self.abi_control:
-            features = frozenset(row.name for row in REGISTRY if config.flags & row.cdf_flag)
             hidden = _hidden_ops(features)
         else:
-            features = self.release.applicable_features(guest_type)
-            hidden = _hidden_ops(self.release.features)
+            features = release.applicable_features(guest_type)
+            hidden = _hidden_ops(release.features)
         policy = AbiPolicy(
             features,
             max_evtchn_port=config.max_evtchn_port,
@@ -170,9 +199,9 @@ class Hypervisor:
         writer's effect). Only on a host with ABI control; the features must be known here and apply."""
         if d.creation_finished:
             raise XenError(errno.EBUSY, f"d{d.domid} has already run; its ABI is fixed", field="features")
-        flags = d.config.flags & ~REGISTRY.cdf_mask()
-        for name in features:
-            flags |= REGISTRY[name].cdf_flag
+        flags = d.config.flags
+        for name, bit in self.feature_cdf_bits.items():
+            flags = flags | 1 << bit if name in features else flags & ~(1 << bit)
         config = replace(d.config, flags=flags)
         self._sanitise(config)
         d.config = config
@@ -188,12 +217,12 @@ class Hypervisor:
 
     def _unknown_flags_reason(self, unknown: int) -> str:
         for row in REGISTRY:
-            if unknown & row.cdf_flag:
+            if unknown >> row.cdf_bit & 1:
                 if not self.abi_control:
-                    return f"XEN_DOMCTL_CDF_{row.name}: this host has no ABI control"
+                    return f"XEN_DOMCTL_CDF_{row.name} (bit {row.cdf_bit}): this host has no ABI control"
                 if not self.release.implements(row):
                     return f"XEN_DOMCTL_CDF_{row.name}: Xen {self.release.name} does not implement {row.name}"
-        return f"unknown CDF flags {unknown:#x}"
+        return f"unknown CDF flags {unknown:#x} for Xen {self.release.name}"
 
     # --- domain lifecycle --------------------------------------------------------------------------------
     @property
@@ -223,7 +252,8 @@ class Hypervisor:
             )
         nr_pirqs = NR_STATIC_IRQS + (EXTRA_DOM0_PIRQS if privileged else EXTRA_DOMU_PIRQS)
         try:
-            d = Domain(domid, config, policy, hidden, memory_mb, privileged=privileged, nr_pirqs=nr_pirqs)
+            d = Domain(domid, config, policy, hidden, memory_mb, release=self.release, privileged=privileged,
+                       nr_pirqs=nr_pirqs)  # fmt: skip
         except MemoryError as exc:
             raise XenError(errno.ENOMEM, f"{memory_mb} MiB asked: {exc}", field="memory_mb") from exc
         if d.nr_pages <= max(XEN_PAGES):

@@ -25,6 +25,7 @@ libxl never had these keys (the series was not merged), so they are xenabi's; th
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -171,13 +172,14 @@ class DomainConfig:
             max_maptrack_frames=-1 if self.max_maptrack_frames is None else self.max_maptrack_frames,
         )
 
-    def create_domain(self, features: frozenset[str], *, abi_control: bool) -> CreateDomain:
-        """The ``XEN_DOMCTL_createdomain`` libxl builds: a feature's flag is set only for a host that has ABI
-        control (an older hypervisor knows no such flag and would refuse it)."""
+    def create_domain(self, features: frozenset[str], *, feature_bits: Mapping[str, int]) -> CreateDomain:
+        """The ``XEN_DOMCTL_createdomain`` libxl builds. ``feature_bits`` is where the host's release puts each
+        feature's create flag (``Hypervisor.feature_cdf_bits``): empty for a host without ABI control, whose
+        hypervisor knows no such flag and would refuse it."""
         flags = 0
-        if abi_control:
-            for name in features:
-                flags |= REGISTRY[name].cdf_flag
+        for name in features:
+            if name in feature_bits:
+                flags |= 1 << feature_bits[name]
         return CreateDomain.for_type(
             self.guest_type,
             features=flags,

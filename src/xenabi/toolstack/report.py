@@ -13,7 +13,6 @@ import struct
 from typing import Any
 
 from xenabi.abi.cpuid import XEN_CPUID_FIRST_LEAF
-from xenabi.abi.domctl import CDF_BITS
 from xenabi.abi.hypfs import HypfsDirentry, HypfsType, parse_dirlist
 from xenabi.errors import AbiIncompatible
 from xenabi.hypervisor import Hypervisor
@@ -23,10 +22,10 @@ from xenabi.toolstack.config import DomainConfig
 from xenabi.toolstack.toolstack import Toolstack
 
 
-def flag_names(flags: int) -> list[str]:
-    return [
-        f"XEN_DOMCTL_CDF_{name}" for name, bit in sorted(CDF_BITS.items(), key=lambda kv: kv[1]) if flags >> bit & 1
-    ]
+def flag_names(hv: Hypervisor, flags: int) -> list[str]:
+    """The names of ``flags`` on this host: its release's own create flags and where it puts the series'."""
+    bits = hv.release.cdf_bits | hv.feature_cdf_bits
+    return [f"XEN_DOMCTL_CDF_{name}" for name, bit in sorted(bits.items(), key=lambda kv: kv[1]) if flags >> bit & 1]
 
 
 def decode_leaf(head: HypfsDirentry, contents: bytes) -> Any:
@@ -81,7 +80,7 @@ def config_report(cfg: DomainConfig, release: str, abi_control: bool) -> dict[st
     d = hv.domain(domid)
     report["refused"] = []
     report["policy"] = d.policy.to_json()
-    report["create_flags"] = {"value": f"{d.config.flags:#x}", "names": flag_names(d.config.flags)}
+    report["create_flags"] = {"value": f"{d.config.flags:#x}", "names": flag_names(hv, d.config.flags)}
     report["cpuid"] = [
         {"leaf": f"{leaf:#010x}", "regs": [f"{reg:#010x}" for reg in hv.cpuid(domid, leaf)]}
         for leaf in range(XEN_CPUID_FIRST_LEAF, XEN_CPUID_FIRST_LEAF + max_leaf(hv) + 1)

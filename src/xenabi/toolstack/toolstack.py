@@ -115,7 +115,7 @@ class Toolstack:
         fit in the host's free memory is refused before anything is allocated, saying what was asked and what is
         free."""
         memory_mb = cfg.max_memory_mb or cfg.memory_mb
-        create = cfg.create_domain(features, abi_control=self.hv.abi_control)
+        create = cfg.create_domain(features, feature_bits=self.hv.feature_cdf_bits)
         try:
             return self.hv.create_domain(create, memory_mb=memory_mb)
         except XenError as exc:

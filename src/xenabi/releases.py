@@ -1,0 +1,384 @@
+"""Xen's release history as data: every release from 4.3 to 4.22, point releases included, as a guest sees it.
+
+``DESIGN.md`` decision 3. A release is a row computed from one table, :data:`CHANGES`: each entry is one
+guest-visible difference, named after the :class:`Release` field it sets, with the Xen commit that made it, the
+first minor release that has it, and the point releases of older lines that got it as a backport (a security
+fix, usually). The handlers read the fields; nothing compares version numbers inline. Which ABI *features* a
+release implements is not here but in the feature registry (``since``), because ABI control can hide those; every
+field here is a difference it cannot hide, and ``xenabi releases diff`` says so.
+
+Names: ``"4.14"`` is the newest point release of that line in the mirror the table was read from (4.14.6);
+``"4.14.0"`` and ``"4.14.1"`` name one exactly. Every tagged point release of every line is accepted (there was
+never a 4.6.2); anything else (``4.2``, ``4.23``, ``4.14.99``, ``four``) is a :class:`~xenabi.errors.PolicyError`
+naming the known range.
+
+Read off Xen's code at each tag (``git show RELEASE-x.y.z:path``); where the spec (written from a 4.23-dev tree)
+differs, the code at the tag wins. What is read but not modelled is listed in :data:`NOT_MODELLED`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields, replace
+from functools import cache
+from typing import Any
+
+from xenabi.abi import errno
+from xenabi.abi.domctl import GuestType
+from xenabi.abi.features import REGISTRY, AbiFeature
+from xenabi.abi.xen import VIRQ_ARGO, VIRQ_XENPMU, VIRQS, VirqClass
+from xenabi.errors import PolicyError
+
+LINES: dict[str, int] = {
+    "4.3": 4, "4.4": 4, "4.5": 5, "4.6": 6, "4.7": 6, "4.8": 5, "4.9": 4, "4.10": 4, "4.11": 4, "4.12": 4,
+    "4.13": 5, "4.14": 6, "4.15": 7, "4.16": 7, "4.17": 7, "4.18": 6, "4.19": 6, "4.20": 4, "4.21": 2, "4.22": 0,
+}  # fmt: skip
+"""Each minor line and its newest point release (``RELEASE-x.y.z`` tags)."""
+NEVER_TAGGED = frozenset({"4.6.2"})
+
+Version = tuple[int, int, int]
+
+# The real create flags (bit numbers) of each release, 4.3 onward: the whole set at each change.
+_CDF_4_3 = (("hvm_guest", 0), ("hap", 1), ("s3_integrity", 2), ("oos_off", 3))
+_CDF_4_4 = (*_CDF_4_3, ("pvh_guest", 4))
+_CDF_4_7 = (*_CDF_4_4, ("xs_domain", 5))
+_CDF_4_9 = (*_CDF_4_3, ("xs_domain", 4))
+_CDF_4_13 = (("hvm", 0), ("hap", 1), ("s3_integrity", 2), ("oos_off", 3), ("xs_domain", 4), ("iommu", 5))
+_CDF_4_15 = (*_CDF_4_13, ("nested_virt", 6))
+_CDF_4_16 = (*_CDF_4_15, ("vpmu", 7))
+_CDF_4_21 = (*_CDF_4_16, ("trap_unmapped_accesses", 8))
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """One Xen release as a guest sees it. Every field below but the name is set by :data:`CHANGES`, which
+    gives the commit of each value; the defaults are Xen 4.3.0's."""
+
+    name: str  # "4.14.1"
+    # --- event channel core (xen/common/event_channel.c, event_2l.c, sched.h) ------------------------------------
+    evtchns_per_bucket: int = 128
+    get_free_port_skips_busy: bool = False
+    reset_leaves_fifo: str = "never"  # never | domid_self (the literal DOMID_SELF) | always
+    reset_needs_pause: bool = False
+    reset_preemptible: bool = False  # EVTCHNOP_reset_cont, -EBUSY, preemption every 64 ports
+    reset_refuses_open_ports: bool = False  # -EAGAIN (FIFO kept) if ports are still open after the loop
+    unusable_ports_inert: bool = False  # unmask a no-op, set_priority -EACCES on FREE/RESERVED/Xen ports
+    twolevel_limit_follows_width: bool = True  # a 32-bit guest's 2-level limit is 1024 (else 4096, latched)
+    virq_xenpmu_per_vcpu: bool = False  # VIRQ 13 per-vCPU (before: an unused, so global, number)
+    virq_argo_per_domain: bool = False  # VIRQ 11 per-domain (before: global)
+    global_virq_handler_only: bool = False  # only the handler domain (dom0) may bind a global VIRQ: -EBUSY
+    status_refuses_xen_consumers: bool = False  # EVTCHNOP_status on a Xen-bound port: -EACCES
+    compat_forwards_fifo_ops: bool = True  # hypercall 16 passes sub-ops 10-13 on (else 0-9 only)
+    # --- FIFO (xen/common/event_fifo.c) -----------------------------------------------------------------------------
+    expand_array_uninit_rc: int = -errno.ENOSYS
+    fifo_no_control_block_sets_pending: bool = True
+    # --- HVMOP_set_evtchn_upcall_vector (xen/arch/x86/hvm/hvm.c) ----------------------------------------------
+    upcall_vector_checks_type_first: bool = False  # a PV caller gets -EINVAL before its argument is read
+    upcall_vector_set_raises_upcall: bool = False  # setting the vector injects it once (a spurious upcall)
+    # --- hypervisor CPUID leaves (xen/arch/x86/traps.c, later cpuid.c) ------------------------------------------
+    cpuid_max_leaf: int = 2
+    cpuid_leaf4_vcpu_id: bool = False
+    cpuid_leaf4_domid: bool = False
+    cpuid_leaf4_for_pv: bool = True  # a PV guest reads the HVM leaf's bits too (fixed later: zeros)
+    cpuid_leaf4_upcall_vector: bool = False  # XEN_HVM_CPUID_UPCALL_VECTOR (bit 6)
+    # --- hypfs (xen/common/hypfs.c) ---------------------------------------------------------------------------
+    hypfs: bool = False
+    hypfs_bad_path_rc: int = -errno.ENOENT  # an empty path or one not starting with '/'
+    hypfs_bool_oversize_rc: int = -errno.ENOSPC  # a bool written with 2 bytes or more
+    # --- domain creation (xen/common/domain.c, xen/arch/x86/domain.c) -----------------------------------------
+    cdf_flags: tuple[tuple[str, int], ...] = _CDF_4_3
+    hap_requires_hvm: bool = False  # hap without hvm: -EINVAL (before: silently ignored)
+    grant_limit_caps: bool = True  # max_grant_frames <= 64, max_maptrack_frames <= 1024 (before 4.18)
+
+    # --- derived ----------------------------------------------------------------------------------------------
+    @property
+    def point(self) -> Version:
+        major, minor, point = (int(part) for part in self.name.split("."))
+        return major, minor, point
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """(major, minor): what the libxc domain header and CPUID leaf 1 report."""
+        return self.point[0], self.point[1]
+
+    @property
+    def line(self) -> str:
+        return "{}.{}".format(*self.version)
+
+    def implements(self, feature: AbiFeature) -> bool:
+        return self.version >= feature.since
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The registry features this release implements."""
+        return frozenset(row.name for row in REGISTRY if self.implements(row))
+
+    def applicable_features(self, guest_type: GuestType) -> frozenset[str]:
+        return frozenset(row.name for row in REGISTRY if self.implements(row) and row.applies_to(guest_type))
+
+    def virq_kind(self, virq: int) -> VirqClass:
+        """How VIRQ ``virq`` binds on this release (``get_virq_type``): two numbers changed class."""
+        if virq == VIRQ_XENPMU and not self.virq_xenpmu_per_vcpu:
+            return VirqClass.GLOBAL  # an unused number until 4.6, and unused numbers are global
+        if virq == VIRQ_ARGO and not self.virq_argo_per_domain:
+            return VirqClass.GLOBAL  # VIRQ_XC_RESERVED, then VIRQ_ARGO (4.12), global until 4.21
+        return VIRQS[virq].kind
+
+    @property
+    def cdf_bits(self) -> dict[str, int]:
+        """Every create flag this release accepts, its own and (placed by :meth:`series_cdf_bits`) the series'."""
+        return dict(self.cdf_flags)
+
+    def series_cdf_bits(self) -> dict[str, int]:
+        """Where the series' create flags go on this release: each feature's own bit (the v5 series' 7 and 8)
+        unless the release gave it to one of its real flags, else the lowest bits above every real flag. The
+        collision is the review's scalability objection made concrete: Xen gave bit 7 to vpmu (4.16) and bit 8
+        to trap_unmapped_accesses (4.21)."""
+        taken = set(self.cdf_bits.values())
+        placed: dict[str, int] = {}
+        rows = [row for row in REGISTRY if self.implements(row)]
+        for row in rows:
+            if row.cdf_bit not in taken:
+                placed[row.name] = row.cdf_bit
+                taken.add(row.cdf_bit)
+        free = max(taken | {-1}) + 1
+        for row in rows:
+            if row.name not in placed:
+                placed[row.name] = free
+                free += 1
+        return placed
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One guest-visible difference: from release ``since`` (and the point releases in ``backports``), the
+    field ``field`` is ``value``."""
+
+    field: str
+    value: Any
+    since: str
+    commit: str
+    summary: str
+    backports: tuple[str, ...] = ()
+
+    def applies(self, point: Version) -> bool:
+        line = point[:2]
+        if line >= _parse_line(self.since):
+            return True
+        return any(point >= _parse_point(tag) and line == _parse_point(tag)[:2] for tag in self.backports)
+
+
+_XSA_2020 = ("4.12.4", "4.13.2", "4.14.1")  # the XSA-338/342/343/344 batch reached these point releases
+
+CHANGES: tuple[Change, ...] = (
+    Change("twolevel_limit_follows_width", False, "4.4", "fbbd5009e6 evtchn: refactor low-level event channel port ops",
+           "a 32-bit guest's 2-level port limit is latched at creation (4096), not 1024"),
+    Change("reset_leaves_fifo", "domid_self", "4.5", "400b3bd642 evtchn: make EVTCHNOP_reset suitable for kexec",
+           "EVTCHNOP_reset returns a FIFO domain to 2-level, if the guest names itself as DOMID_SELF"),
+    Change("cpuid_max_leaf", 4, "4.5", "03d745c8bf x86: correctly report max number of hypervisor leaves",
+           "hypervisor CPUID leaves up to 0x40000004 (the HVM leaf, with IOMMU_MAPPINGS set)"),
+    Change("evtchns_per_bucket", 64, "4.6", "b58214a242 evtchn: pad struct evtchn to 64 bytes",
+           "ports become valid 64 at a time (128 before): EVTCHNOP_status on port 64..127 of a new domain is -EINVAL"),
+    Change("virq_xenpmu_per_vcpu", True, "4.6", "a8b551321e x86/VPMU: initialize PMU for PV(H) guests",
+           "VIRQ 13 (XENPMU) is per-vCPU: bound on any vCPU, and bind_vcpu refuses it"),
+    Change("cpuid_leaf4_vcpu_id", True, "4.6", "dd9b092266 x86/hvm: extend HVM cpuid leaf with vcpu id",
+           "CPUID 0x40000004 sets VCPU_ID_PRESENT with the vCPU id in ebx"),
+    Change("get_free_port_skips_busy", True, "4.7", "78e24c269b evtchn: don't reuse ports that are still \"busy\"",
+           "a closed port whose FIFO event word is still LINKED is not handed out again", ("4.4.4", "4.5.3", "4.6.1")),
+    Change("reset_leaves_fifo", "always", "4.7", "546d558a7a evtchn: make evtchn_reset() ready for soft reset",
+           "EVTCHNOP_reset returns a FIFO domain to 2-level whoever names it"),
+    Change("reset_needs_pause", True, "4.7", "546d558a7a evtchn: make evtchn_reset() ready for soft reset",
+           "EVTCHNOP_reset of another domain needs it paused by its controller (-EINVAL)"),
+    Change("upcall_vector_set_raises_upcall", True, "4.11",
+           "7b5b8ca7df x86/upcall: inject a spurious event after setting upcall vector",
+           "setting a vCPU's upcall vector injects it once, whether or not an event is pending",
+           ("4.7.5", "4.8.3", "4.9.2", "4.10.1")),
+    Change("cpuid_leaf4_for_pv", False, "4.8",
+           "0f43883193 x86/traps: Don't call hvm_hypervisor_cpuid_leaf() for PV guests",
+           "a PV guest reads CPUID 0x40000004 as zeros", ("4.6.5", "4.7.2")),
+    Change("expand_array_uninit_rc", -errno.EOPNOTSUPP, "4.8", "a66765eb06 replace bogus -ENOSYS uses",
+           "EVTCHNOP_expand_array before init_control is -EOPNOTSUPP (was -ENOSYS)"),
+    Change("compat_forwards_fifo_ops", False, "4.10",
+           "ab48596654 x86/evtchn: Restrict the ops usable in do_event_channel_op_compat()",
+           "hypercall 16 forwards sub-ops 0-9 only: reset, init_control, expand_array and set_priority are -ENOSYS"),
+    Change("upcall_vector_checks_type_first", True, "4.10",
+           "5efaeaa823 x86/hvm: Drop more remains of the PVHv1 implementation",
+           "HVMOP_set_evtchn_upcall_vector from a PV guest is -EINVAL before its argument is read (was -EFAULT "
+           "for an unreadable one)"),
+    Change("cpuid_max_leaf", 5, "4.10", "c3d74acf55 x86: add new Xen cpuid node for max address width info",
+           "hypervisor CPUID leaves up to 0x40000005 (the PV leaf with the machine address width)"),
+    Change("cpuid_leaf4_domid", True, "4.11", "021e1b7c7a xen/x86: report domain id on cpuid",
+           "CPUID 0x40000004 sets DOMID_PRESENT with the domid in ecx", ("4.10.1",)),
+    Change("hap_requires_hvm", True, "4.13", "d0c0ba7d3d x86/hvm/domain: remove the 'hap_enabled' flag",
+           "XEN_DOMCTL_CDF_hap without hvm is -EINVAL (it was silently ignored)"),
+    Change("twolevel_limit_follows_width", True, "4.15",
+           "62bcdc4edb evtchn/x86: enforce correct upper limit for 32-bit guests (XSA-342)",
+           "a 32-bit guest's 2-level port limit is 1024 again", _XSA_2020),
+    Change("reset_preemptible", True, "4.15", "2785b2a9e0 evtchn: arrange for preemption in evtchn_reset() (XSA-344)",
+           "EVTCHNOP_reset is preemptible and continues as EVTCHNOP_reset_cont (14, was -ENOSYS); a reset while "
+           "one is in progress, or reset_cont without one, is -EBUSY", _XSA_2020),
+    Change("reset_refuses_open_ports", True, "4.15",
+           "8d385b247b evtchn: evtchn_reset() shouldn't succeed with still-open ports (XSA-343)",
+           "EVTCHNOP_reset that finds ports still open at the end is -EAGAIN and keeps FIFO", _XSA_2020),
+    Change("unusable_ports_inert", True, "4.15", "e045199c7c evtchn: address races with evtchn_reset() (XSA-343)",
+           "EVTCHNOP_unmask of a free, reserved or Xen-bound port does nothing; set_priority on one is -EACCES",
+           _XSA_2020),
+    Change("status_refuses_xen_consumers", True, "4.15",
+           "f60ab5337f evtchn: refuse EVTCHNOP_status for Xen-bound event channels",
+           "EVTCHNOP_status of a Xen-bound port is -EACCES"),
+    Change("status_refuses_xen_consumers", False, "4.19",
+           "2d8d7481ca Revert \"evtchn: refuse EVTCHNOP_status for Xen-bound event channels\"",
+           "EVTCHNOP_status of a Xen-bound port answers again"),
+    Change("hypfs", True, "4.14", "5b5ccafb0c xen: add basic hypervisor filesystem support",
+           "hypercall 42 (hypfs_op) exists, privileged domains only"),
+    Change("hypfs_bool_oversize_rc", -errno.EDOM, "4.15", "b4e41b1750 xen/hypfs: fix writing of custom parameter",
+           "a bool hypfs leaf written with 2 bytes or more is -EDOM (was -ENOSPC)", ("4.14.1",)),
+    Change("hypfs_bad_path_rc", -errno.EINVAL, "4.15",
+           "f1b920bb06 xen/hypfs: pass real failure reason up from hypfs_get_entry()",
+           "a hypfs path that is empty or does not start with '/' is -EINVAL (was -ENOENT)"),
+    Change("fifo_no_control_block_sets_pending", False, "4.17",
+           "8aa0e9d2d1 evtchn/fifo: Don't set PENDING bit if guest misbehaves",
+           "an event for a vCPU without a FIFO control block is dropped without setting PENDING"),
+    Change("cpuid_leaf4_upcall_vector", True, "4.17",
+           "e2d2b9fd7a x86/hvm: widen condition for is_hvm_pv_evtchn_domain() and report fix in CPUID",
+           "CPUID 0x40000004 sets XEN_HVM_CPUID_UPCALL_VECTOR (bit 6) for HVM and PVH guests"),
+    Change("grant_limit_caps", False, "4.18", "b2ea81d2b9 xen/grants: repurpose command line max options",
+           "max_grant_frames above 64 and max_maptrack_frames above 1024 are accepted at creation"),
+    Change("virq_argo_per_domain", True, "4.21", "bb1accab69 xen/argo: make VIRQ_ARGO per-domain",
+           "VIRQ 11 (ARGO) is per-domain: bind_vcpu may move it"),
+    Change("global_virq_handler_only", True, "4.21",
+           "eba922abdb xen/events: don't allow binding a global virq from any domain",
+           "binding a global VIRQ is -EBUSY for every domain but its handler (dom0)"),
+    # create flags: the whole set at each change
+    Change("cdf_flags", _CDF_4_4, "4.4", "8271d6522c pvh: introduce PVH guest type", "create flag pvh_guest (bit 4)"),
+    Change("cdf_flags", _CDF_4_7, "4.7", "5513bd0b46 add xenstore domain flag to hypervisor",
+           "create flag xs_domain (bit 5)"),
+    Change("cdf_flags", _CDF_4_9, "4.9", "33e5c32559 x86: remove PVHv1 code",
+           "create flag pvh_guest gone; xs_domain moves to bit 4"),
+    Change("cdf_flags", _CDF_4_13, "4.13", "c45f592923 domain: introduce XEN_DOMCTL_CDF_iommu flag",
+           "create flag iommu (bit 5); hvm_guest renamed hvm (4a12cba289)"),
+    Change("cdf_flags", _CDF_4_15, "4.15", "dbe399b174 xen/domctl: Introduce and use XEN_DOMCTL_CDF_nested_virt",
+           "create flag nested_virt (bit 6)"),
+    Change("cdf_flags", _CDF_4_16, "4.16", "dbb948110a xen: Expose the PMU to the guests",
+           "create flag vpmu (bit 7), the bit the series gave evtchn_fifo"),
+    Change("cdf_flags", _CDF_4_21, "4.21",
+           "980aff4e8f xen/arm: Add way to disable traps on accesses to unmapped addresses",
+           "create flag trap_unmapped_accesses (bit 8), the bit the series gave evtchn_upcall"),
+)  # fmt: skip
+"""Every guest-visible difference between the releases, oldest first; each sets one :class:`Release` field."""
+
+NOT_MODELLED: tuple[str, ...] = (
+    "PVHv1 guests (4.4-4.8, create flag pvh_guest): 'pvh' means an HVM container without devices in every release",
+    "XSA-107 (4.4.0, 4.4.1) and XSA-188 (4.4.2-4.4.4): guest-triggered host crashes in the FIFO code",
+    "XSA-338 (e59ce972d1; 4.15.0, 4.14.1, 4.13.2, 4.12.4): before it, ports above the 2-level limit were invalid "
+    "after a FIFO domain was reset to 2-level",
+    "f5d0279839 (4.18.0, 4.17.1, 4.16.3): the spurious upcall is not raised while the vLAPIC is disabled (the "
+    "model has no vLAPIC enable state)",
+    "4.12.0-4.12.1's unsigned grant limits (-1 is refused there; 54e3018708 made them signed in 4.12.2)",
+    "CONFIG_EVTCHN_FIFO=n builds (4.21+), the PV shim, Arm",
+)
+
+
+def _parse_line(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
+def _parse_point(text: str) -> Version:
+    major, minor, point = text.split(".")
+    return int(major), int(minor), int(point)
+
+
+RELEASE_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def known_range() -> str:
+    first, last = next(iter(LINES)), list(LINES)[-1]
+    return f'Xen {first} to {last}, as a line ("4.14": its newest point release) or a point release ("4.14.1")'
+
+
+def canonical(name: str) -> str:
+    """The exact point release ``name`` means (``"4.14"`` -> ``"4.14.6"``); PolicyError if there is none."""
+    match = RELEASE_RE.fullmatch(str(name).strip())
+    if match is None:
+        raise PolicyError(f"{name!r} is not a Xen release; known: {known_range()}", name=str(name))
+    line = f"{int(match[1])}.{int(match[2])}"
+    if line not in LINES:
+        raise PolicyError(f"Xen {line} is not modelled; known: {known_range()}", name=str(name))
+    if match[3] is None:
+        return f"{line}.{LINES[line]}"
+    point = int(match[3])
+    exact = f"{line}.{point}"
+    if point > LINES[line] or exact in NEVER_TAGGED:
+        raise PolicyError(
+            f"Xen {exact} was never released; the {line} line has {line}.0 to {line}.{LINES[line]}"
+            + (" (there was no 4.6.2)" if line == "4.6" else ""),
+            name=str(name),
+        )
+    return exact
+
+
+@cache
+def _row(exact: str) -> Release:
+    point = _parse_point(exact)
+    values: dict[str, Any] = {}
+    for change in CHANGES:
+        if change.applies(point):
+            values[change.field] = change.value
+    return replace(Release(exact), **values)
+
+
+def get_release(name: str | Release) -> Release:
+    """The release ``name`` names (a line or a point release); PolicyError naming the known range otherwise."""
+    if isinstance(name, Release):
+        return name
+    return _row(canonical(name))
+
+
+def all_point_releases() -> list[str]:
+    """Every tagged release, oldest first."""
+    return [
+        f"{line}.{point}"
+        for line, newest in LINES.items()
+        for point in range(newest + 1)
+        if f"{line}.{point}" not in NEVER_TAGGED
+    ]
+
+
+def table_releases() -> list[str]:
+    """The rows worth listing: every x.y.0, every point release where something changed, and each line's newest."""
+    names = []
+    previous: Release | None = None
+    for exact in all_point_releases():
+        row = _row(exact)
+        newest = exact == f"{row.line}.{LINES[row.line]}"
+        first = exact.endswith(".0")
+        if first or newest or previous is None or behaviour(row) != behaviour(previous):
+            names.append(exact)
+        previous = row
+    return names
+
+
+BEHAVIOUR_FIELDS = tuple(f.name for f in fields(Release) if f.name != "name")
+
+
+def behaviour(release: Release) -> dict[str, Any]:
+    """The release's fields (everything but its name)."""
+    return {name: getattr(release, name) for name in BEHAVIOUR_FIELDS}
+
+
+def changes_between(a: Release, b: Release) -> list[Change]:
+    """The table entries whose field differs between ``a`` and ``b``: for each such field, the change that gave
+    ``b`` (the later release of the two) its value, or ``a`` its value when ``b`` is the older."""
+    older, newer = (a, b) if a.point <= b.point else (b, a)
+    out: list[Change] = []
+    for name in BEHAVIOUR_FIELDS:
+        if getattr(older, name) == getattr(newer, name):
+            continue
+        deciding = [c for c in CHANGES if c.field == name and c.applies(newer.point) and not c.applies(older.point)]
+        out.extend(deciding[-1:] if deciding else [])
+    return out
+
+
+RELEASES: dict[str, Release] = {line: get_release(line) for line in LINES}
+"""Each line's newest point release, oldest line first."""
