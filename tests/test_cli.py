@@ -81,7 +81,8 @@ def test_config_show_legacy_host() -> None:
     result = CliRunner().invoke(main, ["config", "show", HVM_EXAMPLE, "--release", "4.3", "--no-abi-control", "--json"])
     report = json.loads(result.output)
     assert result.exit_code == 0 and report["policy"]["features"] == [] and report["hypfs"] == []
-    assert report["cpuid"][0]["regs"][0] == "0x40000005" and report["pinned"] is False
+    # Xen 4.3's highest hypervisor leaf is 0x40000002 (03d745c8bf raised it to 4 in 4.5)
+    assert report["cpuid"][0]["regs"][0] == "0x40000002" and report["pinned"] is False
 
 
 def test_config_show_refusal_exits_1(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ XEN_CPUID_SIGNATURE_ECX = 0x65584D4D  # "MMXe"
 XEN_CPUID_SIGNATURE_EDX = 0x4D4D566E  # "nVMM"
 
 XEN_CPUID_MAX_NUM_LEAVES = 5
-"""The highest leaf index of Xen 4.14 (PV parameters); every modelled release is given the 4.14 layout."""
+"""The highest leaf index from Xen 4.10 (PV parameters); each release's is in the release table."""
 
 XEN_CPUID_LEAF_VERSION = 1
 XEN_CPUID_LEAF_HYPERCALL = 2
@@ -35,6 +35,8 @@ XEN_HVM_CPUID_X2APIC_VIRT = 1 << 1
 XEN_HVM_CPUID_IOMMU_MAPPINGS = 1 << 2
 XEN_HVM_CPUID_VCPU_ID_PRESENT = 1 << 3
 XEN_HVM_CPUID_DOMID_PRESENT = 1 << 4
+XEN_HVM_CPUID_EXT_DEST_ID = 1 << 5  # defined from 4.17, never set by Xen
+XEN_HVM_CPUID_UPCALL_VECTOR = 1 << 6  # 4.17: HVMOP_set_evtchn_upcall_vector is available
 
 ABI_FEATURE_BITS = 128
 """Four 32-bit registers: the leaf can describe registry bits 0-127."""

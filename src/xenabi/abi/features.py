@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from xenabi.abi.cpuid import XEN_HVM_CPUID_UPCALL_VECTOR
 from xenabi.abi.domctl import CDF_BITS, GuestType
 from xenabi.abi.evtchn import EVTCHNOP_expand_array, EVTCHNOP_init_control, EVTCHNOP_set_priority
 from xenabi.abi.hvm import HVMOP_set_evtchn_upcall_vector
@@ -30,6 +31,9 @@ class AbiFeature:
     guest_types: frozenset[GuestType]
     cdf_bit: int
     summary: str = field(default="", compare=False)
+    # Xen's own advertisement of the feature in its HVM CPUID leaf (0x40000004 eax), where it has one: a hidden
+    # feature clears it too (DESIGN decision 10)
+    cpuid_leaf4_bit: int = 0
 
     @property
     def cdf_flag(self) -> int:
@@ -126,6 +130,7 @@ REGISTRY = FeatureRegistry(
             guest_types=frozenset({GuestType.HVM, GuestType.PVH}),
             cdf_bit=CDF_BITS["evtchn_upcall"],
             summary="per-vCPU event channel upcall vector (HVMOP_set_evtchn_upcall_vector), x86 HVM and PVH",
+            cpuid_leaf4_bit=XEN_HVM_CPUID_UPCALL_VECTOR,
         ),
     )
 )

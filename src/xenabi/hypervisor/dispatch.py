@@ -6,8 +6,10 @@ hvm_op, ``spec/evtchn.md`` §1); hypfs_op decodes its own command after its othe
 ABI feature gating is not here: the hypervisor checks a domain's hidden operations,
 derived from the feature registry, before it looks anything up. New sub-ops are added with :meth:`register`.
 
-The old ``event_channel_op_compat`` (16) takes one ``struct evtchn_op`` and forwards sub-ops 0-9 to the
-event_channel_op handlers, gating included (it calls ``do_event_channel_op``); other commands are -ENOSYS.
+The old ``event_channel_op_compat`` (16) exists for PV guests only (no HVM or PVH hypercall table has it:
+-ENOSYS). It takes one ``struct evtchn_op`` and forwards sub-ops to the event_channel_op handlers, gating included
+(it calls ``do_event_channel_op``): every sub-op before Xen 4.10, sub-ops 0-9 from 4.10 (the release table's
+``compat_forwards_fifo_ops``); other commands are -ENOSYS.
 """
 
 from __future__ import annotations
@@ -94,14 +96,20 @@ class DispatchTable:
         return -errno.ENOSYS
 
 
+def compat_precheck(hv: Hypervisor, cur: Domain) -> int:
+    return -errno.ENOSYS if cur.is_hvm else 0  # only PV hypercall tables have hypercall 16
+
+
 def event_channel_op_compat(hv: Hypervisor, cur: Domain, arg: abi_evtchn.CompatEvtchnOp) -> int:
     cmd = arg.cmd
-    if cmd not in abi_evtchn.COMPAT_SUBOPS:
+    if cmd not in abi_evtchn.COMPAT_SUBOPS and not hv.release.compat_forwards_fifo_ops:
         return -errno.ENOSYS
     key = (HYPERVISOR_event_channel_op, cmd)
     if key in cur.hidden_ops:
         return -errno.ENOSYS
-    entry = DISPATCH.entries[key]
+    entry = DISPATCH.entries.get(key)
+    if entry is None:
+        return -errno.ENOSYS
     inner = entry.struct.unpack(arg.u)
     rc = entry.handler(hv, cur, inner)
     if rc == 0 and entry.struct.OUT:
@@ -121,5 +129,7 @@ for _cmd, _handler in (evtchn.SUBOPS | evtchn_fifo.SUBOPS).items():
     DISPATCH.register(HYPERVISOR_event_channel_op, _cmd, abi_evtchn.ARG_STRUCTS[_cmd], _handler)
 for _cmd, _handler in hvm.SUBOPS.items():
     DISPATCH.register(HYPERVISOR_hvm_op, _cmd, hvm.ARG_STRUCTS[_cmd], _handler, hvm.PRECHECKS.get(_cmd))
-DISPATCH.register(HYPERVISOR_event_channel_op_compat, COMPAT_CMD, abi_evtchn.CompatEvtchnOp, event_channel_op_compat)
+DISPATCH.register(
+    HYPERVISOR_event_channel_op_compat, COMPAT_CMD, abi_evtchn.CompatEvtchnOp, event_channel_op_compat, compat_precheck
+)
 DISPATCH.register_hypercall(HYPERVISOR_hypfs_op, HypfsOpArgs, hypfs.hypfs_op, hypfs.hypfs_precheck)

@@ -1,10 +1,12 @@
 """HVMOP_set_evtchn_upcall_vector (Xen 4.6, ``xen/arch/x86/hvm/hvm.c``; ``spec/abi-control.md`` §1.3) and
 HVMOP_get_param.
 
-Checks in Xen's order: the caller must be an HVM container (HVM or PVH; checked before the argument is even
-copied in, so it is a pre-copy check here), the vector must be at least 0x10, the vCPU must exist (-ENOENT).
-Then that vCPU's upcalls use the vector. Releases 4.6-4.14 do not inject a spurious upcall when the vector is
-set (that came later).
+Checks in Xen's order: the caller must be an HVM container (HVM or PVH; -EINVAL), the vector must be at least
+0x10, the vCPU must exist (-ENOENT). Then that vCPU's upcalls use the vector. Two things differ by release (the
+release table): from 4.10 the guest-type check comes before the argument is copied in (a pre-copy check here;
+before, an unreadable argument from a PV guest was -EFAULT), and from 4.11 (4.7.5, 4.8.3, 4.9.2, 4.10.1) setting
+the vector injects it once at once, a spurious upcall whether or not an event is pending. PVHv1 (4.4-4.8) is not
+modelled: "pvh" is an HVM container in every release.
 
 HVMOP_get_param, in ``hvmop_get_param``'s order: an index past ``HVM_NR_PARAMS`` -EINVAL, an unknown domain
 -ESRCH, a domain that is not an HVM container -EINVAL, then XSM_TARGET (self, its device model, the control
@@ -24,6 +26,7 @@ from xenabi.abi.hvm import (
     HVMOP_set_evtchn_upcall_vector,
     HvmParam,
 )
+from xenabi.hypervisor.upcall import vcpu_assert_vector
 from xenabi.hypervisor.xsm import xsm_target
 
 if TYPE_CHECKING:
@@ -32,16 +35,23 @@ if TYPE_CHECKING:
 
 
 def upcall_vector_precheck(hv: Hypervisor, cur: Domain) -> int:
-    return 0 if cur.is_hvm else -errno.EINVAL
+    if cur.is_hvm or not hv.release.upcall_vector_checks_type_first:
+        return 0
+    return -errno.EINVAL
 
 
 def set_evtchn_upcall_vector(hv: Hypervisor, cur: Domain, arg: EvtchnUpcallVector) -> int:
+    if not cur.is_hvm:  # before 4.10 the type is checked only once the argument has been copied in
+        return -errno.EINVAL
     vector, vcpu = arg.vector, arg.vcpu
     if not HVM_UPCALL_VECTOR_MIN <= vector <= 0xFF:
         return -errno.EINVAL
     if not 0 <= vcpu < cur.max_vcpus:
         return -errno.ENOENT
-    cur.vcpus[vcpu].upcall_vector = vector
+    v = cur.vcpus[vcpu]
+    v.upcall_vector = vector
+    if hv.release.upcall_vector_set_raises_upcall:
+        vcpu_assert_vector(v)
     return 0
 
 

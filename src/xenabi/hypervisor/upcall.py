@@ -24,3 +24,10 @@ def vcpu_mark_events_pending(v: Vcpu) -> None:
     v.upcall_count += 1
     vector = v.upcall_vector
     v.upcalls.append(Upcall(UpcallVia.VCPU_VECTOR, vector) if vector and v.domain.is_hvm else _BY_CALLBACK)
+
+
+def vcpu_assert_vector(v: Vcpu) -> None:
+    """``hvm_assert_evtchn_irq`` for a vCPU with its own vector: the vector is raised in the vLAPIC directly,
+    whether or not an event is pending and without touching ``evtchn_upcall_pending`` (a spurious upcall)."""
+    v.upcall_count += 1
+    v.upcalls.append(Upcall(UpcallVia.VCPU_VECTOR, v.upcall_vector))
