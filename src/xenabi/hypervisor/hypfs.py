@@ -4,14 +4,18 @@ Semantics and bytes follow ``xen/common/hypfs.c`` (``spec/abi-control.md`` §7),
 
 1. XSM_PRIV: only a privileged domain may use hypfs at all; any other caller gets -EPERM, whatever it passes.
 2. ``get_version`` wants every argument 0 (else -EINVAL) and answers ``XEN_HYPFS_VERSION`` (1).
-3. The path: longer than 1024 bytes -EINVAL; not readable -EFAULT; its only NUL must be its last byte -EINVAL.
-4. Lookup: a path not starting with ``/`` or naming nothing -ENOENT; a path through a leaf -ENOTDIR.
+3. The path: longer than 1024 bytes or empty -EINVAL; not readable -EFAULT; its only NUL must be its last byte
+   -EINVAL.
+4. Lookup: a path that is empty or does not start with ``/`` is -ENOENT in 4.14 and -EINVAL from 4.15 (the
+   release table's ``hypfs_bad_path_rc``); a name that is not there, and a path through a leaf, -ENOENT (Xen 4.15
+   added a -ENOTDIR callback, but the walk's type test runs first, so no release ever returns it).
 5. Only then the command: read, write_contents, anything else -EOPNOTSUPP.
 
 Read: a buffer shorter than the 12-byte direntry -EINVAL; shorter than direntry plus contents -ENOBUFS, with the
 direntry already written so the caller learns the size it needs. Write: a node without a writer -EACCES; more
-bytes than ``max_write_len`` -ENOSPC; then the leaf's writer: a bool leaf takes exactly its 1 byte (a 0-byte
-write is -EDOM; a longer one was already -ENOSPC, which is how Xen orders it).
+bytes than ``max_write_len`` -ENOSPC; then the leaf's writer: a bool leaf takes exactly its 1 byte (-EDOM
+otherwise). In 4.14.0 the size check came first for every leaf, so a 2-byte bool write was -ENOSPC; from 4.14.1
+(b4e41b1750) a bool leaf's writer decides, and it is -EDOM (``hypfs_bool_oversize_rc``).
 
 The tree: ``/buildinfo/version/{extra,major,minor}`` (read-only) and, on hosts with ABI control, the RFC's
 ``/domain/<domid>/abi-features/<feature>``: one bool leaf per registry feature that the release implements and
@@ -20,7 +24,8 @@ feature; writing it changes the domain's features until the controller first unp
 exactly as the create flag would have. Static directories list entries in ``strcmp`` order, as ``add_entry``
 keeps them; ``/domain`` lists domains by id, as Xen's id-based dynamic directories do.
 
-hypfs exists from Xen 4.14; the model also gives it to any host with ABI control, which needs it for this tree.
+hypfs exists from Xen 4.14 (``Release.hypfs``); the model also gives it to any host with ABI control, which needs
+it for this tree.
 Elsewhere the hypercall is unknown: -ENOSYS.
 """
 
@@ -51,7 +56,6 @@ if TYPE_CHECKING:
     from xenabi.hypervisor.domain import Domain
     from xenabi.hypervisor.hypervisor import Hypervisor
 
-HYPFS_SINCE = (4, 14)
 _UINT = struct.Struct("<I")
 
 Writer = Callable[[bytes | None, int], int]
@@ -112,7 +116,7 @@ class Hypfs:
 
     def __init__(self, hv: Hypervisor) -> None:
         self.hv = hv
-        self.present = hv.release.version >= HYPFS_SINCE or hv.abi_control
+        self.present = hv.release.hypfs or hv.abi_control
         major, minor = hv.release.version
         version = _static(
             {
@@ -160,14 +164,14 @@ class Hypfs:
         return Leaf(HypfsType.BOOL, read, write, max_size=1)
 
     def lookup(self, path: str) -> Node | int:
-        """``hypfs_get_entry``: the node, or -ENOENT / -ENOTDIR."""
+        """``hypfs_get_entry``: the node, or the release's code for a bad path, or -ENOENT."""
         if not path.startswith("/"):
-            return -errno.ENOENT
+            return self.hv.release.hypfs_bad_path_rc
         node: Node = self.root
         rest = path[1:]
         while True:
             if not isinstance(node, Directory):
-                return -errno.ENOTDIR
+                return -errno.ENOENT  # a path through a leaf
             if not rest:
                 return node
             name, _, rest_after = rest.partition("/")
@@ -190,7 +194,7 @@ class Hypfs:
         return cur
 
     def _path(self, raw: bytes) -> str | int:
-        if len(raw) > XEN_HYPFS_MAX_PATHLEN:
+        if not raw or len(raw) > XEN_HYPFS_MAX_PATHLEN:
             return -errno.EINVAL
         if raw.find(b"\0") != len(raw) - 1:
             return -errno.EINVAL
@@ -213,7 +217,9 @@ class Hypfs:
             if node.write is None:
                 return -errno.EACCES, b""
             if buf_len > node.max_size:
-                return -errno.ENOSPC, b""
+                bool_decides = node.type is HypfsType.BOOL and self.hv.release.hypfs_bool_oversize_rc == -errno.EDOM
+                if not bool_decides:
+                    return -errno.ENOSPC, b""
             return node.write(data, buf_len), b""
         return -errno.EOPNOTSUPP, b""
 
@@ -244,7 +250,7 @@ class Hypfs:
             if arg.path_addr or arg.path_len or arg.buf_addr or arg.buf_len:
                 return -errno.EINVAL
             return XEN_HYPFS_VERSION
-        if arg.path_len > XEN_HYPFS_MAX_PATHLEN:
+        if not arg.path_len or arg.path_len > XEN_HYPFS_MAX_PATHLEN:
             return -errno.EINVAL
         raw_path = _copy_from(cur, arg.path_addr, arg.path_len)
         if raw_path is None:
