@@ -6,7 +6,7 @@ For each size a synthetic fleet is written to a temporary SQLite file (``xenabi 
 pools of about 500 hosts). Then, each in a fresh process so that its peak memory is its own:
 
 - summary: the full admission summary (every VM class against every host class, expanded with counts);
-- plan: an upgrade plan moving every host older than 4.14 to 4.14 with ABI control;
+- plan: an upgrade plan moving every host older than 4.20 to 4.22 with ABI control;
 - direct: per-pair admission (one ``admission()`` call per VM and host) for a sample of VMs against every host,
   timed per pair; the speed-up is that time scaled to the whole fleet (VMs x hosts pairs) over the summary's time.
 
@@ -41,9 +41,13 @@ def child(task: str, db: str, size: int) -> None:
         rows = summary(inv)
         result["classes"] = len(rows)
     elif task == "plan":
-        hosts = [row[0] for row in inv.db.execute("SELECT name FROM hosts WHERE release != '4.14' ORDER BY id")]
+        old = ("4.3", "4.4", "4.5", "4.6", "4.7", "4.8", "4.9", "4.10", "4.11", "4.12", "4.13", "4.14", "4.15",
+               "4.16", "4.17", "4.18", "4.19")  # fmt: skip
+        marks = ",".join("?" * len(old))
+        query = f"SELECT name FROM hosts WHERE release IN ({marks}) ORDER BY id"
+        hosts = [row[0] for row in inv.db.execute(query, old)]
         start = time.perf_counter()
-        plan = plan_upgrade(inv, hosts, "4.14", True)
+        plan = plan_upgrade(inv, hosts, "4.22", True)
         result |= {"hosts": plan.hosts, "affected": plan.affected_vms, "safe": plan.safe}
     elif task == "direct":
         n_hosts = inv.counts()[0]

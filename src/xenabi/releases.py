@@ -318,6 +318,13 @@ def canonical(name: str) -> str:
     return exact
 
 
+def normal_name(name: str) -> str:
+    """``name`` as written in inventories: a line stays a line ("4.14"), a point release stays exact ("4.14.1");
+    PolicyError for anything else."""
+    exact = canonical(name)
+    return exact if str(name).strip().count(".") == 2 else exact.rsplit(".", 1)[0]
+
+
 @cache
 def _row(exact: str) -> Release:
     point = _parse_point(exact)

@@ -35,8 +35,9 @@ from typing import Any
 
 from xenabi.abi.domctl import GuestType
 from xenabi.abi.features import REGISTRY
-from xenabi.errors import InventoryError
-from xenabi.policy import RELEASES, features_of_version
+from xenabi.errors import InventoryError, PolicyError
+from xenabi.policy import RELEASES, features_of_version, get_release
+from xenabi.releases import normal_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hosts (
@@ -76,7 +77,7 @@ class VmPolicy:
         if self.pinned is not None:
             return self.pinned
         assert self.legacy is not None
-        return features_of_version(RELEASES[self.legacy].version, guest_type)
+        return features_of_version(get_release(self.legacy).version, guest_type)
 
     def __str__(self) -> str:
         if self.pinned is not None:
@@ -89,9 +90,7 @@ def parse_policy(text: str) -> VmPolicy:
     if not sep or kind not in ("pinned", "legacy"):
         raise ValueError(f"policy {text!r} is neither pinned:<features> nor legacy:<release>")
     if kind == "legacy":
-        if rest not in RELEASES:
-            raise ValueError(f"unknown release {rest!r} (known: {', '.join(RELEASES)})")
-        return VmPolicy(legacy=rest)
+        return VmPolicy(legacy=parse_release(rest))
     names = [name.strip() for name in rest.split(",") if name.strip()]
     for name in names:
         if name not in REGISTRY:
@@ -100,9 +99,10 @@ def parse_policy(text: str) -> VmPolicy:
 
 
 def parse_release(text: str) -> str:
-    if text not in RELEASES:
-        raise ValueError(f"unknown release {text!r} (known: {', '.join(RELEASES)})")
-    return text
+    try:
+        return normal_name(text)
+    except PolicyError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def parse_bool(text: object) -> int:
@@ -302,14 +302,17 @@ class Inventory:
 
 
 # --- synthetic fleet generation -------------------------------------------------------------------------------------
-RELEASE_WEIGHTS = {"4.3": 2, "4.4": 2, "4.5": 2, "4.6": 3, "4.7": 3, "4.8": 5, "4.9": 6, "4.10": 6, "4.11": 9,
-                   "4.12": 10, "4.13": 14, "4.14": 38}  # fmt: skip
+RELEASE_WEIGHTS = {"4.3": 1, "4.4": 1, "4.5": 1, "4.6": 1, "4.7": 1, "4.8": 1, "4.9": 1, "4.10": 1, "4.11": 2,
+                   "4.12": 2, "4.13": 2, "4.14": 3, "4.15": 3, "4.16": 8, "4.17": 14, "4.18": 14, "4.19": 16,
+                   "4.20": 14, "4.21": 10, "4.22": 4}  # fmt: skip
+"""A modern fleet: mostly 4.16 to 4.22, with a tail of old releases."""
+CONTROLLED_FROM = "4.16"  # hosts from this release on have ABI control three times in four, older ones one in ten
 GUEST_TYPE_WEIGHTS = {"hvm": 60, "pvh": 25, "pv": 15}
 
 
 def synth_hosts(n: int, rng: random.Random) -> list[tuple[int, str, str, str, int]]:
     """Pools of about 500 hosts; each pool is mostly one release (rolling upgrades leave a few on the previous
-    one); hosts on 4.14 have ABI control three times in four, older ones one time in ten."""
+    one); hosts on 4.16 or later have ABI control three times in four, older ones one time in ten."""
     releases = list(RELEASE_WEIGHTS)
     rows = []
     pools = max(1, n // 500)
@@ -320,7 +323,8 @@ def synth_hosts(n: int, rng: random.Random) -> list[tuple[int, str, str, str, in
         if rng.random() < 0.1:
             index = releases.index(release)
             release = releases[max(0, index - 1)]
-        control = rng.random() < (0.75 if release == "4.14" else 0.1)
+        modern = get_release(release).version >= get_release(CONTROLLED_FROM).version
+        control = rng.random() < (0.75 if modern else 0.1)
         rows.append((i + 1, f"host{i + 1:06d}", f"pool{pool:04d}", release, int(control)))
     return rows
 

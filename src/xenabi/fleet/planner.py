@@ -29,7 +29,7 @@ from xenabi.abi.domctl import GuestType
 from xenabi.abi.features import REGISTRY
 from xenabi.errors import InventoryError
 from xenabi.fleet.inventory import Inventory, VmPolicy, parse_policy, parse_release
-from xenabi.policy import RELEASES, AbiPolicy, Refusal, admission
+from xenabi.policy import AbiPolicy, Refusal, admission, get_release
 
 Progress = Callable[[int], None]
 
@@ -249,7 +249,7 @@ def level(inv: Inventory, pool: str) -> list[Level]:
     total = sum(classes.values())
     out = []
     for kind in GuestType:
-        applicable = {hc: RELEASES[hc.release].applicable_features(kind) for hc in classes}
+        applicable = {hc: get_release(hc.release).applicable_features(kind) for hc in classes}
         union = frozenset().union(*applicable.values())
         uncontrolled = {applicable[hc] for hc in classes if not hc.abi_control}
         conflict = ""

@@ -27,6 +27,7 @@ from typing import BinaryIO
 from xenabi.abi.domctl import GuestType
 from xenabi.abi.hvm import HVM_NR_PARAMS
 from xenabi.errors import ConfigError, StreamError, XlCfgError
+from xenabi.releases import LINES
 from xenabi.toolstack.config import DomainConfig
 from xenabi.toolstack.streams import libxc, libxl, xl
 from xenabi.toolstack.streams.framing import MAX_RECORD_LENGTH, RECORD_HEADER, StreamInput, padding
@@ -274,6 +275,11 @@ class StreamReader:
             raise self.error("libxc", "domain header", start + 4, f"page shift {page_shift}", "12")
         if res:
             raise self.error("libxc", "domain header", start + 6, "reserved field set", "0")
+        if major and f"{major}.{minor}" not in LINES:  # major 0: a legacy-converted stream (restore decides)
+            raise self.error(
+                "libxc", "domain header", start + 8, f"written by Xen {major}.{minor}, which is not in the release "
+                f"table", f"a release from {next(iter(LINES))} to {list(LINES)[-1]}",
+            )  # fmt: skip
         config = self.info.config
         if config is not None and config.guest_type is GuestType.PV:
             raise self.error(
