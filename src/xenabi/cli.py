@@ -107,8 +107,11 @@ def main() -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
-@click.option("--release", default=None,
-              help="Show each create flag's bit on this release (4.3 to 4.22, or a point release such as 4.14.1).")
+@click.option(
+    "--release",
+    default=None,
+    help="Show each create flag's bit on this release (4.3 to 4.22, or a point release such as 4.14.1).",
+)
 def features(as_json: bool, release: str | None) -> None:
     """The ABI feature registry: every feature, its create flag and the operations it gates. With --release, the
     bit each feature's create flag takes on that release: the series' bit (7, 8) unless Xen gave it to a flag of

@@ -312,7 +312,8 @@ def canonical(name: str) -> str:
     if point > LINES[line] or exact in NEVER_TAGGED:
         raise PolicyError(
             f"Xen {exact} was never released; the {line} line has {line}.0 to {line}.{LINES[line]}"
-            + (" (there was no 4.6.2)" if line == "4.6" else ""),
+            + (" (there was no 4.6.2)" if line == "4.6" else "")
+            + f"; known: {known_range()}",
             name=str(name),
         )
     return exact
@@ -375,15 +376,18 @@ def behaviour(release: Release) -> dict[str, Any]:
 
 
 def changes_between(a: Release, b: Release) -> list[Change]:
-    """The table entries whose field differs between ``a`` and ``b``: for each such field, the change that gave
-    ``b`` (the later release of the two) its value, or ``a`` its value when ``b`` is the older."""
+    """The table entries whose field differs between ``a`` and ``b``: for each such field, the change that gave the
+    newer of the two its value, or, when an older point release got a fix as a backport that a newer x.y.0 lacks
+    (4.5.3 has 78e24c269b, 4.6.0 does not), the change that gave the older one its value."""
     older, newer = (a, b) if a.point <= b.point else (b, a)
     out: list[Change] = []
     for name in BEHAVIOUR_FIELDS:
         if getattr(older, name) == getattr(newer, name):
             continue
-        deciding = [c for c in CHANGES if c.field == name and c.applies(newer.point) and not c.applies(older.point)]
-        out.extend(deciding[-1:] if deciding else [])
+        mine = [c for c in CHANGES if c.field == name]
+        deciding = [c for c in mine if c.applies(newer.point) and not c.applies(older.point)]
+        deciding = deciding or [c for c in mine if c.applies(older.point) and not c.applies(newer.point)]
+        out.extend(deciding[-1:])
     return out
 
 
