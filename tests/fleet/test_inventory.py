@@ -127,3 +127,21 @@ def test_synth_is_deterministic_and_valid() -> None:
     assert a.counts() == (50, 2000) and a.export_json() == b.export_json()
     for row in a.export_json()["vms"]:
         parse_policy(row["policy"])
+
+
+def test_every_release_of_the_table_imports_and_synth_is_a_modern_fleet(tmp_path: Path) -> None:
+    """Issue 12: inventories take every release, a line or a point release; a bad one names the known range."""
+    inv = Inventory(":memory:")
+    text = "name,pool,release,abi_control\nh1,p,4.22,1\nh2,p,4.14.1,0\nh3,p,4.16,1\n"
+    assert inv.import_file(write(tmp_path, "h.csv", text)) == (3, 0)
+    vms = 'name,guest_type,host,policy\nv1,pvh,h2,legacy:4.14.1\nv2,pvh,h1,"pinned:evtchn_fifo,evtchn_upcall"\n'
+    assert inv.import_file(write(tmp_path, "v.csv", vms)) == (0, 2)
+    assert inv.host("h2")[2] == "4.14.1"
+    with pytest.raises(InventoryError) as refused:
+        inv.import_file(write(tmp_path, "bad.csv", "name,pool,release,abi_control\nh9,p,4.14.99,1\n"))
+    assert refused.value.field == "release" and "never released" in str(refused.value)
+    synth = Inventory(":memory:")
+    synth.synth(1000, 25_000, seed=3)  # 50 pools of 500 hosts
+    releases = dict(synth.db.execute("SELECT release, COUNT(*) FROM hosts GROUP BY release"))
+    modern = sum(n for release, n in releases.items() if int(release.split(".")[1]) >= 16)
+    assert modern > 0.7 * 25_000 and any(int(release.split(".")[1]) < 16 for release in releases)
