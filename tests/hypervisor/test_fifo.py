@@ -225,36 +225,6 @@ def test_section5_3_no_control_block_sets_pending_then_drops_before_4_17() -> No
     assert hv.domain(a).vcpus[1].upcall_count == 0
 
 
-def test_section5_3_no_control_block_drops_entirely_from_4_17() -> None:
-    from xenabi.hypervisor.evtchn_fifo import Fifo
-
-    hv = Hypervisor("4.14")
-    hv.fifo_ops = Fifo(no_control_block_sets_pending=False)
-    a = new_domu(hv, max_vcpus=2)
-    guest = FifoGuest(hv, a)
-    guest.init_control(0)
-    ipi = port_of(hv, a, "bind_ipi", vcpu=1)
-    guest.setup_port(ipi)
-    guest.d.memory32[guest.word_index(ipi)] = 0
-    ev(hv, a, "send", port=ipi)
-    assert guest.word(ipi) == 0
-
-
-# --- §5.4 queue changes ---------------------------------------------------------------------------------------
-def test_section5_4_priority_change_applies_at_next_link(hv: Hypervisor) -> None:
-    a, guest = fifo_domu(hv)
-    p0, pa = bound_pair(hv, guest)
-    ev(hv, 0, "send", port=p0)
-    assert ev(hv, a, "set_priority", port=pa, priority=2)[0] == 0
-    assert head(guest, 0, 7) == pa and ready(guest) == 1 << 7  # stays on the old queue
-    got: list[int] = []
-    guest.upcall(0, got.append)
-    ev(hv, 0, "send", port=p0)
-    assert head(guest, 0, 2) == pa and ready(guest) == 1 << 2
-    chn = hv.domain(a).chans[pa]
-    assert (chn.lastq_vcpu, chn.lastq_priority) == (0, 2)
-
-
 def test_section5_4_bind_vcpu_moves_the_next_link(hv: Hypervisor) -> None:
     a, guest = fifo_domu(hv, vcpus=2)
     p0, pa = bound_pair(hv, guest)
