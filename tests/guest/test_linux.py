@@ -145,6 +145,11 @@ def test_state_lives_in_guest_memory() -> None:
     traffic(ts, kernel)
     again = LinuxKernel.attach(ts.hv, kernel.domid)
     assert again.state == kernel.state
+    # the serialisation is byte for byte what dataclasses.asdict gave (issue 13 dropped asdict for speed)
+    import json
+    from dataclasses import asdict
+
+    assert kernel.state.to_bytes() == json.dumps(asdict(kernel.state), separators=(",", ":")).encode()
     d = ts.hv.domain(kernel.domid)
     d.memory[KERNEL_STATE_GFN * 4096 : KERNEL_STATE_GFN * 4096 + 4] = b"XXXX"
     with pytest.raises(KernelStateMissing):

@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,9 @@ class KernelState:
     resumes: int = 0
 
     def to_bytes(self) -> bytes:
-        doc = asdict(self)
+        # Every field already holds plain JSON values, so the fields go to json as they are: asdict's recursive
+        # deep copy produced the same bytes at several times the cost (half of the demo's time).
+        doc = {name: getattr(self, name) for name in _STATE_FIELDS}
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -165,6 +167,9 @@ class KernelState:
         doc["control_blocks"] = {int(k): v for k, v in doc["control_blocks"].items()}
         doc["bindings"] = {int(k): v for k, v in doc["bindings"].items()}
         return cls(**doc)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(KernelState))
 
 
 def read_state(hv: Hypervisor, domid: int) -> KernelState:
