@@ -11,17 +11,19 @@ policy, and the pages read straight into its memory. Any failure after that dest
 or broken stream leaves nothing behind. Event channel state is not carried: the new domain starts in 2-level mode,
 and the toolstack gives it fresh xenstore and console ports through HVM params, as ``libxl__build_pre`` does.
 
-Migration (in-process): the source is paused, its stream restored on the destination (paused); only when the
-destination holds the domain is the source destroyed and the copy unpaused (if the source was running). If the
+Migration (in-process): the source is paused, its stream written by a thread into a socket pair and restored on
+the destination (paused) as it arrives, so no copy of the stream is ever held; only when the destination holds the
+domain is the source destroyed and the copy unpaused (if the source was running). If the
 destination refuses or fails, the source is resumed. Pre-copy rounds are not modelled: the transfer is a stop-and-copy.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
+import socket
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -182,19 +184,35 @@ def migrate_local(ts: Toolstack, domid: int, dest: Toolstack, *, force: bool = F
     check_saveable(d)
     was_running = d.lifecycle is Lifecycle.RUNNING
     ts.hv.pause(domid)
+    # The stream goes through a socket pair, written by a thread as the receiver reads it: the pages are never
+    # held twice (the BytesIO this replaced held the whole stream beside both domains).
+    send_end, recv_end = socket.socketpair()
+    failures: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            with send_end:
+                write_domain(ts, domid, VectorOutput(send_end))
+        except BaseException as exc:  # reported by the receiving side, which sees the stream end early
+            failures.append(exc)
+
+    writer = threading.Thread(target=send, name=f"migration of d{domid}", daemon=True)
+    writer.start()
     try:
-        buffer = io.BytesIO()
-        write_domain(ts, domid, VectorOutput(buffer))
-        buffer.seek(0)
-        new = dest.restore(buffer, force=force, paused=True)
+        with recv_end, recv_end.makefile("rb") as stream:
+            new = dest.restore(stream, force=force, paused=True)
     except AbiIncompatible:
         ts.hv.unpause(domid)
         raise
     except BaseException as exc:
         ts.hv.unpause(domid)
+        cause = failures[0] if failures else exc
         raise MigrationError(
-            f"migrating d{domid} to {dest.name} failed ({exc}); the source was resumed", cause=exc
+            f"migrating d{domid} to {dest.name} failed ({cause}); the source was resumed", cause=cause
         ) from exc
+    finally:
+        recv_end.close()  # a refused or failed restore stops reading; the writer's next send then fails
+        writer.join()
     if was_running:
         dest.hv.unpause(new)
     ts.destroy(domid)
