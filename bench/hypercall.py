@@ -3,8 +3,9 @@
     python bench/hypercall.py [--seconds 1.0]
 
 - floor: an unknown EVTCHNOP sub-op (domain lookup, gate check, table lookup, -ENOSYS);
-- 2L send: EVTCHNOP_send on an unmasked interdomain channel (the guest clears PENDING and the selector between
-  sends, so every send takes the full new-event path; those two byte writes are measured and subtracted);
+- 2L send: EVTCHNOP_send on an unmasked interdomain channel (the guest clears PENDING, the selector and
+  evtchn_upcall_pending between sends, as the FIFO rows clear theirs, so every send takes the full new-event path
+  and raises an upcall; those byte writes are measured and subtracted);
 - 2L send+consume: the same with the reference 2-level consumer handling each event;
 - FIFO send, new head: queue empty each time (the guest unlinks the word and clears READY, subtracted likewise);
 - FIFO send, append: 1000 distinct ports per batch, so all but the first are appended through the tail's LINK;
@@ -84,7 +85,8 @@ def main() -> None:
     d = hv.domain(domid)
     memory = d.memory
     pending_at = d.shinfo_pending + (port >> 3)
-    sel_at = d.vcpus[0].info_offset + d.pending_sel
+    info_at = d.vcpus[0].info_offset
+    sel_at = info_at + d.pending_sel
     send = E.Send(backend)
 
     def send_2l(n: int) -> None:
@@ -92,11 +94,13 @@ def main() -> None:
             call(hv, 0, EC, E.EVTCHNOP_send, send)
             memory[pending_at] = 0
             memory[sel_at] = 0
+            memory[info_at] = 0
 
     def clear_2l(n: int) -> None:
         for _ in range(n):
             memory[pending_at] = 0
             memory[sel_at] = 0
+            memory[info_at] = 0
 
     figures["2L send (interdomain, unmasked)"] = per_op(send_2l, clear_2l, seconds)
     guest2 = TwoLevelGuest(hv, domid)

@@ -26,6 +26,8 @@ class TwoLevelGuest:
         self.d = hv.domain(domid)
         self.cursor = [(0, 0)] * self.d.max_vcpus
         self.owner: dict[int, int] = {}  # port -> vCPU it is bound to in the guest; default vCPU0
+        self._words: memoryview | None = None
+        self._words_bits = 0
 
     # --- bit access -------------------------------------------------------------------------------------
     def _bit(self, base: int, port: int) -> bool:
@@ -89,15 +91,25 @@ class TwoLevelGuest:
         """The upcall loop on ``vcpu`` with this ABI's event handling; returns events delivered."""
         return do_upcall(self.d, vcpu, self.handle_events, deliver)
 
+    def _word_view(self) -> memoryview:
+        """Guest memory as xen_ulong_t words (64- or 32-bit, as the domain's width is now): the selector, pending
+        and mask words are read and written whole, as Linux's ``xchg`` and ``active_evtchns`` do."""
+        bits = self.d.word_bits
+        if self._words is None or self._words_bits != bits:
+            self._words = memoryview(self.d.memory).cast("Q" if bits == 64 else "I")
+            self._words_bits = bits
+        return self._words
+
     def handle_events(self, vcpu: int, deliver: Callable[[int], None]) -> int:
         d = self.d
         bits = d.word_bits
         full = (1 << bits) - 1
-        memory = d.memory
-        sel_at = d.vcpus[vcpu].info_offset + d.pending_sel
+        words_view = self._word_view()
         nbytes = bits // 8
-        pending_words = int.from_bytes(memory[sel_at : sel_at + nbytes], "little")
-        memory[sel_at : sel_at + nbytes] = bytes(nbytes)
+        sel = (d.vcpus[vcpu].info_offset + d.pending_sel) // nbytes
+        pending_words = words_view[sel]
+        words_view[sel] = 0  # xchg(&vcpu_info->evtchn_pending_sel, 0)
+        pending_base = d.shinfo_pending // nbytes
         start_word, start_bit = self.cursor[vcpu]
         word_idx, first_pass = start_word, True
         handled = 0
@@ -107,7 +119,7 @@ class TwoLevelGuest:
                 word_idx = 0
                 continue
             word_idx = (words & -words).bit_length() - 1
-            active = self._active_bits(vcpu, word_idx)
+            active = self._active_bits(vcpu, word_idx, words_view)
             bit_idx = 0
             if word_idx == start_word and first_pass:
                 bit_idx = start_bit
@@ -119,7 +131,7 @@ class TwoLevelGuest:
                     break
                 bit_idx = (candidates & -candidates).bit_length() - 1
                 port = word_idx * bits + bit_idx
-                self._set(d.shinfo_pending, port, False)  # the edge IRQ handler acks first
+                words_view[pending_base + word_idx] &= ~(1 << bit_idx)  # the edge IRQ handler acks first
                 deliver(port)
                 handled += 1
                 active &= ~(1 << bit_idx)
@@ -132,13 +144,10 @@ class TwoLevelGuest:
             word_idx = (word_idx + 1) % bits
         return handled
 
-    def _active_bits(self, vcpu: int, word_idx: int) -> int:
+    def _active_bits(self, vcpu: int, word_idx: int, words_view: memoryview) -> int:
         d = self.d
         nbytes = d.word_bits // 8
-        start = word_idx * nbytes
-        pending = int.from_bytes(d.memory[d.shinfo_pending + start : d.shinfo_pending + start + nbytes], "little")
-        mask = int.from_bytes(d.memory[d.shinfo_mask + start : d.shinfo_mask + start + nbytes], "little")
-        active = pending & ~mask
+        active = words_view[d.shinfo_pending // nbytes + word_idx] & ~words_view[d.shinfo_mask // nbytes + word_idx]
         if self.owner:
             base = word_idx * d.word_bits
             for bit in range(d.word_bits):

@@ -498,32 +498,47 @@ class LinuxKernel:
         """Write the memory image (this kernel's state included) to ``disk`` and power off."""
         self.state.phase = "hibernating"
         self._save()
-        gfns = self._ram_gfns()
+        runs = self._ram_runs()
         with open(disk, "wb") as out:
-            out.write(IMAGE_HEADER.pack(IMAGE_MAGIC, len(gfns), 0))
+            out.write(IMAGE_HEADER.pack(IMAGE_MAGIC, sum(count for _start, count in runs), 0))
             memory = memoryview(self.d.memory)
-            for gfn in gfns:
-                out.write(memory[gfn * PAGE_SIZE : (gfn + 1) * PAGE_SIZE])
+            for start, count in runs:  # one write per contiguous run of RAM, straight from guest memory
+                out.write(memory[start * PAGE_SIZE : (start + count) * PAGE_SIZE])
         self.state.phase = "off"
         self.hv.shutdown_domain(self.domid, "poweroff")
 
-    def _ram_gfns(self) -> list[int]:
-        return [gfn for gfn in range(self.d.nr_pages) if self.d.is_guest_ram(gfn)]
+    def _ram_runs(self) -> list[tuple[int, int]]:
+        """The guest's RAM as (first gfn, count) runs: everything but Xen's pages."""
+        runs: list[tuple[int, int]] = []
+        for gfn in range(self.d.nr_pages):
+            if not self.d.is_guest_ram(gfn):
+                continue
+            if runs and runs[-1][0] + runs[-1][1] == gfn:
+                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+            else:
+                runs.append((gfn, 1))
+        return runs
 
     def _resume_from_image(self, disk: Path) -> LinuxKernel:
         """``software_resume`` in the boot kernel: freeze its own channels, load the image, hand over."""
         with open(disk, "rb") as source:
             _magic, nr_pages, _reserved = IMAGE_HEADER.unpack(source.read(IMAGE_HEADER.size))
-            gfns = self._ram_gfns()
-            if nr_pages != len(gfns):
+            runs = self._ram_runs()
+            if nr_pages != sum(count for _start, count in runs):
                 self._error("software_resume", -errno.EINVAL, "image does not match this memory size; booted fresh")
                 self._save()
                 return self
             for name in [name for name, _v in self.state.bindings.values() if name not in TOOLSTACK_CHANNELS]:
                 self.unbind(name)
             memory = memoryview(self.d.memory)
-            for gfn in gfns:
-                source.readinto(memory[gfn * PAGE_SIZE : (gfn + 1) * PAGE_SIZE])
+            for start, count in runs:  # one read per contiguous run
+                view = memory[start * PAGE_SIZE : (start + count) * PAGE_SIZE]
+                got = 0
+                while got < len(view):
+                    n = source.readinto(view[got:])
+                    if not n:
+                        raise OSError(f"hibernation image {disk} ends early")
+                    got += n
         with open(disk, "r+b") as out:
             out.write(IMAGE_USED)
         resumed = LinuxKernel.attach(self.hv, self.domid)
