@@ -72,6 +72,7 @@ class Chan:
         "lastq_priority",
         "lastq_vcpu",
         "notify_vcpu_id",
+        "peer",
         "pending",
         "pirq",
         "port",
@@ -89,6 +90,9 @@ class Chan:
         self.xen_consumer = 0
         self.remote_domid = 0
         self.remote_port = 0
+        # INTERDOMAIN: (remote domain, remote channel), derived from remote_domid/remote_port at bind time so that a
+        # send need not look them up; cleared whenever the channel is freed or closed (close, reset, destroy)
+        self.peer: tuple[Domain, Chan] | None = None
         self.pirq = 0
         self.virq = 0
         self.notify_vcpu_id = 0

@@ -120,6 +120,7 @@ def evtchn_free(d: Domain, chn: Chan) -> None:
     chn.state = FREE
     chn.notify_vcpu_id = 0
     chn.xen_consumer = 0
+    chn.peer = None
     d.free_hint = min(d.free_hint, chn.port)
 
 
@@ -174,6 +175,7 @@ def bind_interdomain(hv: Hypervisor, cur: Domain, arg: abi.BindInterdomain) -> i
     _bind(cur, lchn, INTERDOMAIN, 0)
     rchn.state = INTERDOMAIN
     rchn.remote_domid, rchn.remote_port = cur.domid, lport
+    lchn.peer, rchn.peer = (rd, rchn), (cur, lchn)
     cur.port_ops.set_pending(cur, lchn.notify_vcpu_id, lchn)
     arg.local_port = lport
     return 0
@@ -271,6 +273,7 @@ def evtchn_close(hv: Hypervisor, d: Domain, port: int, *, guest: bool = True) ->
         evtchn_free(d, chn)
         rchn.state = UNBOUND
         rchn.remote_domid = d.domid
+        rchn.peer = None
         return 0
     evtchn_free(d, chn)
     return 0
@@ -286,8 +289,7 @@ def send(hv: Hypervisor, cur: Domain, arg: abi.Send) -> int:
         return EINVAL
     state = lchn.state
     if state == INTERDOMAIN:
-        rd = hv.domains[lchn.remote_domid]
-        rchn = rd.chans[lchn.remote_port]
+        rd, rchn = lchn.peer  # type: ignore[misc]  # set at bind, cleared with the state
         if rchn.xen_consumer:
             hv.notify_xen_consumer(rd, rchn)
         else:
