@@ -113,3 +113,35 @@ def test_config_show_reports_xl_quirks_as_warnings(tmp_path: Path) -> None:
     report = json.loads(result.output)
     assert result.exit_code == 0 and report["config"]["c_info"]["name"] == "vm"
     assert len(report["warnings"]) == 1 and "octal escape" in report["warnings"][0]
+
+
+def _modules_after(*args: str) -> set[str]:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom xenabi.cli import main\n"
+        f"try:\n    main({list(args)!r})\nexcept SystemExit:\n    pass\n"
+        "print('MODULES', ' '.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("MODULES "))
+    return set(line.split()[1:])
+
+
+def test_help_and_stream_verify_load_only_what_they_use(tmp_path: Path) -> None:
+    """Issue 13: subcommands load lazily; --help imports no fleet, rich table or toolstack, and neither does
+    stream verify."""
+    heavy = {"xenabi.fleet.inventory", "xenabi.fleet.planner", "rich.table", "xenabi.toolstack.toolstack",
+             "xenabi.hypervisor.hypervisor", "sqlite3"}  # fmt: skip
+    assert not heavy & _modules_after("--help")
+    from xenabi.hypervisor import Hypervisor
+    from xenabi.toolstack import DomainConfig, Toolstack
+
+    ts = Toolstack(Hypervisor("4.14"))
+    save = tmp_path / "vm.save"
+    ts.save(ts.create(DomainConfig.from_xl('name = "v"\ntype = "hvm"\nmemory = 4\n'), start=True), save)
+    loaded = _modules_after("stream", "verify", str(save))
+    assert "xenabi.toolstack.streams.reader" in loaded and not heavy & loaded
+    result = CliRunner().invoke(main, ["--help"])
+    assert "fleet" in result.output and "releases" in result.output and "stream" in result.output

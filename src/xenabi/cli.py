@@ -10,23 +10,25 @@ reported as an internal error with its type and message, exit 2 (``XENABI_DEBUG=
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-import sqlite3
 import sys
 import unicodedata
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from xenabi import __version__
 from xenabi.abi.evtchn import EvtchnOp
 from xenabi.abi.features import REGISTRY
 from xenabi.abi.hvm import HVMOP_set_evtchn_upcall_vector
 from xenabi.abi.xen import HYPERCALL_NAMES, HYPERVISOR_event_channel_op, HYPERVISOR_hvm_op
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 
 def _op_name(op: int, cmd: int) -> str:
@@ -51,31 +53,83 @@ def visible(text: str) -> str:
     return "".join(out)
 
 
-class LiteralConsole(Console):
-    """A console that prints strings literally: no markup, no emoji codes, no highlighting, control characters
-    escaped."""
+@cache
+def _literal_console_class() -> type[Console]:
+    """Rich is imported only by a command that prints a table (``--help`` and the JSON paths never load it)."""
+    from rich.console import Console
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+    class LiteralConsole(Console):
+        """A console that prints strings literally: no markup, no emoji codes, no highlighting, control characters
+        escaped."""
 
-    def render_str(self, text: str, **kwargs: Any) -> Text:
-        return super().render_str(visible(text), **kwargs)
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+        def render_str(self, text: str, **kwargs: Any) -> Text:
+            return super().render_str(visible(text), **kwargs)
+
+    return LiteralConsole
 
 
 def _console() -> Console:
-    return LiteralConsole(soft_wrap=False, width=max(Console().width, 120))
+    literal = _literal_console_class()
+    return literal(soft_wrap=False, width=max(literal().width, 120))
 
 
 def styled(text: str, style: str) -> Text:
     """A user-visible string in a style, printed literally."""
+    from rich.text import Text
+
     return Text(visible(text), style=style)
 
 
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = ()  # filled in below, once the error module is imported
+def table_(**kwargs: Any) -> Any:
+    """A rich Table (imported on first use)."""
+    from rich.table import Table
+
+    return Table(**kwargs)
+
+
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "save": ("xenabi.cli_streams", "save", "Create and start the VM of CONFIG, then save it to OUT."),
+    "restore": ("xenabi.cli_streams", "restore", "Restore an xl save file into a fresh model host."),
+    "stream": ("xenabi.cli_streams", "stream", "Xen save and migration streams."),
+    "host": ("xenabi.cli_streams", "host", "Run a model host."),
+    "migrate": ("xenabi.cli_streams", "migrate", "Boot FILE on a local model host and migrate it to --to."),
+    "fleet": ("xenabi.cli_fleet", "fleet", "Fleet planning: where VMs may run, levelled defaults, safe upgrades."),
+    "releases": ("xenabi.cli_releases", "releases", "The Xen releases the model knows, and what changes between two."),
+}
+"""Command name -> (module, attribute, one-line help): loaded only when that command runs, so ``xenabi --help`` and
+``xenabi stream verify`` import neither the fleet nor the toolstack (click's lazy-group pattern)."""
 
 
 class XenabiGroup(click.Group):
-    """The top-level group: every command runs inside the one place that turns exceptions into messages."""
+    """The top-level group: commands load lazily, and every command runs inside the one place that turns exceptions
+    into messages."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            module, attribute, _help = LAZY_COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from the declared one-line helps, without importing the lazy modules."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in LAZY_COMMANDS:
+                rows.append((name, LAZY_COMMANDS[name][2]))
+            else:
+                command = super().get_command(ctx, name)
+                if command is not None and not command.hidden:
+                    rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -85,10 +139,10 @@ class XenabiGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
-        except EXPECTED_ERRORS as exc:
-            click.echo(f"error: {visible(str(exc))}", err=True)
-            sys.exit(1)
         except Exception as exc:
+            if _expected(exc):
+                click.echo(f"error: {visible(str(exc))}", err=True)
+                sys.exit(1)
             if os.environ.get("XENABI_DEBUG"):
                 raise
             click.echo(
@@ -146,7 +200,7 @@ def features(as_json: bool, release: str | None) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     title = "ABI feature registry" + (f" on Xen {host.name} (with ABI control)" if host is not None else "")
-    table = Table(title=title)
+    table = table_(title=title)
     for column in ("feature", "bit", "since", "create flag", "guest types", "gates"):
         table.add_column(column)
     for row in rows:
@@ -189,7 +243,7 @@ def demo(as_json: bool, names: tuple[str, ...], rounds: int, verbose: bool) -> N
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
         sys.exit(0 if safe else 1)
     summaries = {s.name: s.summary for s in SCENARIOS}
-    table = Table(title="xenabi demo: what each guest went through (every figure computed by the model)")
+    table = table_(title="xenabi demo: what each guest went through (every figure computed by the model)")
     for column in ("scenario", "host", "kernel", "sent", "handled", "lost", "ABI changed", "outcome"):
         table.add_column(column, justify="right" if column in ("sent", "handled", "lost") else "left")
     colours = {"fine": "green", "refused": "yellow", "hung": "red", "crashed": "red"}
@@ -293,7 +347,7 @@ def _print_config_report(report: dict[str, object]) -> None:
         return
     policy = report["policy"]
     assert isinstance(policy, dict)
-    table = Table(title="effective policy")
+    table = table_(title="effective policy")
     table.add_column("field")
     table.add_column("value")
     table.add_row("features", ", ".join(policy["features"]) or "(none)")
@@ -304,7 +358,7 @@ def _print_config_report(report: dict[str, object]) -> None:
     table.add_row("create flags", f"{flags['value']} = " + (" | ".join(flags["names"]) or "(none)"))
     table.add_row("stored config", "pinned" if report["pinned"] else "not pinned (legacy toolstack)")
     console.print(table)
-    cpuid = Table(title="hypervisor CPUID leaves (vCPU 0)")
+    cpuid = table_(title="hypervisor CPUID leaves (vCPU 0)")
     for column in ("leaf", "eax", "ebx", "ecx", "edx"):
         cpuid.add_column(column)
     leaves = report["cpuid"]
@@ -315,7 +369,7 @@ def _print_config_report(report: dict[str, object]) -> None:
     nodes = report["hypfs"]
     assert isinstance(nodes, list)
     if nodes:
-        hypfs = Table(title="hypfs (as dom0 reads it)")
+        hypfs = table_(title="hypfs (as dom0 reads it)")
         for column in ("path", "type", "value", "writable"):
             hypfs.add_column(column)
         for node in nodes:
@@ -329,13 +383,12 @@ def _print_config_report(report: dict[str, object]) -> None:
     console.print(str(report["stored_config"]))
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
+def _expected(exc: Exception) -> bool:
+    """An error raised on purpose (the project's own, the operating system's, the inventory database's): a clear
+    one-line message, not an internal error."""
     from xenabi.errors import XenabiError
 
-    return (XenabiError, OSError, sqlite3.Error)
+    sqlite3 = sys.modules.get("sqlite3")  # only a command that opened an inventory can raise its errors
+    return isinstance(exc, XenabiError | OSError) or (sqlite3 is not None and isinstance(exc, sqlite3.Error))
 
-
-EXPECTED_ERRORS = _expected_errors()
-
-# The command groups in their own modules register themselves on `main`.
-from xenabi import cli_fleet, cli_releases, cli_streams  # noqa: E402,F401
+# The command groups in their own modules are loaded on demand (LAZY_COMMANDS).

@@ -12,9 +12,8 @@ from typing import Any
 
 import click
 from rich.progress import Progress
-from rich.table import Table
 
-from xenabi.cli import _console, _fail, json_option, main, styled, visible
+from xenabi.cli import _console, _fail, json_option, styled, table_, visible
 from xenabi.errors import InventoryError, XenabiError
 
 
@@ -44,7 +43,7 @@ def _open(db: str) -> Any:
     return Inventory(db)
 
 
-@main.group()
+@click.group()
 def fleet() -> None:
     """Fleet planning: where VMs may run, levelled pool defaults, safe rolling upgrades."""
 
@@ -130,7 +129,7 @@ def fleet_where(vm: str, examples: int, db: str, as_json: bool) -> None:
     console = _console()
     console.print(f"{vm} ({doc['guest_type']}, {doc['policy']}) on {doc['host']}: may move to "
                   f"{doc['admissible_hosts']:,} hosts", highlight=False)  # fmt: skip
-    table = Table()
+    table = table_()
     for column in ("hosts", "class", "verdict"):
         table.add_column(column)
     for row in doc["admissible"]:
@@ -156,7 +155,7 @@ def fleet_summary(db: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="admission by VM class")
+    table = table_(title="admission by VM class")
     for column in ("guest type", "policy", "VMs", "admitting hosts", "VMs already on a refusing host"):
         table.add_column(column)
     for row in rows:
@@ -181,7 +180,7 @@ def fleet_level(pool: str, db: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"levelled default for pool {pool}")
+    table = table_(title=f"levelled default for pool {pool}")
     for column in ("guest type", "hosts", "policy", "what keeps it from being richer"):
         table.add_column(column)
     for row in rows:
@@ -228,7 +227,7 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
         f"UNSAFE: {plan.stranded_vms:,} VMs have nowhere to go", "red")  # fmt: skip
     console.print(f"upgrade {plan.hosts:,} hosts to {plan.target}: {plan.vms_on_hosts:,} VMs on them, "
                   f"{plan.affected_vms:,} would see their ABI change and move first;", verdict)  # fmt: skip
-    table = Table(title=f"steps (first {min(steps, len(plan.steps))} of {len(plan.steps)})")
+    table = table_(title=f"steps (first {min(steps, len(plan.steps))} of {len(plan.steps)})")
     for column in ("#", "host", "evacuate first", "stranded"):
         table.add_column(column)
     for number, step in enumerate(plan.steps[:steps], start=1):

@@ -7,10 +7,9 @@ import json
 from typing import Any
 
 import click
-from rich.table import Table
 
 from xenabi.abi.features import REGISTRY
-from xenabi.cli import _console, _fail, json_option, main
+from xenabi.cli import _console, _fail, json_option, table_
 from xenabi.errors import PolicyError
 from xenabi.releases import (
     CHANGES,
@@ -76,7 +75,7 @@ def diff_json(a: Release, b: Release) -> dict[str, Any]:
     return {"from": a.name, "to": b.name, "changes": changes}
 
 
-@main.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.option("--all", "every", is_flag=True, help="Every release where something changes, not each line's newest.")
 @click.option("--release", "one", default=None, help="One release in full (a line such as 4.17, or 4.14.1).")
 @json_option
@@ -96,7 +95,7 @@ def releases(ctx: click.Context, every: bool, one: str | None, as_json: bool) ->
     console = _console()
     if one is not None:
         row = rows[0]
-        table = Table(title=f"Xen {row['release']}")
+        table = table_(title=f"Xen {row['release']}")
         table.add_column("field")
         table.add_column("value")
         for key in ("features", "create_flags", "series_create_flags", "cpuid_max_leaf"):
@@ -106,7 +105,7 @@ def releases(ctx: click.Context, every: bool, one: str | None, as_json: bool) ->
                 table.add_row(key, json.dumps(value))
         console.print(table)
         return
-    table = Table(title="Xen releases as a guest sees them (xenabi releases --release R for every field)")
+    table = table_(title="Xen releases as a guest sees them (xenabi releases --release R for every field)")
     for column in ("release", "features", "create flags (series' bits)", "CPUID max", "changed here"):
         table.add_column(column)
     for row in rows:
@@ -146,7 +145,7 @@ def releases_diff(old: str, new: str, as_json: bool) -> None:
     if not doc["changes"]:
         console.print(f"Xen {doc['from']} -> {doc['to']}: nothing a guest can see changes")
         return
-    table = Table(title=f"Xen {doc['from']} -> {doc['to']}: what a guest sees change")
+    table = table_(title=f"Xen {doc['from']} -> {doc['to']}: what a guest sees change")
     for column in ("what", "change", "hidden by ABI control", "commit"):
         table.add_column(column)
     for change in doc["changes"]:

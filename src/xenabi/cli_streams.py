@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from xenabi.cli import _console, _error_json, _fail, json_option, main, visible
+from xenabi.cli import _console, _error_json, _fail, json_option, visible
 from xenabi.errors import XenabiError
 
 release_option = click.option("--release", default="4.14", show_default=True, help="Xen release of the model host.")
@@ -74,7 +74,7 @@ def _save_file(path: str) -> str:
     return path
 
 
-@main.command()
+@click.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 @release_option
@@ -96,7 +96,7 @@ def save(config: str, out: str, release: str, no_abi_control: bool, as_json: boo
         click.echo(visible(f"saved {doc['name']} from {doc['host']} to {out} ({doc['bytes']:,} bytes)"))
 
 
-@main.command()
+@click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @release_option
 @control_option
@@ -116,7 +116,7 @@ def restore(file: str, release: str, no_abi_control: bool, force: bool, as_json:
         _print_domain(doc, "restored")
 
 
-@main.group()
+@click.group()
 def stream() -> None:
     """Xen save and migration streams."""
 
@@ -171,7 +171,7 @@ def stream_verify(file: str, fmt: str, verbose: bool, as_json: bool) -> None:
     )
 
 
-@main.group()
+@click.group()
 def host() -> None:
     """Run a model host."""
 
@@ -225,7 +225,7 @@ def host_serve(release: str, no_abi_control: bool, listen: str, once: bool, time
         receiver.close()
 
 
-@main.command()
+@click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--to", "dest", required=True, help="HOST:PORT of a `xenabi host serve`.")
 @release_option
