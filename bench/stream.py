@@ -12,15 +12,25 @@
   through one reused 4 MiB buffer.
 
 Each figure is MB/s (10^6 bytes), best of ``--repeat`` runs; the ratio is the figure over its raw baseline from the
-same run (1.0 = as fast as a plain copy; the aim is 0.5 or better).
+same run (1.0 = as fast as a plain copy). Every buffer a baseline reads into or writes from is allocated as guest RAM
+is (an anonymous private mapping, touched as it fills), and released as soon as it is used, so that the peak
+resident memory printed at the end is the benchmark's own: at most two domains at once.
+
+``xenabi stream verify`` is also timed end to end, as a user runs it (a new process), against Xen's own
+``verify-stream-v2`` on the same file when it is there (``.ci/fetch-xen-verifier`` unpacks it).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import mmap
 import os
 import platform
+import resource
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from xenabi.hypervisor import Hypervisor
+from xenabi.hypervisor.domain import allocate_ram
 from xenabi.toolstack import DomainConfig, Toolstack
 from xenabi.toolstack.streams.reader import StreamReader
 from xenabi.toolstack.transport import MigrationReceiver
@@ -54,22 +65,43 @@ def new_vm(ts: Toolstack, size_mb: int) -> int:
     return domid
 
 
-def raw_write(path: Path, buffer: bytearray) -> float:
+def filled(size: int) -> mmap.mmap:
+    """A buffer of ``size`` touched bytes, allocated as guest RAM is (not timed)."""
+    buffer = allocate_ram(-size // mmap.PAGESIZE * -mmap.PAGESIZE)
+    pattern = b"\x5a" * CHUNK
+    for offset in range(0, size, CHUNK):
+        buffer[offset : offset + min(CHUNK, size - offset)] = pattern[: min(CHUNK, size - offset)]
+    return buffer
+
+
+def release(buffer: mmap.mmap) -> None:
+    buffer.madvise(mmap.MADV_DONTNEED)
+    buffer.close()
+
+
+def raw_write(path: Path, size: int) -> float:
     path.unlink(missing_ok=True)  # a fresh file, as a save writes one
+    buffer = filled(size)
     start = time.perf_counter()
     with open(path, "wb") as out:
-        out.write(buffer)
-    return time.perf_counter() - start
+        out.write(memoryview(buffer)[:size])
+    elapsed = time.perf_counter() - start
+    release(buffer)
+    return elapsed
 
 
 def raw_read(path: Path, size: int) -> float:
     start = time.perf_counter()
+    buffer = allocate_ram(-size // mmap.PAGESIZE * -mmap.PAGESIZE)  # fresh memory, as a restore's new domain
     with open(path, "rb", buffering=0) as source:
-        view = memoryview(bytearray(size))  # fresh memory, as a restore gives the new domain
+        view = memoryview(buffer)[:size]
         got = 0
         while got < len(view):
             got += source.readinto(view[got:])
-    return time.perf_counter() - start
+        view.release()
+    elapsed = time.perf_counter() - start
+    release(buffer)
+    return elapsed
 
 
 def raw_scan(path: Path) -> float:
@@ -82,27 +114,45 @@ def raw_scan(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def raw_socket(buffer: bytearray) -> float:
+def raw_socket(size: int) -> float:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
+    buffer = filled(size)
 
     def receive() -> None:
         conn, _ = listener.accept()
+        target = allocate_ram(-size // mmap.PAGESIZE * -mmap.PAGESIZE)  # fresh memory, as the receiving domain's
         with conn:
-            view = memoryview(bytearray(len(buffer)))  # fresh memory, as the receiving domain's
+            view = memoryview(target)[:size]
             got = 0
             while got < len(view):
                 got += conn.recv_into(view[got:])
+            view.release()
+        release(target)
 
     thread = threading.Thread(target=receive)
     thread.start()
     start = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(buffer)
+        sock.sendall(memoryview(buffer)[:size])
     thread.join()
     elapsed = time.perf_counter() - start
     listener.close()
+    release(buffer)
     return elapsed
+
+
+def find_verifier() -> Path | None:
+    root = Path(__file__).resolve().parents[1]
+    found = sorted(glob.glob(str(root / ".ci/cache/xen/usr/lib/xen-*/bin/verify-stream-v2")))
+    found += sorted(glob.glob("/usr/lib/xen-*/bin/verify-stream-v2"))
+    return Path(found[0]) if found else None
+
+
+def timed_process(argv: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -151,18 +201,21 @@ def main() -> None:
 
     save_once()  # the file the other rows read
     size = save_path.stat().st_size
-    buffer = bytearray(size)
-    for offset in range(0, size, CHUNK):
-        buffer[offset : offset + CHUNK] = b"\x5a" * min(CHUNK, size - offset)
-    raw_write(raw_path, buffer)
     rows = [
-        ("save to tmpfs", *paired(args.repeat, save_once, lambda: raw_write(raw_path, buffer))),
+        ("save to tmpfs", *paired(args.repeat, save_once, lambda: raw_write(raw_path, size))),
         ("restore from tmpfs", *paired(args.repeat, restore_once, lambda: raw_read(save_path, size))),
         ("strict reader (verify)", *paired(args.repeat, verify_once, lambda: raw_scan(save_path))),
-        ("migrate over loopback", *paired(args.repeat, migrate_once, lambda: raw_socket(buffer))),
+        ("migrate over loopback", *paired(args.repeat, migrate_once, lambda: raw_socket(size))),
     ]
+    ours = [sys.executable, "-m", "xenabi", "stream", "verify", str(save_path)]
+    verifier = find_verifier()
+    if verifier is not None:
+        env = dict(os.environ, PYTHONPATH=str(verifier.parent.parent / "lib" / "python"))
+        theirs = [sys.executable, str(verifier), "--in", str(save_path), "--format", "xl"]
+        rows.append(("verify, end to end", *paired(args.repeat, lambda: timed_process(ours),
+                                                   lambda: timed_process(theirs, env))))  # fmt: skip
     for path in (save_path, raw_path):
-        path.unlink()
+        path.unlink(missing_ok=True)
     workdir.rmdir()
     print(f"# {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}; {args.size_mb} MiB domain, stream {size:,} bytes, "
@@ -170,6 +223,12 @@ def main() -> None:
     print(f"{'operation':<24} {'MB/s':>9} {'raw MB/s':>9} {'ratio':>6}")
     for name, took, raw in rows:
         print(f"{name:<24} {size / took / 1e6:>9,.0f} {size / raw / 1e6:>9,.0f} {raw / took:>6.2f}")
+    if verifier is None:
+        print("# verify-stream-v2 not found: run .ci/fetch-xen-verifier for the end-to-end comparison")
+    else:
+        print("# 'verify, end to end': the baseline is Xen's verify-stream-v2 on the same file")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory: {peak:,.0f} MiB ({args.size_mb} MiB domains, at most two at once)")
 
 
 if __name__ == "__main__":

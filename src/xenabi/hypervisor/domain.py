@@ -16,6 +16,7 @@ hand them to init_control or expand_array.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import sys
 from collections import deque
@@ -158,6 +159,7 @@ class Vcpu:
 # Not reserving swap for the whole mapping: the host's own memory accounting (Hypervisor.free_memory_mb) decides
 # what fits, and the kernel's overcommit heuristic would otherwise refuse a large but untouched domain.
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14; Python 3.11's mmap does not name it
 
 
 def allocate_ram(nbytes: int) -> mmap.mmap:
@@ -267,6 +269,13 @@ class Domain:
     def evtchn_abi(self) -> str:
         """``'2l'`` or ``'fifo'``: the port ops in force."""
         return self.port_ops.name
+
+    def populate_memory(self) -> None:
+        """Fault every page in at once (``MADV_POPULATE_WRITE``, Linux 5.14+), before a restore or migration writes
+        the whole of RAM: one call instead of a fault per page. Where the kernel lacks it, pages fault in as they
+        are written, which is the same memory, only slower."""
+        with contextlib.suppress(OSError, ValueError):
+            self.memory.madvise(MADV_POPULATE_WRITE)
 
     def release_memory(self) -> None:
         """Give the RAM back to the host now (the domain is being destroyed): the mapping stays valid for any

@@ -149,7 +149,9 @@ def restore(
             created.append(domid)
         if admitted is not None:
             admitted(domid)
-        return _page_target(hv.domain(domid))
+        d = hv.domain(domid)
+        d.populate_memory()  # the stream is about to write every page: fault them in at once
+        return _page_target(d)
 
     try:
         info = StreamReader(source, begin=begin, log=log).read()
