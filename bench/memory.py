@@ -1,0 +1,104 @@
+"""Peak resident memory of the operations that move a domain's RAM, each in a fresh process so peaks do not mix.
+
+    python bench/memory.py [--size-mb 1024]
+
+- save then restore of an N GiB domain in one process (aim: at most N + 0.2 GiB);
+- an in-process local migration (aim: at most 2N + 0.2 GiB at the peak, N + 0.2 GiB afterwards);
+- ``xenabi demo`` (aim: 0.5 s and 120 MB), timed as a user runs it.
+
+Each row prints the figure beside its aim, computed for the size asked. The domains' RAM is touched in full first,
+as a running guest's would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+CHILD = r"""
+import json, os, resource, sys, tempfile
+from pathlib import Path
+from xenabi.hypervisor import Hypervisor
+from xenabi.toolstack import DomainConfig, Toolstack
+
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+case, size, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+cfg = DomainConfig.from_xl(f'name = "big"\ntype = "hvm"\nmemory = {size}\n')
+src = Toolstack(Hypervisor("4.14"))
+domid = src.create(cfg, start=True)
+memory = src.hv.domain(domid).memory
+block = bytes(range(256)) * 4096
+for offset in range(0, len(memory), len(block)):
+    memory[offset : offset + len(block)] = block
+base = rss() - size
+out = {"base_mb": base}
+if case == "save-restore":
+    path = Path(workdir) / "vm.save"
+    src.save(domid, path)
+    dst = Toolstack(Hypervisor("4.14"))
+    dst.restore(path)
+    path.unlink()
+else:
+    dst = Toolstack(Hypervisor("4.14"))
+    src.migrate(domid, dst)
+    out["after_mb"] = rss()
+out["peak_mb"] = peak()
+print(json.dumps(out))
+"""
+
+
+def run_case(case: str, size_mb: int, workdir: str) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, case, str(size_mb), workdir], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def demo() -> tuple[float, float]:
+    script = (
+        "import resource, sys, time\nfrom xenabi.cli import main\nstart = time.perf_counter()\n"
+        "try:\n    main(['demo', '--json'])\nexcept SystemExit:\n    pass\n"
+        "print('FIGURES', time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - start
+    line = next(line for line in done.stdout.splitlines() if line.startswith("FIGURES"))
+    return wall, float(line.split()[2])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=1024)
+    args = parser.parse_args()
+    size = args.size_mb
+    workdir = tempfile.mkdtemp(prefix="xenabi-memory-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    print(f"# {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs; "
+          f"{size} MiB domains, each case in a fresh process")  # fmt: skip
+    print(f"{'case':<34} {'peak MiB':>9} {'aim MiB':>8} {'after MiB':>10} {'aim MiB':>8}")
+    figures = run_case("save-restore", size, workdir)
+    print(f"{'save then restore':<34} {figures['peak_mb']:>9,.0f} {size + 205:>8,}")
+    figures = run_case("migrate", size, workdir)
+    print(f"{'local migration':<34} {figures['peak_mb']:>9,.0f} {2 * size + 205:>8,} "
+          f"{figures['after_mb']:>10,.0f} {size + 205:>8,}")  # fmt: skip
+    wall, peak = demo()
+    print(f"xenabi demo: {wall:.2f} s wall (aim 0.5 s), {peak:,.0f} MiB peak (aim 120 MB)")
+    os.rmdir(workdir)
+
+
+if __name__ == "__main__":
+    main()
