@@ -63,6 +63,7 @@ from xenabi.guest.evtchn_fifo import FifoGuest
 from xenabi.guest.pages import FIRST_FREE_GFN, PageAllocator
 from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.dispatch import DISPATCH
+from xenabi.hypervisor.domain import XEN_PAGES
 
 KERNEL_STATE_GFN = FIRST_FREE_GFN
 KERNEL_STATE_PAGES = 2
@@ -508,16 +509,11 @@ class LinuxKernel:
         self.hv.shutdown_domain(self.domid, "poweroff")
 
     def _ram_runs(self) -> list[tuple[int, int]]:
-        """The guest's RAM as (first gfn, count) runs: everything but Xen's pages."""
-        runs: list[tuple[int, int]] = []
-        for gfn in range(self.d.nr_pages):
-            if not self.d.is_guest_ram(gfn):
-                continue
-            if runs and runs[-1][0] + runs[-1][1] == gfn:
-                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-            else:
-                runs.append((gfn, 1))
-        return runs
+        """The guest's RAM as (first gfn, count) runs: everything but Xen's pages (one contiguous range)."""
+        nr_pages = self.d.nr_pages
+        before = (0, min(XEN_PAGES.start, nr_pages))
+        after = (XEN_PAGES.stop, nr_pages - XEN_PAGES.stop)
+        return [(start, count) for start, count in (before, after) if count > 0]
 
     def _resume_from_image(self, disk: Path) -> LinuxKernel:
         """``software_resume`` in the boot kernel: freeze its own channels, load the image, hand over."""
