@@ -270,12 +270,13 @@ class Domain:
         """``'2l'`` or ``'fifo'``: the port ops in force."""
         return self.port_ops.name
 
-    def populate_memory(self) -> None:
-        """Fault every page in at once (``MADV_POPULATE_WRITE``, Linux 5.14+), before a restore or migration writes
-        the whole of RAM: one call instead of a fault per page. Where the kernel lacks it, pages fault in as they
-        are written, which is the same memory, only slower."""
+    def populate_memory(self, start: int, length: int) -> None:
+        """Fault the pages of [start, start + length) in at once (``MADV_POPULATE_WRITE``, Linux 5.14+), just before
+        a restore writes them: one call instead of a fault per page. Only pages that are arriving are populated, so
+        a stream that claims much RAM and sends little costs only what it sends. Where the kernel lacks the call,
+        pages fault in as they are written: the same memory, only slower."""
         with contextlib.suppress(OSError, ValueError):
-            self.memory.madvise(MADV_POPULATE_WRITE)
+            self.memory.madvise(MADV_POPULATE_WRITE, start, length)
 
     def release_memory(self) -> None:
         """Give the RAM back to the host now (the domain is being destroyed): the mapping stays valid for any

@@ -96,6 +96,7 @@ def _page_target(d: Domain) -> PageTarget:
         clash = xen_pages.intersection(range(pfn, pfn + count))
         if clash:
             raise ValueError(f"pfn {min(clash):#x} is one of Xen's pages (shared_info, vcpu_info), not guest RAM")
+        d.populate_memory(pfn * PAGE_SIZE, count * PAGE_SIZE)  # the batch arrives next: fault it in at once
         return memory[pfn * PAGE_SIZE : (pfn + count) * PAGE_SIZE]
 
     return target
@@ -149,9 +150,7 @@ def restore(
             created.append(domid)
         if admitted is not None:
             admitted(domid)
-        d = hv.domain(domid)
-        d.populate_memory()  # the stream is about to write every page: fault them in at once
-        return _page_target(d)
+        return _page_target(hv.domain(domid))
 
     try:
         info = StreamReader(source, begin=begin, log=log).read()
