@@ -19,7 +19,7 @@ differs, the code at the tag wins. What is read but not modelled is listed in :d
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from typing import Any
 
@@ -91,15 +91,13 @@ class Release:
     grant_limit_caps: bool = True  # max_grant_frames <= 64, max_maptrack_frames <= 1024 (before 4.18)
 
     # --- derived ----------------------------------------------------------------------------------------------
-    @property
-    def point(self) -> Version:
-        major, minor, point = (int(part) for part in self.name.split("."))
-        return major, minor, point
+    point: Version = field(init=False, repr=False, compare=False)  # (major, minor, point), parsed once
+    version: tuple[int, int] = field(init=False, repr=False, compare=False)  # what the libxc header and CPUID say
 
-    @property
-    def version(self) -> tuple[int, int]:
-        """(major, minor): what the libxc domain header and CPUID leaf 1 report."""
-        return self.point[0], self.point[1]
+    def __post_init__(self) -> None:
+        point = _parse_point(self.name)
+        object.__setattr__(self, "point", point)
+        object.__setattr__(self, "version", point[:2])
 
     @property
     def line(self) -> str:
@@ -340,6 +338,12 @@ def get_release(name: str | Release) -> Release:
     """The release ``name`` names (a line or a point release); PolicyError naming the known range otherwise."""
     if isinstance(name, Release):
         return name
+    return _by_name(str(name))
+
+
+@cache
+def _by_name(name: str) -> Release:
+    """Names are few and looked up often (admission per VM and host class): each is parsed once."""
     return _row(canonical(name))
 
 
@@ -367,7 +371,7 @@ def table_releases() -> list[str]:
     return names
 
 
-BEHAVIOUR_FIELDS = tuple(f.name for f in fields(Release) if f.name != "name")
+BEHAVIOUR_FIELDS = tuple(f.name for f in fields(Release) if f.init and f.name != "name")
 
 
 def behaviour(release: Release) -> dict[str, Any]:
