@@ -165,8 +165,11 @@ class InventoryError(XenabiError):
         self.line = line
         self.field = field
         where = ":".join(str(part) for part in (file, line) if part is not None)
-        column = f" [{field}]" if field else ""
-        super().__init__(f"{where}{column}: {message}" if where or column else message)
+        if where and field:
+            where = f"{where} [{field}]"
+        elif field:
+            where = field
+        super().__init__(f"{where}: {message}" if where else message)
 
 
 def _errno_name(errno: int) -> str:
