@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from xenabi import __version__
 from xenabi.cli import main
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "xl"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_version() -> None:
@@ -52,7 +52,7 @@ def test_demo_unknown_scenario() -> None:
     assert result.exit_code == 2 and "unknown scenario" in result.output
 
 
-HVM_EXAMPLE = str(SHARED / "xlexample.hvm")
+HVM_EXAMPLE = str(EXAMPLES / "hvm.cfg")
 
 
 def test_config_show_hvm_example() -> None:

@@ -2,7 +2,7 @@
 
 Layers (lower never import higher): ``abi`` (numbers and layouts), ``policy`` (releases, AbiPolicy),
 ``hypervisor`` (the model), then the toolstack, guests, scenarios, fleet tools and the CLI.
-See ``../shared/DESIGN.md``.
+See ``docs/design.md`` in the repository.
 """
 
 __version__ = "0.1.0"
