@@ -72,8 +72,12 @@ def _literal_console_class() -> type[Console]:
 
 
 def _console() -> Console:
+    """On a terminal, tables fit it; piped, prose is never wrapped (soft wrap) and tables are 120 columns wide."""
     literal = _literal_console_class()
-    return literal(soft_wrap=False, width=max(literal().width, 120))
+    probe = literal()
+    if probe.is_terminal:
+        return literal(soft_wrap=False)
+    return literal(soft_wrap=True, width=120)
 
 
 def styled(text: str, style: str) -> Text:
@@ -277,7 +281,8 @@ def config() -> None:
 
 @config.command("show")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--release", default="4.14", show_default=True, help="Xen release of the host.")
+@click.option("--release", default="4.14", show_default=True,
+              help="Xen release of the host: 4.3 to 4.22, or a point release such as 4.14.1.")  # fmt: skip
 @click.option("--no-abi-control", is_flag=True, help="The host cannot hide features (a Xen without the series).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def config_show(file: str, release: str, no_abi_control: bool, as_json: bool) -> None:
@@ -390,5 +395,6 @@ def _expected(exc: Exception) -> bool:
 
     sqlite3 = sys.modules.get("sqlite3")  # only a command that opened an inventory can raise its errors
     return isinstance(exc, XenabiError | OSError) or (sqlite3 is not None and isinstance(exc, sqlite3.Error))
+
 
 # The command groups in their own modules are loaded on demand (LAZY_COMMANDS).

@@ -94,9 +94,10 @@ def fleet_export(fmt: str, out: str, db: str) -> None:
 
 
 @fleet.command("synth")
-@click.option("--vms", default=100_000, show_default=True, type=click.IntRange(0))
-@click.option("--hosts", default=1_000, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=1, show_default=True)
+@click.option("--vms", default=100_000, show_default=True, type=click.IntRange(0), help="How many VMs.")
+@click.option("--hosts", default=1_000, show_default=True, type=click.IntRange(1),
+              help="How many hosts (pools of about 500 each).")  # fmt: skip
+@click.option("--seed", default=1, show_default=True, help="The random seed: the same seed makes the same fleet.")
 @db_option
 @json_option
 def fleet_synth(vms: int, hosts: int, seed: int, db: str, as_json: bool) -> None:
@@ -194,7 +195,8 @@ def fleet_level(pool: str, db: str, as_json: bool) -> None:
 @click.option("--hosts", "host_list", default="", help="Comma-separated host names to upgrade.")
 @click.option("--pool", default=None, help="Upgrade every host of this pool.")
 @click.option("--to", "release", required=True, help="The release the hosts move to.")
-@click.option("--abi-control/--no-abi-control", default=False, help="Whether the upgraded hosts have ABI control.")
+@click.option("--abi-control/--no-abi-control", default=False, show_default=True,
+              help="Whether the upgraded hosts have ABI control.")  # fmt: skip
 @click.option("--steps", default=20, show_default=True, help="Steps to print (all with --json).")
 @db_option
 @json_option
@@ -227,10 +229,18 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
         f"UNSAFE: {plan.stranded_vms:,} VMs have nowhere to go", "red")  # fmt: skip
     console.print(f"upgrade {plan.hosts:,} hosts to {plan.target}: {plan.vms_on_hosts:,} VMs on them, "
                   f"{plan.affected_vms:,} would see their ABI change and move first;", verdict)  # fmt: skip
-    table = table_(title=f"steps (first {min(steps, len(plan.steps))} of {len(plan.steps)})")
+    # What matters first: the hosts whose VMs would be stranded, then those whose VMs move; their step numbers are
+    # the plan's order. Hosts with nothing to do are only counted.
+    numbered = list(enumerate(plan.steps, start=1))
+    stranding = [(n, step) for n, step in numbered if step.stranded]
+    moving = [(n, step) for n, step in numbered if step.evacuate and not step.stranded]
+    shown = (stranding + moving)[:steps]
+    idle = len(plan.steps) - len(stranding) - len(moving)
+    table = table_(title=f"steps that strand or move VMs ({len(shown)} of {len(stranding) + len(moving)}; "
+                         f"{idle} of {len(plan.steps)} hosts need nothing)")  # fmt: skip
     for column in ("#", "host", "evacuate first", "stranded"):
         table.add_column(column)
-    for number, step in enumerate(plan.steps[:steps], start=1):
+    for number, step in shown:
         moves = "\n".join(f"{e['vms']} {e['guest_type']} {e['policy']} -> {e['example']} ({e['to'][0]}...)"
                           for e in step.evacuate) or "-"  # fmt: skip
         stuck = "\n".join(f"{e['vms']} {e['guest_type']} {e['policy']}" for e in step.stranded) or "-"

@@ -18,7 +18,12 @@ import click
 from xenabi.cli import _console, _error_json, _fail, json_option, visible
 from xenabi.errors import XenabiError
 
-release_option = click.option("--release", default="4.14", show_default=True, help="Xen release of the model host.")
+release_option = click.option(
+    "--release",
+    default="4.14",
+    show_default=True,
+    help="Xen release of the model host: 4.3 to 4.22, or a point release such as 4.14.1.",
+)
 control_option = click.option("--no-abi-control", is_flag=True, help="The host cannot hide features.")
 
 
@@ -123,7 +128,14 @@ def stream() -> None:
 
 @stream.command("verify")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["xl", "libxl", "libxc"]), default="xl", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["xl", "libxl", "libxc"]),
+    default="xl",
+    show_default=True,
+    help="Where FILE starts: an xl save file or migration stream, or a bare libxl or libxc stream.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Print every record.")
 @json_option
 def stream_verify(file: str, fmt: str, verbose: bool, as_json: bool) -> None:

@@ -36,8 +36,13 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True, order=True)
 class HostClass:
+    # classes sort by release version (4.6 before 4.10), not by the release's text
+    sort_key: tuple[int, ...] = field(init=False, repr=False)
     release: str
     abi_control: bool
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sort_key", (*get_release(self.release).point, len(self.release)))
 
     def __str__(self) -> str:
         return f"Xen {self.release} {'with' if self.abi_control else 'without'} ABI control"
