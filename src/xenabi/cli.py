@@ -182,7 +182,7 @@ def features(as_json: bool, release: str | None) -> None:
     except PolicyError as exc:
         _fail(exc, as_json)
     placed = host.series_cdf_bits() if host is not None else {}
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": row.name,
             "bit": row.bit,

@@ -65,8 +65,8 @@ def _boot(ts: Any, path: str) -> int:
     if Path(path).is_file():  # never open a pipe or device to sniff it: read_file refuses those with a reason
         with open(path, "rb") as probe:
             if probe.read(len(XL_MAGIC)) == XL_MAGIC:
-                return ts.restore(path)
-    return ts.create(DomainConfig.from_xl(xlcfg.read_file(path), source=path), start=True)
+                return int(ts.restore(path))
+    return int(ts.create(DomainConfig.from_xl(xlcfg.read_file(path), source=path), start=True))
 
 
 def _save_file(path: str) -> str:
@@ -176,8 +176,8 @@ def stream_verify(file: str, fmt: str, verbose: bool, as_json: bool) -> None:
         return
     for line in lines if verbose else []:
         click.echo(line)
-    pinned = summary["pinned_features"]
-    policy = "not pinned" if pinned is None else f"pinned: {', '.join(pinned) or '(none)'}"
+    pinned = info.config.pinned_features if info.config else None
+    policy = "not pinned" if pinned is None else f"pinned: {', '.join(sorted(pinned)) or '(none)'}"
     click.echo(
         f"{file}: valid, {info.length:,} bytes, {info.pages:,} pages from Xen {summary['xen_version']}; {policy}"
     )

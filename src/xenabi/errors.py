@@ -21,7 +21,12 @@ Every exception carries structured fields besides its message, so callers never 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xenabi.abi.errno import ERRNO_NAMES
+
+if TYPE_CHECKING:
+    from xenabi.policy import Refusal
 
 
 class XenabiError(Exception):
@@ -88,8 +93,8 @@ class AbiIncompatible(XenabiError):
     ``reasons`` lists every refusal, one :class:`~xenabi.policy.Refusal` per offending feature.
     """
 
-    def __init__(self, reasons: tuple[object, ...], *, host: str = "") -> None:
-        self.reasons = tuple(reasons)
+    def __init__(self, reasons: tuple[Refusal, ...], *, host: str = "") -> None:
+        self.reasons: tuple[Refusal, ...] = tuple(reasons)
         self.host = host
         head = f"host {host} refuses: " if host else "refused: "
         super().__init__(head + "; ".join(str(r) for r in self.reasons))

@@ -15,7 +15,7 @@ import operator
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar, cast, dataclass_transform
 
 
 class CStruct:
@@ -39,11 +39,16 @@ class CStruct:
         return cls(*cls.LAYOUT.unpack_from(data))
 
 
-def cstruct(fmt: str, *, out: tuple[str, ...] = ()) -> Callable[[type[Any]], type[Any]]:
-    """Class decorator: a slotted dataclass laid out as ``"<" + fmt``, one format item per field."""
+StructT = TypeVar("StructT", bound=type[Any])
 
-    def wrap(cls: type[Any]) -> type[Any]:
-        cls = dataclass(slots=True)(cls)
+
+@dataclass_transform()
+def cstruct(fmt: str, *, out: tuple[str, ...] = ()) -> Callable[[StructT], StructT]:
+    """Class decorator: a slotted dataclass laid out as ``"<" + fmt``, one format item per field. Declared as a
+    dataclass transform, so type checkers see each struct's fields and constructor."""
+
+    def wrap(declared: StructT) -> StructT:
+        cls = cast(StructT, dataclass(slots=True)(declared))
         layout = struct.Struct("<" + fmt)
         names = tuple(f.name for f in fields(cls))
         items = len(layout.unpack(bytes(layout.size)))

@@ -351,7 +351,8 @@ def plan_upgrade(
     for name, guest_type, policy, n in rows:
         per_host[name].append((VmClass(guest_type, policy), n))
     ordered_names = [row[0] for row in db.execute("SELECT name FROM upgrading ORDER BY rowid")]
-    steps_ok, steps_blocked = [], []
+    steps_ok: list[Step] = []
+    steps_blocked: list[Step] = []
     vms_on_hosts = affected = stranded = 0
     for name in ordered_names:
         step = Step(name, [], [])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from xenabi.abi import errno
@@ -92,7 +91,7 @@ class DispatchTable:
         whole = self.whole.get(op)
         if whole is not None:
             struct, handler, precheck = whole
-            return SubOp(struct, partial(handler, cmd=cmd), precheck)
+            return SubOp(struct, lambda hv, cur, arg: handler(hv, cur, arg, cmd), precheck)
         return -errno.ENOSYS
 
 
@@ -127,8 +126,8 @@ DISPATCH.declare(HYPERVISOR_hvm_op, unknown_rc=-errno.ENOSYS)
 DISPATCH.declare(HYPERVISOR_event_channel_op_compat, unknown_rc=-errno.ENOSYS)
 for _cmd, _handler in (evtchn.SUBOPS | evtchn_fifo.SUBOPS).items():
     DISPATCH.register(HYPERVISOR_event_channel_op, _cmd, abi_evtchn.ARG_STRUCTS[_cmd], _handler)
-for _cmd, _handler in hvm.SUBOPS.items():
-    DISPATCH.register(HYPERVISOR_hvm_op, _cmd, hvm.ARG_STRUCTS[_cmd], _handler, hvm.PRECHECKS.get(_cmd))
+for _hvmop, _hvm_handler in hvm.SUBOPS.items():
+    DISPATCH.register(HYPERVISOR_hvm_op, _hvmop, hvm.ARG_STRUCTS[_hvmop], _hvm_handler, hvm.PRECHECKS.get(_hvmop))
 DISPATCH.register(
     HYPERVISOR_event_channel_op_compat, COMPAT_CMD, abi_evtchn.CompatEvtchnOp, event_channel_op_compat, compat_precheck
 )

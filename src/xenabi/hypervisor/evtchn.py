@@ -17,6 +17,7 @@ FIFO). Decisions where the spec leaves room:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from xenabi.abi import errno
@@ -430,7 +431,7 @@ def _reset_fifo(d: Domain, rule: str, named_self: bool) -> None:
         d.port_ops = TWO_LEVEL
 
 
-SUBOPS = {
+SUBOPS: dict[int, Callable[..., int]] = {
     abi.EVTCHNOP_bind_interdomain: bind_interdomain,
     abi.EVTCHNOP_bind_virq: bind_virq,
     abi.EVTCHNOP_bind_pirq: bind_pirq,

@@ -8,6 +8,7 @@ the words. Also declares :class:`PortOps`, the interface both ABIs implement (Xe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from xenabi.hypervisor.upcall import vcpu_mark_events_pending
@@ -20,6 +21,9 @@ class PortOps(Protocol):
     """Per-ABI port operations (``struct evtchn_port_ops``). ``set_priority`` is None where the ABI has none."""
 
     name: str
+
+    @property
+    def set_priority(self) -> Callable[[Domain, Chan, int], None] | None: ...
 
     def max_evtchns(self, d: Domain) -> int: ...
     def init(self, d: Domain, chn: Chan) -> None: ...
@@ -35,7 +39,7 @@ class TwoLevel:
     """``evtchn_port_ops_2l``."""
 
     name = "2l"
-    set_priority = None
+    set_priority: Callable[[Domain, Chan, int], None] | None = None  # the 2-level ABI has no priorities
 
     @staticmethod
     def max_evtchns(d: Domain) -> int:

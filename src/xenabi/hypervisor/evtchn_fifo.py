@@ -12,6 +12,7 @@ selects between the two. EVTCHNOP_expand_array before init_control answers what 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from xenabi.abi import errno
@@ -276,7 +277,7 @@ def fifo_destroy(d: Domain) -> None:
         v.fifo = None
 
 
-SUBOPS = {
+SUBOPS: dict[int, Callable[..., int]] = {
     abi.EVTCHNOP_init_control: init_control,
     abi.EVTCHNOP_expand_array: expand_array,
     abi.EVTCHNOP_set_priority: set_priority,

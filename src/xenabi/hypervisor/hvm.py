@@ -15,6 +15,7 @@ domain) -EPERM. A param never set reads 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from xenabi.abi import errno
@@ -69,6 +70,9 @@ def get_param(hv: Hypervisor, cur: Domain, arg: HvmParam) -> int:
     return 0
 
 
-SUBOPS = {HVMOP_set_evtchn_upcall_vector: set_evtchn_upcall_vector, HVMOP_get_param: get_param}
+SUBOPS: dict[int, Callable[..., int]] = {
+    HVMOP_set_evtchn_upcall_vector: set_evtchn_upcall_vector,
+    HVMOP_get_param: get_param,
+}
 ARG_STRUCTS = {HVMOP_set_evtchn_upcall_vector: EvtchnUpcallVector, HVMOP_get_param: HvmParam}
 PRECHECKS = {HVMOP_set_evtchn_upcall_vector: upcall_vector_precheck}

@@ -46,7 +46,7 @@ from xenabi.errors import GuestNotRunning, NotModelled, XenError
 from xenabi.hypervisor import evtchn
 from xenabi.hypervisor.cpuid import hypervisor_leaf
 from xenabi.hypervisor.dispatch import DISPATCH
-from xenabi.hypervisor.domain import MAX_PAUSE_COUNT, UNBOUND, XEN_PAGES, Domain
+from xenabi.hypervisor.domain import MAX_PAUSE_COUNT, UNBOUND, XEN_PAGES, Chan, Domain
 from xenabi.hypervisor.evtchn_fifo import Fifo, fifo_destroy
 from xenabi.hypervisor.hypfs import Hypfs
 from xenabi.policy import AbiPolicy, Release, get_release
@@ -368,7 +368,7 @@ class Hypervisor:
         d.xen_evtchns += 1
         return port
 
-    def notify_xen_consumer(self, d: Domain, chn: evtchn.Chan) -> None:
+    def notify_xen_consumer(self, d: Domain, chn: Chan) -> None:
         self._xen_consumers[chn.xen_consumer - 1](d.domid, chn.port)
 
     def pirq_guest_bind(self, d: Domain, pirq: int, will_share: bool) -> int:
@@ -407,9 +407,10 @@ class Hypervisor:
             return _ENOSYS
         entry = DISPATCH.entries.get(key)
         if entry is None:
-            entry = DISPATCH.lookup_miss(op, cmd)
-            if isinstance(entry, int):
-                return entry
+            miss = DISPATCH.lookup_miss(op, cmd)
+            if isinstance(miss, int):
+                return miss
+            entry = miss
         if entry.precheck is not None:
             rc = entry.precheck(self, cur)
             if rc:
@@ -439,20 +440,21 @@ class Hypervisor:
             return _ENOSYS, data
         entry = DISPATCH.entries.get(key)
         if entry is None:
-            entry = DISPATCH.lookup_miss(op, cmd)
-            if isinstance(entry, int):
-                return entry, data
+            miss = DISPATCH.lookup_miss(op, cmd)
+            if isinstance(miss, int):
+                return miss, data
+            entry = miss
         if entry.precheck is not None:
             rc = entry.precheck(self, cur)
             if rc:
                 return rc, data
-        struct = entry.struct
-        size = struct.LAYOUT.size
+        arg_type = entry.struct
+        size = arg_type.LAYOUT.size
         if len(data) < size:
             return _EFAULT, data
-        arg = struct.unpack(data)
+        arg = arg_type.unpack(data)
         rc = entry.handler(self, cur, arg)
-        if rc == 0 and struct.OUT:
+        if rc == 0 and arg_type.OUT:
             return 0, arg.pack() + data[size:]
         return rc, data
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -105,7 +105,7 @@ class Directory:
 Node = Leaf | Directory
 
 
-def _static(entries: dict[str, Node]) -> Directory:
+def _static(entries: Mapping[str, Node]) -> Directory:
     ordered = sorted(entries.items(), key=lambda item: item[0].encode())
     return Directory(lambda: ordered)
 

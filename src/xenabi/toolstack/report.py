@@ -75,7 +75,7 @@ def config_report(cfg: DomainConfig, release: str, abi_control: bool) -> dict[st
     try:
         domid = ts.create(cfg)
     except AbiIncompatible as exc:
-        report["refused"] = [reason.to_json() for reason in exc.reasons]  # type: ignore[attr-defined]
+        report["refused"] = [reason.to_json() for reason in exc.reasons]
         return report
     d = hv.domain(domid)
     report["refused"] = []

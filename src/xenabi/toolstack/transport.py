@@ -388,7 +388,7 @@ class MigrationReceiver:
                     host_lock=self.host_lock,
                 )
             except AbiIncompatible as exc:
-                reasons = tuple(exc.reasons)  # type: ignore[arg-type]
+                reasons = exc.reasons
                 _send_quietly(conn, b"REFUSED " + json.dumps([r.to_json() for r in reasons]).encode() + b"\n")
                 return Received(peer, "refused", detail=str(exc), reasons=reasons)
             except (XenabiError, OSError, ConnectionError) as exc:

@@ -352,7 +352,7 @@ class _Parser:
             value = self.value()
             if self.tok.kind not in ("newline", ";", "eof"):
                 raise self.error("expected the end of the statement (a newline or ';')")
-            self.store(config, XlSetting(key.text, op, value, key.line, key.column))  # type: ignore[arg-type]
+            self.store(config, XlSetting(key.text, op, value, key.line, key.column))  # type: ignore[arg-type,unused-ignore]
         config.warnings = self.lexer.warnings
         return config
 
@@ -360,7 +360,7 @@ class _Parser:
         tok = self.tok
         if tok.kind in ("string", "number"):
             self.advance()
-            return XlAtom(tok.text, tok.kind, tok.line, tok.column)  # type: ignore[arg-type]
+            return XlAtom(tok.text, tok.kind, tok.line, tok.column)
         if tok.kind != "[":
             raise self.error("expected a value (a quoted string, a number or a [list])")
         if depth >= MAX_NESTING:
@@ -371,10 +371,11 @@ class _Parser:
         while self.tok.kind != "]":
             items.append(self.value(depth + 1))
             self.skip_newlines()
-            if self.tok.kind == ",":
+            kind: TokenKind = self.tok.kind  # a fresh read: value() and skip_newlines() moved the token on
+            if kind == ",":
                 self.advance()
                 self.skip_newlines()
-            elif self.tok.kind != "]":
+            elif kind != "]":
                 raise self.error("expected ',' or ']' in a list")
         self.advance()
         return XlList(tuple(items), tok.line, tok.column)
