@@ -145,3 +145,15 @@ def test_help_and_stream_verify_load_only_what_they_use(tmp_path: Path) -> None:
     assert "xenabi.toolstack.streams.reader" in loaded and not heavy & loaded
     result = CliRunner().invoke(main, ["--help"])
     assert "fleet" in result.output and "releases" in result.output and "stream" in result.output
+
+
+def test_the_cli_package_has_no_import_circle() -> None:
+    """Issue 14: command modules take their helpers from xenabi.cli.common, which imports none of them."""
+    package = Path(__file__).resolve().parents[1] / "src" / "xenabi" / "cli"
+    common = (package / "common.py").read_text()
+    assert "from xenabi.cli" not in common and "import xenabi.cli" not in common
+    for module in package.glob("*.py"):
+        if module.name not in ("__init__.py", "common.py"):
+            text = module.read_text()
+            assert "from xenabi.cli import" not in text, module.name
+            assert "from xenabi.cli.common import" in text, module.name

@@ -25,7 +25,7 @@ from xenabi.abi.xen import (
     HYPERVISOR_hvm_op,
 )
 from xenabi.cli import main
-from xenabi.cli_releases import diff_json
+from xenabi.cli.releases import diff_json
 from xenabi.errors import NotModelled, PolicyError, StreamError
 from xenabi.fleet.inventory import parse_release
 from xenabi.guest.evtchn_fifo import PENDING, FifoGuest

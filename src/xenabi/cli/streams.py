@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from xenabi.cli import _console, _error_json, _fail, json_option, visible
+from xenabi.cli.common import console, error_json, fail, json_option, visible
 from xenabi.errors import XenabiError
 
 release_option = click.option(
@@ -93,7 +93,7 @@ def save(config: str, out: str, release: str, no_abi_control: bool, as_json: boo
         doc = _domain_json(ts, domid)
         ts.save(domid, out)
     except (XenabiError, OSError) as exc:
-        _fail(exc, as_json)
+        fail(exc, as_json)
     doc |= {"file": out, "bytes": Path(out).stat().st_size}
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -113,7 +113,7 @@ def restore(file: str, release: str, no_abi_control: bool, force: bool, as_json:
         ts = _toolstack(release, no_abi_control)
         domid = ts.restore(_save_file(file), force=force)
     except (XenabiError, OSError) as exc:
-        _fail(exc, as_json)
+        fail(exc, as_json)
     doc = _domain_json(ts, domid)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -147,14 +147,14 @@ def stream_verify(file: str, fmt: str, verbose: bool, as_json: bool) -> None:
     try:
         _save_file(file)
     except StreamError as exc:
-        _fail(exc, as_json)
+        fail(exc, as_json)
     with open(file, "rb") as source:
         reader = StreamReader(source, fmt=fmt, log=lines.append)
         try:
             info = reader.read()
         except StreamError as exc:
             if as_json:
-                click.echo(json.dumps({"ok": False, "records": lines, "error": _error_json(exc)}, indent=2))
+                click.echo(json.dumps({"ok": False, "records": lines, "error": error_json(exc)}, indent=2))
             else:
                 for line in lines if verbose else []:
                     click.echo(line)
@@ -213,7 +213,7 @@ def host_serve(release: str, no_abi_control: bool, listen: str, once: bool, time
         receiver = MigrationReceiver(ts, *parse_address(listen), timeout=timeout, min_rate=min_rate * 1024,
                                      max_concurrent=max_concurrent)  # fmt: skip
     except (XenabiError, OSError, ValueError) as exc:
-        _fail(exc, as_json)
+        fail(exc, as_json)
     click.echo(json.dumps({"listening": receiver.address}) if as_json else f"listening on {receiver.address}")
     sys.stdout.flush()
 
@@ -258,9 +258,9 @@ def migrate(
         remote = ts.migrate(domid, dest, force=force, timeout=timeout,
                             notice=lambda text: click.echo(f"waiting: {visible(text)}", err=True))  # fmt: skip
     except (XenabiError, OSError) as exc:
-        _fail(exc, as_json)
+        fail(exc, as_json)
     result = {"source": doc, "destination": dest, "remote_domid": remote}
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        _console().print(f"migrated {doc['name']} from {doc['host']} to {dest} as d{remote}", highlight=False)
+        console().print(f"migrated {doc['name']} from {doc['host']} to {dest} as d{remote}", highlight=False)

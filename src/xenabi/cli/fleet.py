@@ -13,7 +13,7 @@ from typing import Any
 import click
 from rich.progress import Progress
 
-from xenabi.cli import _console, _fail, json_option, styled, table_, visible
+from xenabi.cli.common import console, fail, json_option, new_table, styled, visible
 from xenabi.errors import InventoryError, XenabiError
 
 
@@ -32,7 +32,7 @@ def _progress(label: str, total: int | None, quiet: bool) -> Iterator[Callable[[
     if quiet or not sys.stdout.isatty():
         yield None
         return
-    with Progress(console=_console(), transient=True) as bar:
+    with Progress(console=console(), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
 
@@ -61,7 +61,7 @@ def fleet_import(files: tuple[str, ...], replace: bool, db: str, as_json: bool) 
             done = [{"file": path, "hosts": h, "vms": v} for path, (h, v) in zip(files, counts, strict=True)]
             totals = inv.counts()
     except (InventoryError, OSError) as exc:
-        _fail(exc, as_json)
+        fail(exc, as_json)
     doc = {"imported": done, "inventory": {"hosts": totals[0], "vms": totals[1]}}
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -122,22 +122,22 @@ def fleet_where(vm: str, examples: int, db: str, as_json: bool) -> None:
         with _open(db) as inv:
             placement = where(inv, vm, examples=examples)
     except InventoryError as exc:
-        _fail(exc, as_json)
+        fail(exc, as_json)
     doc = placement.to_json()
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
-    console = _console()
-    console.print(f"{vm} ({doc['guest_type']}, {doc['policy']}) on {doc['host']}: may move to "
+    out = console()
+    out.print(f"{vm} ({doc['guest_type']}, {doc['policy']}) on {doc['host']}: may move to "
                   f"{doc['admissible_hosts']:,} hosts", highlight=False)  # fmt: skip
-    table = table_()
+    table = new_table()
     for column in ("hosts", "class", "verdict"):
         table.add_column(column)
     for row in doc["admissible"]:
         table.add_row(f"{row['hosts']:,}", _class(row), "admits: e.g. " + ", ".join(row["examples"]))
     for row in doc["refused"]:
         table.add_row(f"{row['hosts']:,}", _class(row), "refuses: " + "; ".join(r["reason"] for r in row["reasons"]))
-    console.print(table)
+    out.print(table)
 
 
 def _class(row: dict[str, Any]) -> str:
@@ -156,13 +156,13 @@ def fleet_summary(db: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = table_(title="admission by VM class")
+    table = new_table(title="admission by VM class")
     for column in ("guest type", "policy", "VMs", "admitting hosts", "VMs already on a refusing host"):
         table.add_column(column)
     for row in rows:
         table.add_row(row["guest_type"], row["policy"], f"{row['vms']:,}", f"{row['admissible_hosts']:,}",
                       f"{row['stranded_vms']:,}")  # fmt: skip
-    _console().print(table)
+    console().print(table)
 
 
 @fleet.command("level")
@@ -177,18 +177,18 @@ def fleet_level(pool: str, db: str, as_json: bool) -> None:
         with _open(db) as inv:
             rows = [item.to_json() for item in level(inv, pool)]
     except InventoryError as exc:
-        _fail(exc, as_json)
+        fail(exc, as_json)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = table_(title=f"levelled default for pool {pool}")
+    table = new_table(title=f"levelled default for pool {pool}")
     for column in ("guest type", "hosts", "policy", "what keeps it from being richer"):
         table.add_column(column)
     for row in rows:
         policy = row["xl"] if row["policy"] is not None else f"none possible: {row['conflict']}"
         limits = "\n".join(f"{f}: {', '.join(c)}" for f, c in row["limited_by"].items()) or "-"
         table.add_row(row["guest_type"], f"{row['hosts']:,}", policy, limits)
-    _console().print(table)
+    console().print(table)
 
 
 @fleet.command("plan-upgrade")
@@ -220,14 +220,14 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
             with _progress("planning", len(names), as_json) as tick:
                 plan = plan_upgrade(inv, names, release, abi_control, progress=tick)
     except (InventoryError, XenabiError) as exc:
-        _fail(exc, as_json)
+        fail(exc, as_json)
     if as_json:
         click.echo(json.dumps(plan.to_json(), indent=2))
         sys.exit(0 if plan.safe else 1)
-    console = _console()
+    out = console()
     verdict = styled("safe", "green") if plan.safe else styled(
         f"UNSAFE: {plan.stranded_vms:,} VMs have nowhere to go", "red")  # fmt: skip
-    console.print(f"upgrade {plan.hosts:,} hosts to {plan.target}: {plan.vms_on_hosts:,} VMs on them, "
+    out.print(f"upgrade {plan.hosts:,} hosts to {plan.target}: {plan.vms_on_hosts:,} VMs on them, "
                   f"{plan.affected_vms:,} would see their ABI change and move first;", verdict)  # fmt: skip
     # What matters first: the hosts whose VMs would be stranded, then those whose VMs move; their step numbers are
     # the plan's order. Hosts with nothing to do are only counted.
@@ -236,7 +236,7 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
     moving = [(n, step) for n, step in numbered if step.evacuate and not step.stranded]
     shown = (stranding + moving)[:steps]
     idle = len(plan.steps) - len(stranding) - len(moving)
-    table = table_(title=f"steps that strand or move VMs ({len(shown)} of {len(stranding) + len(moving)}; "
+    table = new_table(title=f"steps that strand or move VMs ({len(shown)} of {len(stranding) + len(moving)}; "
                          f"{idle} of {len(plan.steps)} hosts need nothing)")  # fmt: skip
     for column in ("#", "host", "evacuate first", "stranded"):
         table.add_column(column)
@@ -245,9 +245,9 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
                           for e in step.evacuate) or "-"  # fmt: skip
         stuck = "\n".join(f"{e['vms']} {e['guest_type']} {e['policy']}" for e in step.stranded) or "-"
         table.add_row(str(number), step.host, moves, stuck)
-    console.print(table)
+    out.print(table)
     for row in plan.unmovable_after:
-        console.print(f"after the upgrade, {row['vms']:,} {row['guest_type']} {row['policy']} VMs can run on only "
+        out.print(f"after the upgrade, {row['vms']:,} {row['guest_type']} {row['policy']} VMs can run on only "
                       f"{row['admissible_hosts_after']} host(s) (before: {row['admissible_hosts_before']:,})",
                       highlight=False)  # fmt: skip
     sys.exit(0 if plan.safe else 1)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from xenabi.abi.features import REGISTRY
-from xenabi.cli import _console, _fail, json_option, table_
+from xenabi.cli.common import console, fail, json_option, new_table
 from xenabi.errors import PolicyError
 from xenabi.releases import (
     CHANGES,
@@ -88,14 +88,14 @@ def releases(ctx: click.Context, every: bool, one: str | None, as_json: bool) ->
         names = [one] if one is not None else (table_releases() if every else list(LINES))
         rows = [release_json(get_release(name)) for name in names]
     except PolicyError as exc:
-        _fail(exc, as_json)
+        fail(exc, as_json)
     if as_json:
         click.echo(json.dumps(rows if one is None else rows[0], indent=2))
         return
-    console = _console()
+    out = console()
     if one is not None:
         row = rows[0]
-        table = table_(title=f"Xen {row['release']}")
+        table = new_table(title=f"Xen {row['release']}")
         table.add_column("field")
         table.add_column("value")
         for key in ("features", "create_flags", "series_create_flags", "cpuid_max_leaf"):
@@ -103,9 +103,9 @@ def releases(ctx: click.Context, every: bool, one: str | None, as_json: bool) ->
         for key, value in row["behaviour"].items():
             if key != "cdf_flags":
                 table.add_row(key, json.dumps(value))
-        console.print(table)
+        out.print(table)
         return
-    table = table_(title="Xen releases as a guest sees them (xenabi releases --release R for every field)")
+    table = new_table(title="Xen releases as a guest sees them (xenabi releases --release R for every field)")
     for column in ("release", "features", "create flags (series' bits)", "CPUID max", "changed here"):
         table.add_column(column)
     for row in rows:
@@ -115,8 +115,8 @@ def releases(ctx: click.Context, every: bool, one: str | None, as_json: bool) ->
         table.add_row(name, ", ".join(row["features"]) or "-",
                       f"{len(row['create_flags'])} real" + (f" ({series})" if series else ""),
                       row["cpuid_max_leaf"], "\n".join(changed) or "-")  # fmt: skip
-    console.print(table)
-    console.print("Not modelled: " + "; ".join(NOT_MODELLED))
+    out.print(table)
+    out.print("Not modelled: " + "; ".join(NOT_MODELLED))
 
 
 def _lands_in(change: Change, name: str, *, whole_line: bool) -> bool:
@@ -137,18 +137,18 @@ def releases_diff(old: str, new: str, as_json: bool) -> None:
     try:
         doc = diff_json(get_release(old), get_release(new))
     except PolicyError as exc:
-        _fail(exc, as_json)
+        fail(exc, as_json)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
-    console = _console()
+    out = console()
     if not doc["changes"]:
-        console.print(f"Xen {doc['from']} -> {doc['to']}: nothing a guest can see changes")
+        out.print(f"Xen {doc['from']} -> {doc['to']}: nothing a guest can see changes")
         return
-    table = table_(title=f"Xen {doc['from']} -> {doc['to']}: what a guest sees change")
+    table = new_table(title=f"Xen {doc['from']} -> {doc['to']}: what a guest sees change")
     for column in ("what", "change", "hidden by ABI control", "commit"):
         table.add_column(column)
     for change in doc["changes"]:
         table.add_row(change["name"], change["summary"], "yes" if change["hidden_by_abi_control"] else "no",
                       change.get("commit", "(feature registry)"))  # fmt: skip
-    console.print(table)
+    out.print(table)

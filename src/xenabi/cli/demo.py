@@ -1,0 +1,58 @@
+"""``xenabi demo``: the scenarios that motivated ABI control, on uncontrolled and controlled hosts."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from xenabi.cli.common import console, new_table, styled
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--scenario", "names", multiple=True, help="Run only this scenario (repeatable).")
+@click.option("--rounds", default=50, show_default=True, help="Rounds of traffic in each phase of a scenario.")
+@click.option("-v", "--verbose", is_flag=True, help="Print each run's steps.")
+def demo(as_json: bool, names: tuple[str, ...], rounds: int, verbose: bool) -> None:
+    """Run the scenarios that motivated ABI control on uncontrolled and controlled hosts; exit 0 when every
+    controlled run is safe (fine, or refused before anything changed)."""
+    from xenabi.scenarios import SCENARIO_NAMES, SCENARIOS, run_all
+
+    unknown = [name for name in names if name not in SCENARIO_NAMES]
+    if unknown:
+        raise click.BadParameter(f"unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIO_NAMES)})")
+    results = run_all(tuple(names) or SCENARIO_NAMES, rounds=rounds)
+    safe = all(r.safe for r in results if r.host == "controlled")
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results], indent=2))
+        sys.exit(0 if safe else 1)
+    summaries = {s.name: s.summary for s in SCENARIOS}
+    table = new_table(title="xenabi demo: what each guest went through (every figure computed by the model)")
+    for column in ("scenario", "host", "kernel", "sent", "handled", "lost", "ABI changed", "outcome"):
+        table.add_column(column, justify="right" if column in ("sent", "handled", "lost") else "left")
+    colours = {"fine": "green", "refused": "yellow", "hung": "red", "crashed": "red"}
+    for r in results:
+        table.add_row(
+            r.scenario,
+            r.host,
+            r.kernel,
+            str(r.sent),
+            str(r.handled),
+            str(r.lost),
+            "yes" if r.fingerprint_changed else "no",
+            styled(r.outcome, colours[r.outcome]),
+        )
+    out = console()
+    out.print(table)
+    for r in results:
+        out.print(styled(r.scenario, "bold"), f"({summaries[r.scenario]}), {r.host}: {r.outcome}: {r.detail}")
+        if verbose:
+            for step in r.steps:
+                out.print(f"    {step}")
+    verdict = "every controlled run is safe" if safe else "a controlled run was NOT safe"
+    out.print(f"\n{verdict}")
+    sys.exit(0 if safe else 1)
+
+
