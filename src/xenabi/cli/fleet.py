@@ -194,7 +194,8 @@ def fleet_level(pool: str, db: str, as_json: bool) -> None:
 @fleet.command("plan-upgrade")
 @click.option("--hosts", "host_list", default="", help="Comma-separated host names to upgrade.")
 @click.option("--pool", default=None, help="Upgrade every host of this pool.")
-@click.option("--to", "release", required=True, help="The release the hosts move to.")
+@click.option("--to", "release", required=True,
+              help="The release the hosts move to: 4.3 to 4.22, or a point release such as 4.14.1.")  # fmt: skip
 @click.option("--abi-control/--no-abi-control", default=False, show_default=True,
               help="Whether the upgraded hosts have ABI control.")  # fmt: skip
 @click.option("--steps", default=20, show_default=True, help="Steps to print (all with --json).")
