@@ -46,8 +46,22 @@ def test_comments_semicolons_and_blank_lines() -> None:
     assert values("# c\n\na = 1; b = 'x' # trailing\n;;\nc=2") == {"a": "1", "b": "x", "c": "2"}
 
 
-def test_comment_at_end_of_file_without_newline() -> None:
-    assert values("a = 1 # no newline") == {"a": "1"}
+def test_comment_at_end_of_file_without_newline_is_refused_as_xl_refuses_it() -> None:
+    """Issue 16: xl's comment rule is ``#.*\\n``; without the newline '#' is a stray character (libxlutil 4.17)."""
+    with pytest.raises(XlCfgError) as refused:
+        values("a = 1 # no newline")
+    assert (refused.value.line, refused.value.column) == (1, 7) and "needs a newline" in str(refused.value)
+    assert values("a = 1 # with newline\n") == {"a": "1"}
+
+
+@pytest.mark.parametrize("tail", ["\r", "+", ".", "(", ")", ":", "-", "#", "'", '"', "@"])
+def test_a_stray_last_character_is_accepted_as_xl_accepts_it(tail: str) -> None:
+    """Issue 16: xl's scanner reports a stray character only with the text after it; at the very end of the input
+    there is none, so libxlutil 4.17 accepts the file. One more character, and it is an error."""
+    assert values("a = 1;" + tail) == {"a": "1"}
+    assert values("a = 1\n" + tail) == {"a": "1"}
+    with pytest.raises(XlCfgError):
+        values("a = 1;" + tail + "x")
 
 
 def test_keys_may_contain_dots_digits_underscores() -> None:
@@ -146,7 +160,7 @@ def test_list_where_string_wanted_and_vice_versa() -> None:
         ("a = '\\1'", 1, 6, "octal"),
         ("a = [1]\na += 'x'", 2, 1, "can't add"),
         ("a = 'x'\na += ['y']", 2, 1, "can't add"),
-        ("\n\n  a = @", 3, 7, "unexpected character"),
+        ("\n\n  a = @x", 3, 7, "unexpected character"),
     ],
 )
 def test_syntax_errors_name_line_and_column(text: str, line: int, column: int, fragment: str) -> None:

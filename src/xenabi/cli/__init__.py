@@ -89,4 +89,3 @@ class XenabiGroup(click.Group):
 @click.version_option(__version__, prog_name="xenabi")
 def main() -> None:
     """Per-domain guest ABI feature control for Xen: model and toolkit."""
-

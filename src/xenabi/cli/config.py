@@ -44,8 +44,6 @@ def config_show(file: str, release: str, no_abi_control: bool, as_json: bool) ->
     sys.exit(1 if report["refused"] else 0)
 
 
-
-
 def _print_config_report(report: dict[str, object]) -> None:
     out = console()
     host = report["host"]
@@ -100,5 +98,3 @@ def _print_config_report(report: dict[str, object]) -> None:
         out.print("hypfs: no per-domain abi-features tree on this host")
     out.print(styled("stored config", "bold"))
     out.print(str(report["stored_config"]))
-
-

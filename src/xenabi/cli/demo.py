@@ -54,5 +54,3 @@ def demo(as_json: bool, names: tuple[str, ...], rounds: int, verbose: bool) -> N
     verdict = "every controlled run is safe" if safe else "a controlled run was NOT safe"
     out.print(f"\n{verdict}")
     sys.exit(0 if safe else 1)
-
-

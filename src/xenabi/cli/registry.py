@@ -74,5 +74,3 @@ def _flag_cell(row: dict[str, Any]) -> str:
     if row.get("series_bit_taken_by"):
         cell += f"; the series' bit {REGISTRY[row['name']].cdf_bit} is {row['series_bit_taken_by']} here"
     return cell
-
-

@@ -1,0 +1,1 @@
+"""External oracles the tests compare xenabi against (real Xen code, run, never copied)."""
