@@ -201,17 +201,28 @@ def host() -> None:
               help="Migrations received at once; more wait (and are told so).")  # fmt: skip
 @click.option("--memory", "memory_mb", default=None, type=click.IntRange(min=1),
               help="The host's memory in MiB [default: this machine's].")  # fmt: skip
+@click.option("--allow-force", is_flag=True,
+              help="Honour a sender's request to override admission (it is refused otherwise).")  # fmt: skip
+@click.option("--tls-cert", default=None, help="This receiver's certificate (PEM): mutual TLS.")
+@click.option("--tls-key", default=None, help="Its private key (PEM).")
+@click.option("--client-ca", default=None, help="The CA certificate (PEM) that signs the senders accepted.")
 @json_option
 def host_serve(release: str, no_abi_control: bool, listen: str, once: bool, timeout: float, min_rate: int,
-               max_concurrent: int, memory_mb: int | None, as_json: bool) -> None:  # fmt: skip
+               max_concurrent: int, memory_mb: int | None, allow_force: bool, tls_cert: str | None,
+               tls_key: str | None, client_ca: str | None, as_json: bool) -> None:  # fmt: skip
     """Accept migrations over TCP into a model host until interrupted, several at once; a migration that does not
-    fit in the host's memory is refused before any page is sent."""
-    from xenabi.toolstack.transport import MigrationReceiver, parse_address
+    fit in the host's memory is refused before any page is sent. It listens on loopback unless given mutual TLS
+    (--tls-cert, --tls-key, --client-ca); between machines, prefer `xenabi migrate FILE user@host` (ssh)."""
+    from xenabi.toolstack.transport import MigrationReceiver, parse_address, server_tls
 
     try:
+        tls_options = (tls_cert, tls_key, client_ca)
+        if any(tls_options) and not all(tls_options):
+            raise click.UsageError("mutual TLS needs all of --tls-cert, --tls-key and --client-ca")
+        tls = server_tls(tls_cert, tls_key, client_ca) if tls_cert and tls_key and client_ca else None
         ts = _toolstack(release, no_abi_control, memory_mb)
         receiver = MigrationReceiver(ts, *parse_address(listen), timeout=timeout, min_rate=min_rate * 1024,
-                                     max_concurrent=max_concurrent)  # fmt: skip
+                                     max_concurrent=max_concurrent, allow_force=allow_force, tls=tls)  # fmt: skip
     except (XenabiError, OSError, ValueError) as exc:
         fail(exc, as_json)
     click.echo(json.dumps({"listening": receiver.address}) if as_json else f"listening on {receiver.address}")
@@ -242,21 +253,30 @@ def host_serve(release: str, no_abi_control: bool, listen: str, once: bool, time
 @click.option("--to", "dest", required=True, help="HOST:PORT of a `xenabi host serve`.")
 @release_option
 @control_option
-@click.option("--force", is_flag=True, help="Ask the receiver to override admission.")
+@click.option("--force", is_flag=True,
+              help="Ask the receiver to override admission; it does so only if its operator allowed it.")  # fmt: skip
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds to wait for each reply of the receiver.")  # fmt: skip
+@click.option("--tls-cert", default=None, help="This sender's client certificate (PEM), for a TLS receiver.")
+@click.option("--tls-key", default=None, help="Its private key (PEM).")
+@click.option("--tls-ca", default=None, help="The CA certificate (PEM) that signs the receiver's certificate.")
 @json_option
-def migrate(
-    file: str, dest: str, release: str, no_abi_control: bool, force: bool, timeout: float, as_json: bool
-) -> None:
+def migrate(file: str, dest: str, release: str, no_abi_control: bool, force: bool, timeout: float,
+            tls_cert: str | None, tls_key: str | None, tls_ca: str | None, as_json: bool) -> None:  # fmt: skip
     """Boot FILE (an xl.cfg or save file) on a local model host and migrate it (stop-and-copy) to the host
     serving at --to."""
+    from xenabi.toolstack.transport import client_tls
+
     try:
+        tls_options = (tls_cert, tls_key, tls_ca)
+        if any(tls_options) and not all(tls_options):
+            raise click.UsageError("mutual TLS needs all of --tls-cert, --tls-key and --tls-ca")
+        tls = client_tls(tls_cert, tls_key, tls_ca) if tls_cert and tls_key and tls_ca else None
         ts = _toolstack(release, no_abi_control)
         domid = _boot(ts, file)
         doc = _domain_json(ts, domid)
-        remote = ts.migrate(domid, dest, force=force, timeout=timeout,
-                            notice=lambda text: click.echo(f"waiting: {visible(text)}", err=True))  # fmt: skip
+        remote = ts.migrate(domid, dest, force=force, timeout=timeout, tls=tls,
+                            notice=lambda text: click.echo(f"receiver: {visible(text)}", err=True))  # fmt: skip
     except (XenabiError, OSError) as exc:
         fail(exc, as_json)
     result = {"source": doc, "destination": dest, "remote_domid": remote}

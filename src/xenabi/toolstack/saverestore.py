@@ -125,12 +125,13 @@ def restore(
     *,
     force: bool = False,
     paused: bool = False,
-    admitted: Callable[[int], None] | None = None,
+    admitted: Callable[[int, tuple[Refusal, ...]], None] | None = None,
     log: Log | None = None,
     host_lock: AbstractContextManager[object] | None = None,
 ) -> int:
-    """Restore one stream into ``ts``'s host; returns the new domid. ``admitted(domid)`` runs once the domain is
-    created (a migration receiver tells the sender to go on). ``host_lock`` is held around every change to the
+    """Restore one stream into ``ts``'s host; returns the new domid. ``admitted(domid, overridden)`` runs once the
+    domain is created, with the admission reasons ``force`` overrode (a migration receiver tells the sender to go
+    on, and whether it overrode admission). ``host_lock`` is held around every change to the
     host (admission and creation, the finishing steps, the clean-up), not while pages arrive, so that a receiver
     can restore several streams at once."""
     hv = ts.hv
@@ -149,7 +150,7 @@ def restore(
             domid = ts.create_domain(cfg, ts.grantable(policy.features, cfg, overridden))
             created.append(domid)
         if admitted is not None:
-            admitted(domid)
+            admitted(domid, overridden)
         return _page_target(hv.domain(domid))
 
     try:
@@ -201,9 +202,12 @@ def migrate_local(ts: Toolstack, domid: int, dest: Toolstack, *, force: bool = F
     writer.start()
     try:
         with recv_end, recv_end.makefile("rb") as stream:
-            new = dest.restore(stream, force=force, paused=True)
-    except AbiIncompatible:
+            # the receiving toolstack's operator decides whether a sender's request to force is honoured
+            new = dest.restore(stream, force=force and dest.allow_force, paused=True)
+    except AbiIncompatible as exc:
         ts.hv.unpause(domid)
+        if force and not dest.allow_force:
+            raise AbiIncompatible(exc.reasons, host=f"{dest.name} (overrides are not allowed here)") from exc
         raise
     except BaseException as exc:
         ts.hv.unpause(domid)

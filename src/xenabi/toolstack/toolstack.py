@@ -20,6 +20,7 @@ pins every stored config without a policy to the legacy policy of the release th
 from __future__ import annotations
 
 import os
+import ssl
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -52,8 +53,12 @@ class Toolstack:
         name: str = "",
         legacy: bool = False,
         state_dir: str | os.PathLike[str] | None = None,
+        allow_force: bool = False,
     ) -> None:
         self.hv = hv
+        # Whether a migration arriving here may override admission when its sender asks: the receiving host's
+        # operator decides, never the sender (a restore run here by this operator may always force).
+        self.allow_force = allow_force
         self.default_features = default_features
         self.legacy = legacy
         self._name = name
@@ -164,15 +169,18 @@ class Toolstack:
         force: bool = False,
         timeout: float = 30.0,
         notice: Callable[[str], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> int:
         """Move a domain to another toolstack (in-process) or to a ``host:port`` running ``xenabi host serve``;
         returns its domid there. The source is resumed if anything fails before the destination holds it.
-        ``notice`` hears what a busy receiver says while the migration waits for its turn."""
+        ``force`` asks the receiver to override admission; it does so only if its operator allowed it
+        (``allow_force``). ``notice`` hears what the receiver says along the way (a queue, an override);
+        ``tls`` is the client side of mutual TLS (``transport.client_tls``)."""
         if isinstance(dest, Toolstack):
             return saverestore.migrate_local(self, domid, dest, force=force)
         from xenabi.toolstack.transport import migrate_tcp
 
-        return migrate_tcp(self, domid, dest, force=force, timeout=timeout, notice=notice)
+        return migrate_tcp(self, domid, dest, force=force, timeout=timeout, notice=notice, tls=tls)
 
     def config(self, domid: int) -> DomainConfig:
         try:

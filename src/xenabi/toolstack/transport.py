@@ -12,6 +12,17 @@ them runs a line-based handshake in the spirit of xl's (``tools/xl/xl_migrate.c`
 4. The sender answers ``GO running`` or ``GO paused``; the receiver unpauses (if running) and answers ``DONE``.
    Only then does the sender destroy the source.
 
+Overrides belong to the receiver. A sender may ask for ``MODE force``; the receiver honours it only if its
+operator allowed overrides (``allow_force``, ``host serve --allow-force``). Otherwise admission applies as for a
+strict sender, and a refusal says that overrides are not allowed there: ``REFUSED {"reasons": [...], "overrides":
+"not allowed here"}``. An honoured override is announced to the sender as ``ADMIT FORCED <json reasons>``, so both
+sides report it.
+
+No open listener: a receiver listens on a loopback address unless it is given TLS (``tls``: mutual TLS with Python's
+``ssl``, the peer's certificate checked against the operator's client CA). A peer without a valid client
+certificate is refused before a byte of its stream is read, and the refusal is logged. Between two machines,
+``xenabi migrate FILE user@host`` runs the receiver over ssh instead (``host receive``), as ``xl migrate`` does.
+
 A receiver busy with as many migrations as it runs at once (``max_concurrent``) tells a new sender so before its
 banner, ``WAIT <text>`` every few seconds until a slot is free; the sender reports it and waits. A receiver with a
 full queue as well answers ``BUSY <text>`` and closes.
@@ -34,9 +45,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import ipaddress
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -73,8 +86,37 @@ def _readline(stream: BinaryIO, what: str) -> bytes:
     return line.rstrip(b"\n")
 
 
-def _refusals(doc: str) -> tuple[Refusal, ...]:
-    return tuple(Refusal(r["feature"], RefusalKind(r["kind"]), r["release"]) for r in json.loads(doc))
+def _refusals(doc: str) -> tuple[tuple[Refusal, ...], str]:
+    """A REFUSED or ADMIT FORCED line's reasons, and what the receiver said about overrides."""
+    parsed = json.loads(doc)
+    items, overrides = (parsed, "") if isinstance(parsed, list) else (parsed["reasons"], parsed.get("overrides", ""))
+    return tuple(Refusal(r["feature"], RefusalKind(r["kind"]), r["release"]) for r in items), overrides
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def server_tls(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
+    """Mutual TLS for a receiver: its certificate and key, and the CA that signs the clients it accepts."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_tls(cert: str, key: str, ca: str) -> ssl.SSLContext:
+    """Mutual TLS for a sender: its client certificate and key, and the CA that signs the receivers it trusts. The
+    receiver's certificate chain is checked; its name is not (receivers are addressed by IP address)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.check_hostname = False
+    context.load_cert_chain(cert, key)
+    return context
 
 
 # --- sender ---------------------------------------------------------------------------------------------------
@@ -86,12 +128,16 @@ def migrate_tcp(
     force: bool = False,
     timeout: float = 30.0,
     notice: Callable[[str], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> int:
     d = ts.hv.domain(domid)
     ts.config(domid)
     saverestore.check_saveable(d)
     try:
-        sock = socket.create_connection(parse_address(address), timeout=timeout)
+        host, port = parse_address(address)
+        sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname=host)
     except (OSError, ValueError) as exc:
         raise MigrationError(f"cannot reach {address}: {exc}; the source was not touched", cause=exc) from exc
     with sock, sock.makefile("rb") as replies:
@@ -116,8 +162,15 @@ def migrate_tcp(
                 verdict = _readline(replies, "the admission verdict")
                 if verdict == b"ADMIT":
                     return
+                if verdict.startswith(b"ADMIT FORCED "):
+                    reasons, _ = _refusals(verdict[13:].decode())
+                    if notice is not None:
+                        notice(f"{address} overrode admission: " + "; ".join(str(r) for r in reasons))
+                    return
                 if verdict.startswith(b"REFUSED "):
-                    raise AbiIncompatible(_refusals(verdict[8:].decode()), host=address)
+                    reasons, overrides = _refusals(verdict[8:].decode())
+                    where = f"{address} ({overrides})" if overrides else address
+                    raise AbiIncompatible(reasons, host=where)
                 raise MigrationError(f"the receiver refused the stream: {verdict.decode(errors='replace')}")
 
             saverestore.write_domain(ts, domid, VectorOutput(sock), static_data_done=wait_for_verdict)
@@ -235,9 +288,20 @@ class MigrationReceiver:
         min_rate: float = MIN_RATE,
         max_concurrent: int = 4,
         max_queued: int = 16,
+        allow_force: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if timeout <= 0 or min_rate <= 0 or max_concurrent < 1 or max_queued < 0:
             raise ValueError("timeout and min_rate must be positive, max_concurrent at least 1, max_queued >= 0")
+        if tls is None and not is_loopback(host):
+            raise MigrationError(
+                f"refusing to listen on {host} without TLS: anyone who can reach it could send a VM. Listen on "
+                "127.0.0.1, give --tls-cert, --tls-key and --client-ca for mutual TLS, or migrate over ssh "
+                "(xenabi migrate FILE user@host)",
+                source="none",
+            )
+        self.allow_force = allow_force
+        self.tls = tls
         self.ts = ts
         self.timeout = timeout
         self.min_rate = min_rate
@@ -364,6 +428,14 @@ class MigrationReceiver:
 
     def handle(self, conn: socket.socket, peer: str) -> Received:
         """One migration, start to finish (see the module docstring for the protocol and its deadlines)."""
+        if self.tls is not None:
+            try:
+                conn.settimeout(self.timeout)
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                log.warning("refused %s: TLS handshake failed (%s)", peer, exc)
+                conn.close()
+                return Received(peer, "refused", detail=f"TLS handshake failed ({exc}); nothing was read")
         raw = DeadlineReader(conn)
         raw.within(self.timeout, "the handshake")
         with conn, io.BufferedReader(raw, buffer_size=1 << 16) as stream:
@@ -373,24 +445,32 @@ class MigrationReceiver:
                 mode = _readline(stream, "the sender's mode")
                 if mode not in (b"MODE strict", b"MODE force"):
                     raise ConnectionError(f"unexpected {mode!r}")
+                asked_force = mode == b"MODE force"
 
-                def admitted(_domid: int) -> None:
+                def admitted(_domid: int, overridden: tuple[Refusal, ...]) -> None:
                     conn.settimeout(self.timeout)
-                    conn.sendall(b"ADMIT\n")
+                    if overridden:
+                        doc = json.dumps([r.to_json() for r in overridden]).encode()
+                        conn.sendall(b"ADMIT FORCED " + doc + b"\n")
+                    else:
+                        conn.sendall(b"ADMIT\n")
                     raw.at_rate(self.timeout, self.min_rate, "the stream")
 
                 domid = saverestore.restore(
                     self.ts,
                     stream,
-                    force=mode == b"MODE force",
+                    force=asked_force and self.allow_force,  # the receiver's operator decides, not the sender
                     paused=True,
                     admitted=admitted,
                     host_lock=self.host_lock,
                 )
             except AbiIncompatible as exc:
                 reasons = exc.reasons
-                _send_quietly(conn, b"REFUSED " + json.dumps([r.to_json() for r in reasons]).encode() + b"\n")
-                return Received(peer, "refused", detail=str(exc), reasons=reasons)
+                overrides = "" if not asked_force else "overrides are not allowed here"
+                doc = {"reasons": [r.to_json() for r in reasons], "overrides": overrides}
+                _send_quietly(conn, b"REFUSED " + json.dumps(doc).encode() + b"\n")
+                detail = str(exc) + (f"; the sender asked for force, but {overrides}" if overrides else "")
+                return Received(peer, "refused", detail=detail, reasons=reasons)
             except (XenabiError, OSError, ConnectionError) as exc:
                 _send_quietly(conn, b"ERROR " + str(exc).encode(errors="replace").replace(b"\n", b" ") + b"\n")
                 return Received(peer, "failed", detail=str(exc))
@@ -413,7 +493,9 @@ class MigrationReceiver:
                 with self.host_lock:
                     self.ts.hv.unpause(domid)
             _send_quietly(conn, b"DONE\n")
-            return Received(peer, "started" if go == b"GO running" else "received-paused", domid)
+            forced = self.ts.overrides.get(domid, ())
+            detail = ("forced over: " + "; ".join(str(r) for r in forced)) if forced else ""
+            return Received(peer, "started" if go == b"GO running" else "received-paused", domid, detail, forced)
 
 
 def _send_quietly(conn: socket.socket, data: bytes) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import ssl
 import stat
 import struct
 from collections.abc import Sequence
@@ -122,7 +123,9 @@ class VectorOutput:
     def __init__(self, target: BinaryIO | socket.socket) -> None:
         self.target = target
         self.written = 0
-        if isinstance(target, socket.socket):
+        if isinstance(target, ssl.SSLSocket):  # TLS records cannot be written vectored: one buffer at a time
+            self._send = self._sendall_each
+        elif isinstance(target, socket.socket):
             self._send = self._sendmsg
         else:
             try:
@@ -147,6 +150,12 @@ class VectorOutput:
     def _sendmsg(self, views: list[memoryview]) -> int:
         assert isinstance(self.target, socket.socket)
         return self.target.sendmsg(views)
+
+    def _sendall_each(self, views: list[memoryview]) -> int:
+        assert isinstance(self.target, socket.socket)
+        for view in views:
+            self.target.sendall(view)
+        return sum(len(view) for view in views)
 
     def _write(self, views: list[memoryview]) -> int:
         total = 0
