@@ -248,9 +248,51 @@ def host_serve(release: str, no_abi_control: bool, listen: str, once: bool, time
         receiver.close()
 
 
+@host.command("receive")
+@release_option
+@control_option
+@click.option("--allow-force", is_flag=True,
+              help="Honour a sender's request to override admission (it is refused otherwise).")  # fmt: skip
+@click.option("--memory", "memory_mb", default=None, type=click.IntRange(min=1),
+              help="The host's memory in MiB [default: this machine's].")  # fmt: skip
+@click.option(
+    "--store",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Keep the received VM here, as a save file named after it (the model host ends with the process).",
+)
+def host_receive(release: str, no_abi_control: bool, allow_force: bool, memory_mb: int | None,
+                 store: str | None) -> None:  # fmt: skip
+    """Receive one migration on standard input and answer on standard output, then exit, as `xl migrate-receive`
+    does: what `xenabi migrate FILE user@host` runs at the far end of ssh. The result goes to standard error."""
+    from xenabi.toolstack.transport import receive
+
+    ts = _toolstack(release, no_abi_control, memory_mb)
+    ts.allow_force = allow_force
+    stdout = sys.stdout.buffer
+
+    def send(data: bytes) -> None:
+        stdout.write(data)
+        stdout.flush()
+
+    result = receive(ts, sys.stdin.buffer, send, "ssh", allow_force=allow_force)
+    doc = result.to_json()
+    if result.domid is not None and result.domid in ts.hv.domains and store is not None:
+        name = ts.config(result.domid).name
+        path = Path(store) / f"{name}.save"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ts.save(result.domid, path)
+        doc["stored"] = str(path)
+    click.echo(json.dumps(doc), err=True)
+    sys.exit(0 if result.outcome in ("started", "received-paused") else 1)
+
+
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--to", "dest", required=True, help="HOST:PORT of a `xenabi host serve`.")
+@click.argument("target", required=False)
+@click.option("--to", "dest", default=None, help="HOST:PORT of a `xenabi host serve` (instead of TARGET).")
+@click.option("--ssh-command", default="ssh", show_default=True,
+              help="How to reach TARGET, as xl migrate's -s: e.g. 'ssh -p 2222 -i key'.")  # fmt: skip
 @release_option
 @control_option
 @click.option("--force", is_flag=True,
@@ -261,12 +303,27 @@ def host_serve(release: str, no_abi_control: bool, listen: str, once: bool, time
 @click.option("--tls-key", default=None, help="Its private key (PEM).")
 @click.option("--tls-ca", default=None, help="The CA certificate (PEM) that signs the receiver's certificate.")
 @json_option
-def migrate(file: str, dest: str, release: str, no_abi_control: bool, force: bool, timeout: float,
-            tls_cert: str | None, tls_key: str | None, tls_ca: str | None, as_json: bool) -> None:  # fmt: skip
-    """Boot FILE (an xl.cfg or save file) on a local model host and migrate it (stop-and-copy) to the host
-    serving at --to."""
-    from xenabi.toolstack.transport import client_tls
+def migrate(file: str, target: str | None, dest: str | None, ssh_command: str, release: str, no_abi_control: bool,
+            force: bool, timeout: float, tls_cert: str | None, tls_key: str | None, tls_ca: str | None,
+            as_json: bool) -> None:  # fmt: skip
+    """Boot FILE (an xl.cfg or save file) on a local model host and migrate it (stop-and-copy): to TARGET
+    ([user@]host) over ssh, where `xenabi host receive` runs, as `xl migrate` does; or to --to HOST:PORT."""
+    from xenabi.toolstack.transport import client_tls, migrate_ssh
 
+    if (target is None) == (dest is None):
+        raise click.UsageError("name the receiver: TARGET ([user@]host, over ssh) or --to HOST:PORT")
+    notice = lambda text: click.echo(f"receiver: {visible(text)}", err=True)  # noqa: E731
+    if target is not None:
+        try:
+            ts = _toolstack(release, no_abi_control)
+            domid = _boot(ts, file)
+            doc = _domain_json(ts, domid)
+            remote = migrate_ssh(ts, domid, target, ssh_command=ssh_command, force=force, notice=notice)
+        except (XenabiError, OSError) as exc:
+            fail(exc, as_json)
+        _report_migration(doc, target, remote, as_json)
+        return
+    assert dest is not None
     try:
         tls_options = (tls_cert, tls_key, tls_ca)
         if any(tls_options) and not all(tls_options):
@@ -275,10 +332,13 @@ def migrate(file: str, dest: str, release: str, no_abi_control: bool, force: boo
         ts = _toolstack(release, no_abi_control)
         domid = _boot(ts, file)
         doc = _domain_json(ts, domid)
-        remote = ts.migrate(domid, dest, force=force, timeout=timeout, tls=tls,
-                            notice=lambda text: click.echo(f"receiver: {visible(text)}", err=True))  # fmt: skip
+        remote = ts.migrate(domid, dest, force=force, timeout=timeout, tls=tls, notice=notice)
     except (XenabiError, OSError) as exc:
         fail(exc, as_json)
+    _report_migration(doc, dest, remote, as_json)
+
+
+def _report_migration(doc: dict[str, Any], dest: str, remote: int, as_json: bool) -> None:
     result = {"source": doc, "destination": dest, "remote_domid": remote}
     if as_json:
         click.echo(json.dumps(result, indent=2))

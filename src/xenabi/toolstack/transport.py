@@ -48,13 +48,15 @@ import io
 import ipaddress
 import json
 import logging
+import shlex
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 from xenabi.errors import AbiIncompatible, MigrationError, XenabiError
 from xenabi.hypervisor.domain import Lifecycle
@@ -79,7 +81,7 @@ def parse_address(address: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def _readline(stream: BinaryIO, what: str) -> bytes:
+def _readline(stream: IO[bytes], what: str) -> bytes:
     line = stream.readline(MAX_LINE)
     if not line.endswith(b"\n"):
         raise ConnectionError(f"connection closed while waiting for {what}")
@@ -141,60 +143,115 @@ def migrate_tcp(
     except (OSError, ValueError) as exc:
         raise MigrationError(f"cannot reach {address}: {exc}; the source was not touched", cause=exc) from exc
     with sock, sock.makefile("rb") as replies:
-        was_running = d.lifecycle is Lifecycle.RUNNING
-        paused = False
+        return _send_over(ts, domid, address, sock.sendall, VectorOutput(sock), replies, force=force, notice=notice)
+
+
+def migrate_ssh(
+    ts: Toolstack,
+    domid: int,
+    target: str,
+    *,
+    ssh_command: str = "ssh",
+    force: bool = False,
+    notice: Callable[[str], None] | None = None,
+) -> int:
+    """Migrate to ``target`` (``[user@]host``) as ``xl migrate`` does: run ``xenabi host receive`` there through
+    ``ssh_command`` (split like a shell would, e.g. ``"ssh -p 2222 -i key"``) and speak the protocol over the
+    channel; ssh authenticates both ends. The far side's operator chooses its release, ABI control and whether it
+    allows overrides (for instance with a forced command in ``authorized_keys``): the sender passes no options."""
+    d = ts.hv.domain(domid)
+    ts.config(domid)
+    saverestore.check_saveable(d)
+    argv = [*shlex.split(ssh_command), target, "xenabi", "host", "receive"]
+    try:
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    except OSError as exc:
+        raise MigrationError(f"cannot run {argv[0]!r}: {exc}; the source was not touched", cause=exc) from exc
+    assert process.stdin is not None and process.stdout is not None
+    stdin = process.stdin
+
+    def send(data: bytes) -> None:
+        stdin.write(data)
+        stdin.flush()
+
+    try:
+        return _send_over(ts, domid, target, send, VectorOutput(stdin), process.stdout, force=force, notice=notice)
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
         try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _send_over(
+    ts: Toolstack,
+    domid: int,
+    address: str,
+    send: Callable[[bytes], None],
+    out: VectorOutput,
+    replies: IO[bytes],
+    *,
+    force: bool,
+    notice: Callable[[str], None] | None,
+) -> int:
+    """The sender's side of the protocol (the module docstring) over any channel."""
+    d = ts.hv.domain(domid)
+    was_running = d.lifecycle is Lifecycle.RUNNING
+    paused = False
+    try:
+        banner = _readline(replies, "the receiver's banner")
+        while banner.startswith(b"WAIT "):  # queued behind other migrations: the receiver keeps us informed
+            if notice is not None:
+                notice(f"{address}: {banner[5:].decode(errors='replace')}")
             banner = _readline(replies, "the receiver's banner")
-            while banner.startswith(b"WAIT "):  # queued behind other migrations: the receiver keeps us informed
+        if banner.startswith(b"BUSY "):
+            busy = banner[5:].decode(errors="replace")
+            raise MigrationError(f"{address} is busy: {busy}; the source was resumed")
+        if banner != BANNER:
+            raise ConnectionError("not a xenabi migration receiver")
+        send(b"MODE force\n" if force else b"MODE strict\n")
+        ts.hv.pause(domid)
+        paused = True
+
+        def wait_for_verdict() -> None:
+            verdict = _readline(replies, "the admission verdict")
+            if verdict == b"ADMIT":
+                return
+            if verdict.startswith(b"ADMIT FORCED "):
+                reasons, _ = _refusals(verdict[13:].decode())
                 if notice is not None:
-                    notice(f"{address}: {banner[5:].decode(errors='replace')}")
-                banner = _readline(replies, "the receiver's banner")
-            if banner.startswith(b"BUSY "):
-                busy = banner[5:].decode(errors="replace")
-                raise MigrationError(f"{address} is busy: {busy}; the source was resumed")
-            if banner != BANNER:
-                raise ConnectionError("not a xenabi migration receiver")
-            sock.sendall(b"MODE force\n" if force else b"MODE strict\n")
-            ts.hv.pause(domid)
-            paused = True
+                    notice(f"{address} overrode admission: " + "; ".join(str(r) for r in reasons))
+                return
+            if verdict.startswith(b"REFUSED "):
+                reasons, overrides = _refusals(verdict[8:].decode())
+                where = f"{address} ({overrides})" if overrides else address
+                raise AbiIncompatible(reasons, host=where)
+            raise MigrationError(f"the receiver refused the stream: {verdict.decode(errors='replace')}")
 
-            def wait_for_verdict() -> None:
-                verdict = _readline(replies, "the admission verdict")
-                if verdict == b"ADMIT":
-                    return
-                if verdict.startswith(b"ADMIT FORCED "):
-                    reasons, _ = _refusals(verdict[13:].decode())
-                    if notice is not None:
-                        notice(f"{address} overrode admission: " + "; ".join(str(r) for r in reasons))
-                    return
-                if verdict.startswith(b"REFUSED "):
-                    reasons, overrides = _refusals(verdict[8:].decode())
-                    where = f"{address} ({overrides})" if overrides else address
-                    raise AbiIncompatible(reasons, host=where)
-                raise MigrationError(f"the receiver refused the stream: {verdict.decode(errors='replace')}")
-
-            saverestore.write_domain(ts, domid, VectorOutput(sock), static_data_done=wait_for_verdict)
-            answer = _readline(replies, "the receiver's confirmation")
-            if not answer.startswith(b"RECEIVED "):
-                raise MigrationError(f"the receiver failed: {answer.decode(errors='replace')}")
-            remote = int(answer[9:])
-        except BaseException as exc:
-            if paused:
-                ts.hv.unpause(domid)
-            if isinstance(exc, AbiIncompatible | MigrationError):
-                raise
-            raise MigrationError(f"migration to {address} failed ({exc}); the source was resumed", cause=exc) from exc
-        try:
-            sock.sendall(b"GO running\n" if was_running else b"GO paused\n")
-            if _readline(replies, "DONE") != b"DONE":
-                raise ConnectionError("the receiver did not confirm")
-        except (OSError, ConnectionError) as exc:
-            raise MigrationError(
-                f"d{domid} was sent to {address} but its start there was not confirmed ({exc}); the source is kept "
-                "paused: check the receiver before resuming or destroying it",
-                source="paused",
-                cause=exc,
-            ) from exc
+        saverestore.write_domain(ts, domid, out, static_data_done=wait_for_verdict)
+        answer = _readline(replies, "the receiver's confirmation")
+        if not answer.startswith(b"RECEIVED "):
+            raise MigrationError(f"the receiver failed: {answer.decode(errors='replace')}")
+        remote = int(answer[9:])
+    except BaseException as exc:
+        if paused:
+            ts.hv.unpause(domid)
+        if isinstance(exc, AbiIncompatible | MigrationError):
+            raise
+        raise MigrationError(f"migration to {address} failed ({exc}); the source was resumed", cause=exc) from exc
+    try:
+        send(b"GO running\n" if was_running else b"GO paused\n")
+        if _readline(replies, "DONE") != b"DONE":
+            raise ConnectionError("the receiver did not confirm")
+    except (OSError, ConnectionError) as exc:
+        raise MigrationError(
+            f"d{domid} was sent to {address} but its start there was not confirmed ({exc}); the source is kept "
+            "paused: check the receiver before resuming or destroying it",
+            source="paused",
+            cause=exc,
+        ) from exc
     ts.destroy(domid)
     return remote
 
@@ -438,64 +495,93 @@ class MigrationReceiver:
                 return Received(peer, "refused", detail=f"TLS handshake failed ({exc}); nothing was read")
         raw = DeadlineReader(conn)
         raw.within(self.timeout, "the handshake")
+        conn.settimeout(self.timeout)
+
+        def on_admit() -> None:
+            raw.at_rate(self.timeout, self.min_rate, "the stream")
+
+        def on_received() -> None:
+            raw.within(self.timeout, "GO")
+
         with conn, io.BufferedReader(raw, buffer_size=1 << 16) as stream:
-            try:
-                conn.settimeout(self.timeout)
-                conn.sendall(BANNER + b"\n")
-                mode = _readline(stream, "the sender's mode")
-                if mode not in (b"MODE strict", b"MODE force"):
-                    raise ConnectionError(f"unexpected {mode!r}")
-                asked_force = mode == b"MODE force"
+            return receive(self.ts, stream, conn.sendall, peer, allow_force=self.allow_force,
+                           host_lock=self.host_lock, on_admit=on_admit, on_received=on_received)  # fmt: skip
 
-                def admitted(_domid: int, overridden: tuple[Refusal, ...]) -> None:
-                    conn.settimeout(self.timeout)
-                    if overridden:
-                        doc = json.dumps([r.to_json() for r in overridden]).encode()
-                        conn.sendall(b"ADMIT FORCED " + doc + b"\n")
-                    else:
-                        conn.sendall(b"ADMIT\n")
-                    raw.at_rate(self.timeout, self.min_rate, "the stream")
 
-                domid = saverestore.restore(
-                    self.ts,
-                    stream,
-                    force=asked_force and self.allow_force,  # the receiver's operator decides, not the sender
-                    paused=True,
-                    admitted=admitted,
-                    host_lock=self.host_lock,
-                )
-            except AbiIncompatible as exc:
-                reasons = exc.reasons
-                overrides = "" if not asked_force else "overrides are not allowed here"
-                doc = {"reasons": [r.to_json() for r in reasons], "overrides": overrides}
-                _send_quietly(conn, b"REFUSED " + json.dumps(doc).encode() + b"\n")
-                detail = str(exc) + (f"; the sender asked for force, but {overrides}" if overrides else "")
-                return Received(peer, "refused", detail=detail, reasons=reasons)
-            except (XenabiError, OSError, ConnectionError) as exc:
-                _send_quietly(conn, b"ERROR " + str(exc).encode(errors="replace").replace(b"\n", b" ") + b"\n")
-                return Received(peer, "failed", detail=str(exc))
-            except Exception as exc:  # a bug or a MemoryError: this connection's failure, not the host's
-                log.exception("migration from %s failed", peer)
-                _send_quietly(conn, b"ERROR internal error in the receiver; nothing was kept\n")
-                return Received(peer, "failed", detail=f"internal error: {type(exc).__name__}: {exc}")
-            try:
-                conn.settimeout(self.timeout)
-                conn.sendall(f"RECEIVED {domid}\n".encode())
-                raw.within(self.timeout, "GO")
-                go = _readline(stream, "GO")
-                if go not in (b"GO running", b"GO paused"):
-                    raise ConnectionError(f"unexpected {go!r}")
-            except (OSError, ConnectionError) as exc:
-                with self.host_lock:
-                    self.ts.destroy(domid)
-                return Received(peer, "aborted", detail=f"no permission to start ({exc}); the copy was destroyed")
-            if go == b"GO running":
-                with self.host_lock:
-                    self.ts.hv.unpause(domid)
-            _send_quietly(conn, b"DONE\n")
-            forced = self.ts.overrides.get(domid, ())
-            detail = ("forced over: " + "; ".join(str(r) for r in forced)) if forced else ""
-            return Received(peer, "started" if go == b"GO running" else "received-paused", domid, detail, forced)
+def receive(
+    ts: Toolstack,
+    stream: IO[bytes],
+    send: Callable[[bytes], None],
+    peer: str,
+    *,
+    allow_force: bool = False,
+    host_lock: contextlib.AbstractContextManager[object] | None = None,
+    on_admit: Callable[[], None] | None = None,
+    on_received: Callable[[], None] | None = None,
+) -> Received:
+    """The receiver's side of the protocol over any channel: a TCP connection (``MigrationReceiver``, which moves
+    its deadlines at ``on_admit`` and ``on_received``) or ssh's stdin and stdout (``xenabi host receive``)."""
+    lock = host_lock if host_lock is not None else contextlib.nullcontext()
+
+    def say(data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            send(data)
+
+    try:
+        send(BANNER + b"\n")
+        mode = _readline(stream, "the sender's mode")
+        if mode not in (b"MODE strict", b"MODE force"):
+            raise ConnectionError(f"unexpected {mode!r}")
+        asked_force = mode == b"MODE force"
+
+        def admitted(_domid: int, overridden: tuple[Refusal, ...]) -> None:
+            if overridden:
+                send(b"ADMIT FORCED " + json.dumps([r.to_json() for r in overridden]).encode() + b"\n")
+            else:
+                send(b"ADMIT\n")
+            if on_admit is not None:
+                on_admit()
+
+        domid = saverestore.restore(
+            ts,
+            stream,  # type: ignore[arg-type]
+            force=asked_force and allow_force,  # the receiver's operator decides, not the sender
+            paused=True,
+            admitted=admitted,
+            host_lock=host_lock,
+        )
+    except AbiIncompatible as exc:
+        reasons = exc.reasons
+        overrides = "" if not asked_force else "overrides are not allowed here"
+        say(b"REFUSED " + json.dumps({"reasons": [r.to_json() for r in reasons], "overrides": overrides}).encode()
+            + b"\n")  # fmt: skip
+        detail = str(exc) + (f"; the sender asked for force, but {overrides}" if overrides else "")
+        return Received(peer, "refused", detail=detail, reasons=reasons)
+    except (XenabiError, OSError, ConnectionError) as exc:
+        say(b"ERROR " + str(exc).encode(errors="replace").replace(b"\n", b" ") + b"\n")
+        return Received(peer, "failed", detail=str(exc))
+    except Exception as exc:  # a bug or a MemoryError: this connection's failure, not the host's
+        log.exception("migration from %s failed", peer)
+        say(b"ERROR internal error in the receiver; nothing was kept\n")
+        return Received(peer, "failed", detail=f"internal error: {type(exc).__name__}: {exc}")
+    try:
+        send(f"RECEIVED {domid}\n".encode())
+        if on_received is not None:
+            on_received()
+        go = _readline(stream, "GO")
+        if go not in (b"GO running", b"GO paused"):
+            raise ConnectionError(f"unexpected {go!r}")
+    except (OSError, ConnectionError) as exc:
+        with lock:
+            ts.destroy(domid)
+        return Received(peer, "aborted", detail=f"no permission to start ({exc}); the copy was destroyed")
+    if go == b"GO running":
+        with lock:
+            ts.hv.unpause(domid)
+    say(b"DONE\n")
+    forced = ts.overrides.get(domid, ())
+    detail = ("forced over: " + "; ".join(str(r) for r in forced)) if forced else ""
+    return Received(peer, "started" if go == b"GO running" else "received-paused", domid, detail, forced)
 
 
 def _send_quietly(conn: socket.socket, data: bytes) -> None:

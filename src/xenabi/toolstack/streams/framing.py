@@ -19,7 +19,7 @@ import ssl
 import stat
 import struct
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from xenabi.errors import StreamError
 
@@ -120,7 +120,7 @@ class StreamInput:
 class VectorOutput:
     """Vectored, zero-copy output to a file object, a raw fd, or a socket."""
 
-    def __init__(self, target: BinaryIO | socket.socket) -> None:
+    def __init__(self, target: IO[bytes] | socket.socket) -> None:
         self.target = target
         self.written = 0
         if isinstance(target, ssl.SSLSocket):  # TLS records cannot be written vectored: one buffer at a time
