@@ -20,6 +20,7 @@ import contextlib
 import mmap
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import TYPE_CHECKING
@@ -70,6 +71,7 @@ class Chan:
     """One event channel (``struct evtchn``). ``remote_domid`` is the UNBOUND remote or the INTERDOMAIN peer."""
 
     __slots__ = (
+        "deliver",
         "lastq_priority",
         "lastq_vcpu",
         "notify_vcpu_id",
@@ -94,6 +96,10 @@ class Chan:
         # INTERDOMAIN: (remote domain, remote channel), derived from remote_domid/remote_port at bind time so that a
         # send need not look them up; cleared whenever the channel is freed or closed (close, reset, destroy)
         self.peer: tuple[Domain, Chan] | None = None
+        # INTERDOMAIN sender side: the send specialised at first use for the peer's ABI and vCPU (the peer's
+        # set_pending, or its Xen consumer, bound to its arguments); derived state, dropped whenever any of them can
+        # change (the peer's bind_vcpu, its domain switching ABI, close, reset, destroy)
+        self.deliver: Callable[[], None] | None = None
         self.pirq = 0
         self.virq = 0
         self.notify_vcpu_id = 0
@@ -277,6 +283,12 @@ class Domain:
         pages fault in as they are written: the same memory, only slower."""
         with contextlib.suppress(OSError, ValueError):
             self.memory.madvise(MADV_POPULATE_WRITE, start, length)
+
+    def forget_deliverers(self) -> None:
+        """The domain changed ABI: every send specialised for one of its channels (``Chan.deliver``) is stale."""
+        for chn in self.chans:
+            if chn.peer is not None:
+                chn.peer[1].deliver = None
 
     def release_memory(self) -> None:
         """Give the RAM back to the host now (the domain is being destroyed): the mapping stays valid for any

@@ -18,6 +18,7 @@ FIFO). Decisions where the spec leaves room:
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from xenabi.abi import errno
@@ -122,6 +123,7 @@ def evtchn_free(d: Domain, chn: Chan) -> None:
     chn.notify_vcpu_id = 0
     chn.xen_consumer = 0
     chn.peer = None
+    chn.deliver = None
     d.free_hint = min(d.free_hint, chn.port)
 
 
@@ -275,6 +277,7 @@ def evtchn_close(hv: Hypervisor, d: Domain, port: int, *, guest: bool = True) ->
         rchn.state = UNBOUND
         rchn.remote_domid = d.domid
         rchn.peer = None
+        rchn.deliver = None
         return 0
     evtchn_free(d, chn)
     return 0
@@ -290,11 +293,10 @@ def send(hv: Hypervisor, cur: Domain, arg: abi.Send) -> int:
         return EINVAL
     state = lchn.state
     if state == INTERDOMAIN:
-        rd, rchn = lchn.peer  # type: ignore[misc]  # set at bind, cleared with the state
-        if rchn.xen_consumer:
-            hv.notify_xen_consumer(rd, rchn)
-        else:
-            rd.port_ops.set_pending(rd, rchn.notify_vcpu_id, rchn)
+        deliver = lchn.deliver
+        if deliver is None:
+            deliver = lchn.deliver = _deliverer(hv, lchn)
+        deliver()
         return 0
     if state == IPI:
         cur.port_ops.set_pending(cur, lchn.notify_vcpu_id, lchn)
@@ -302,6 +304,17 @@ def send(hv: Hypervisor, cur: Domain, arg: abi.Send) -> int:
     if state == UNBOUND:
         return 0
     return EINVAL
+
+
+def _deliverer(hv: Hypervisor, lchn: Chan) -> Callable[[], None]:
+    """The send on an interdomain channel, specialised for its peer: the peer ABI's set_pending (or the Xen
+    consumer's notification) bound to the peer's domain, vCPU and channel."""
+    peer = lchn.peer
+    assert peer is not None  # set at bind, cleared with the state
+    rd, rchn = peer
+    if rchn.xen_consumer:
+        return partial(hv.notify_xen_consumer, rd, rchn)
+    return partial(rd.port_ops.set_pending, rd, rchn.notify_vcpu_id, rchn)
 
 
 def status(hv: Hypervisor, cur: Domain, arg: abi.Status) -> int:
@@ -351,6 +364,8 @@ def bind_vcpu(hv: Hypervisor, cur: Domain, arg: abi.BindVcpu) -> int:
     elif state not in (UNBOUND, INTERDOMAIN, PIRQ):
         return EINVAL
     chn.notify_vcpu_id = vcpu
+    if chn.peer is not None:  # the peer's send was specialised for the old vCPU
+        chn.peer[1].deliver = None
     return 0
 
 
@@ -429,6 +444,7 @@ def _reset_fifo(d: Domain, rule: str, named_self: bool) -> None:
     if d.fifo is not None and (rule == "always" or (rule == "domid_self" and named_self)):
         fifo_destroy(d)
         d.port_ops = TWO_LEVEL
+        d.forget_deliverers()
 
 
 SUBOPS: dict[int, Callable[..., int]] = {

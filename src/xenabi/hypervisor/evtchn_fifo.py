@@ -208,6 +208,7 @@ def init_control(hv: Hypervisor, cur: Domain, arg: abi.InitControl) -> int:
         ports = range(1, min(prev_evtchns, cur.valid_evtchns))
         pending = [port for port in ports if was_pending(cur, port)]
         cur.port_ops = hv.fifo_ops
+        cur.forget_deliverers()  # sends specialised for the 2-level ABI
         _setup_ports(cur, ports, pending)
     else:
         fv = cur.vcpus[vcpu_id].fifo
