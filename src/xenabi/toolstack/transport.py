@@ -1,7 +1,8 @@
 """Migration between processes: over TCP (``xenabi host serve`` receives, ``Toolstack.migrate(domid, "host:port")``
 sends) or over ssh (``xenabi migrate FILE user@host`` runs ``xenabi host receive`` at the far end, which speaks the
-same protocol on its standard input and output). The bytes from sender to receiver are exactly a save file's (xl header, libxl and libxc streams); around
-them runs a line-based handshake in the spirit of xl's (``tools/xl/xl_migrate.c``):
+same protocol on its standard input and output). The bytes from sender to receiver are exactly a save file's (xl
+header, libxl and libxc streams); around them runs a line-based handshake in the spirit of xl's
+(``tools/xl/xl_migrate.c``):
 
 1. receiver: ``XENABI-MIGRATE 1 READY``; sender: ``MODE strict`` or ``MODE force`` (may the receiver override
    admission).
