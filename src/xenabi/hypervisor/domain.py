@@ -47,7 +47,6 @@ SHARED_INFO_GFN = 1
 VCPU_INFO_GFN = SHARED_INFO_GFN + 1  # vcpu_info of vCPUs >= 32, 64 to a page
 MAX_VCPUS = 128
 XEN_PAGES = range(SHARED_INFO_GFN, VCPU_INFO_GFN + (MAX_VCPUS - XEN_LEGACY_MAX_VCPUS) // 64)
-EVTCHNS_PER_BUCKET = 64  # from Xen 4.6; the release table has each release's (Release.evtchns_per_bucket)
 MAX_PAUSE_COUNT = 255
 INT_MAX = 0x7FFFFFFF
 
@@ -219,10 +218,8 @@ class Domain:
         self.creation_finished = False
         self.is_dying = False
         self.shutdown_reason: str | None = None  # "poweroff", "suspend", "crash" (SHUTDOWN_* codes)
-        self.evtchns_per_bucket = release.evtchns_per_bucket
-        # Whether the 2-level port limit follows the guest's width when it is latched later (Xen 4.3 and from
+        # The 2-level port limit: it follows the guest's width when that is latched later (Xen 4.3 and from
         # XSA-342) or stays what it was at creation (4.4.0-4.14.0): Release.twolevel_limit_follows_width.
-        self.limit_follows_width = release.twolevel_limit_follows_width
         self.limit_shift = 6
         self.set_word_bits(64)
         # event channels (§2.3); evtchn_init (§2.4) fills these in
@@ -253,7 +250,7 @@ class Domain:
             raise ValueError("word_bits must be 32 or 64")
         self.word_bits = bits
         self.word_shift = bits.bit_length() - 1
-        if self.limit_follows_width:
+        if self.release.twolevel_limit_follows_width:
             self.limit_shift = self.word_shift
         base = SHARED_INFO_GFN * PAGE_SIZE
         self.shinfo_pending = base + SHARED_INFO_EVTCHN_PENDING

@@ -72,7 +72,7 @@ def evtchn_init(d: Domain) -> None:
 
 def _add_bucket(d: Domain) -> None:
     base = d.valid_evtchns
-    size = d.evtchns_per_bucket
+    size = d.release.evtchns_per_bucket
     d.chans.extend(Chan(port) for port in range(base, base + size))
     d.valid_evtchns = base + size
 

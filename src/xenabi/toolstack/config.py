@@ -10,7 +10,7 @@ settings such as ``vif`` and ``disk``) so that nothing the operator wrote is los
 ``xen_abi_features`` entries: a feature name enables it, ``!name`` disables it, ``all`` enables every feature
 that applies. Features not mentioned take the host's default (decision 6). Errors, each naming the entry: an unknown
 name, a feature both enabled and disabled, and a feature enabled by name for a guest type it does not apply to
-(``evtchn_upcall`` for pv or pvh). ``all`` only enables what applies.
+(``evtchn_upcall`` for pv). ``all`` only enables what applies.
 
 Pinning (decision 5): the toolstack records the effective feature set as ``pinned_features``; a pinned config
 means exactly that set on every later boot, restore and migration, whatever the host's defaults. In the JSON,
