@@ -96,12 +96,15 @@ class Run:
         self.backends: list[Backend] = []
         self.refusals: list[str] = []
         self.crashes: list[str] = []
+        self.hosts: list[Toolstack] = []  # every host this run started, closed when it ends
 
     # --- hosts ------------------------------------------------------------------------------------------------
     def host(self, release: str, *, new: bool) -> Toolstack:
         """A host of ``release``; ``new`` hosts have ABI control in the controlled run."""
         hv = Hypervisor(release, abi_control=self.controlled and new)
-        return Toolstack(hv, legacy=not self.controlled, state_dir=self.workdir / f"{release}-{id(hv)}")
+        ts = Toolstack(hv, legacy=not self.controlled, state_dir=self.workdir / f"{release}-{id(hv)}")
+        self.hosts.append(ts)
+        return ts
 
     def log(self, text: str) -> None:
         self.steps.append(text)
@@ -294,8 +297,12 @@ def run_scenario(name: str, controlled: bool, *, rounds: int = 50) -> ScenarioRe
         raise KeyError(f"unknown scenario {name!r} (known: {', '.join(SCENARIO_NAMES)})")
     with tempfile.TemporaryDirectory(prefix="xenabi-scenario-") as workdir:
         run = Run(scenario.name, controlled, Path(workdir), rounds=rounds, **scenario.options)
-        scenario.flow(run)
-        return run.result(scenario.name, scenario.kernel)
+        try:
+            scenario.flow(run)
+            return run.result(scenario.name, scenario.kernel)
+        finally:
+            for ts in run.hosts:  # their domains' RAM goes back now, not when the collector next runs
+                ts.hv.close()
 
 
 def run_all(names: tuple[str, ...] = SCENARIO_NAMES, *, rounds: int = 50) -> list[ScenarioResult]:

@@ -74,3 +74,24 @@ def test_a_local_migration_holds_no_copy_of_the_stream(collector_off: None) -> N
     after = rss_mb()
     assert new in dst.hv.domains and domid not in src.hv.domains
     assert after - before < 48  # the source's 128 MiB went back as the copy's arrived; no stream buffer stayed
+
+
+def test_a_closed_host_gives_all_its_ram_back(collector_off: None) -> None:
+    """A host that is done with is closed: its domains, dom0 included, are destroyed and their RAM released at once
+    (dropping the host would leave that to the cyclic collector, here switched off)."""
+    ts = Toolstack(Hypervisor("4.14"))
+    domid = ts.create(vm(96), start=True)
+    touch(ts.hv.domain(domid).memory, 96 << 20)
+    before = rss_mb()
+    ts.hv.close()
+    assert before - rss_mb() > 80 and ts.hv.domains == {}
+
+
+def test_scenario_runs_leave_no_ram_behind(collector_off: None) -> None:
+    from xenabi.scenarios import run_scenario
+
+    run_scenario("migrate-up", controlled=True, rounds=2)
+    before = rss_mb()
+    for _ in range(3):
+        run_scenario("migrate-up", controlled=True, rounds=2)
+    assert rss_mb() - before < 24  # each run's hosts are closed when it ends

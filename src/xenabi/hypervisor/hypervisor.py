@@ -308,6 +308,17 @@ class Hypervisor:
         self._callers.pop(domid, None)
         d.release_memory()
 
+    def close(self) -> None:
+        """The host is switched off: every domain is destroyed and its RAM, dom0's included, given back at once. A
+        host that is merely dropped keeps its domains' RAM until the cyclic collector breaks the cycles between
+        domains, vCPUs and channels, whenever that happens to run; whoever is done with a host closes it."""
+        for domid in [domid for domid in self.domains if domid != 0]:
+            self.destroy_domain(domid)
+        for d in self.domains.values():
+            d.release_memory()
+        self.domains.clear()
+        self._callers.clear()
+
     def shutdown_domain(self, domid: int, reason: str) -> None:
         """``domain_shutdown``: the guest asked to stop (SCHEDOP_shutdown: poweroff, suspend) or Xen crashed it
         (``domain_crash``, reason "crash"). Its vCPUs stop; the toolstack decides what happens next."""

@@ -234,5 +234,6 @@ class Toolstack:
             for name, cfg in list(self.stored.items()):
                 if cfg.pinned_features is None:
                     self.stored[name] = cfg.pinned(features_of_version(old.version, cfg.guest_type))
+        self.hv.close()  # the old hypervisor is gone with the reboot (only dom0 was left on it)
         self.hv = new
         return new
