@@ -4,7 +4,9 @@
 
 - save then restore of an N GiB domain in one process (aim: at most N + 0.2 GiB);
 - an in-process local migration (aim: at most 2N + 0.2 GiB at the peak, N + 0.2 GiB afterwards);
-- ``xenabi demo`` (aim: 0.5 s and 120 MB), timed as a user runs it.
+- ``xenabi demo`` (aim: 0.5 s and 120 MB), timed as a user runs it;
+- the test suite (aim: 12 s and 400 MB on 2 cores), run in a child process whose own peak is reported
+  (``--no-suite`` skips it).
 
 Each row prints the figure beside its aim, computed for the size asked. The domains' RAM is touched in full first,
 as a running guest's would be.
@@ -81,9 +83,27 @@ def demo() -> tuple[float, float]:
     return wall, float(line.split()[2])
 
 
+def suite() -> tuple[float, float]:
+    """Wall time and peak resident memory of the pytest process running the whole suite."""
+    script = (
+        "import resource, sys, pytest\ncode = pytest.main(['-q', '-p', 'no:cacheprovider'])\n"
+        "print('FIGURES', int(code), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root)
+    wall = time.perf_counter() - start
+    line = next(line for line in done.stdout.splitlines() if line.startswith("FIGURES"))
+    _name, code, peak = line.split()
+    if code != "0":
+        raise SystemExit(f"the test suite failed (pytest exit {code})")
+    return wall, float(peak)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--no-suite", action="store_true", help="Do not time the test suite.")
     args = parser.parse_args()
     size = args.size_mb
     workdir = tempfile.mkdtemp(prefix="xenabi-memory-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
@@ -97,6 +117,9 @@ def main() -> None:
           f"{figures['after_mb']:>10,.0f} {size + 205:>8,}")  # fmt: skip
     wall, peak = demo()
     print(f"xenabi demo: {wall:.2f} s wall (aim 0.5 s), {peak:,.0f} MiB peak (aim 120 MB)")
+    if not args.no_suite:
+        wall, peak = suite()
+        print(f"test suite: {wall:.1f} s wall (aim 12 s), {peak:,.0f} MiB peak of the pytest process (aim 400 MB)")
     os.rmdir(workdir)
 
 
