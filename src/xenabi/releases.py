@@ -274,6 +274,13 @@ NOT_MODELLED: tuple[str, ...] = (
     "model has no vLAPIC enable state)",
     "4.12.0-4.12.1's unsigned grant limits (-1 is refused there; 54e3018708 made them signed in 4.12.2)",
     "CONFIG_EVTCHN_FIFO=n builds (4.21+), the PV shim, Arm",
+    "4.4.0's 16-bit port field (798074a404, 4.4.1 and 4.5.0 as 8f7f6ab879, lifted the 64k-port limit): 4.4.0 "
+    "is modelled with 4.4.1's limit",
+    "d4bfa0c78f (4.15.0): SCHEDOP_poll refuses unusable ports (the model has no SCHEDOP_poll)",
+    "emulation-flag rules for HVM creation (85c17cbb25, 4.8.0: LAPIC-only; 72cad62abb, 4.19.0: X86_EMU_USE_PIRQ "
+    "optional): the model has no emulation flags",
+    "e2d2b9fd7a (4.17.0): which HVM domains count as using PV event channels for pirqs (physdev ops and "
+    "HVM_PARAM_CALLBACK_IRQ are not modelled)",
 )
 
 
