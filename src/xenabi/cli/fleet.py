@@ -145,14 +145,20 @@ def _class(row: dict[str, Any]) -> str:
 
 
 @fleet.command("summary")
+@click.option("--html", "html_out", default=None, help="Also write the admission matrix as a self-contained HTML file.")
 @db_option
 @json_option
-def fleet_summary(db: str, as_json: bool) -> None:
+def fleet_summary(html_out: str | None, db: str, as_json: bool) -> None:
     """Admission for the whole fleet, by class of VM: how many hosts may take them, and who refuses."""
     from xenabi.fleet.planner import summary
 
     with _open(db) as inv:
         rows = [s.to_json() for s in summary(inv)]
+        if html_out is not None:
+            from xenabi.fleet.report import matrix_report
+
+            with open(html_out, "w", encoding="utf-8") as stream:
+                stream.write(matrix_report(inv))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -198,14 +204,24 @@ def fleet_level(pool: str, db: str, as_json: bool) -> None:
               help="The release the hosts move to: 4.3 to 4.22, or a point release such as 4.14.1.")  # fmt: skip
 @click.option("--abi-control/--no-abi-control", default=False, show_default=True,
               help="Whether the upgraded hosts have ABI control.")  # fmt: skip
-@click.option("--steps", default=20, show_default=True, help="Steps to print (all with --json).")
+@click.option("--max-parallel", default="1", show_default=True,
+              help="Hosts of a pool upgraded at a time: a number, or a percentage of the pool such as 10%.")
+@click.option("--suspend-in-place", is_flag=True,
+              help="Suspend and resume the VMs the new release admits on their host instead of migrating them.")
+@click.option("--across-pools", is_flag=True, help="Let VMs migrate to hosts of other pools.")
+@click.option("--out", "out", default=None, help="Write the plan file (every step; - for stdout).")
+@click.option("--html", "html_out", default=None, help="Write a self-contained HTML report.")
+@click.option("--waves", "shown", default=20, show_default=True, help="Waves to print.")
 @db_option
 @json_option
-def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_control: bool, steps: int, db: str,
-                       as_json: bool) -> None:  # fmt: skip
-    """Plan an in-place upgrade: who would see its ABI change, where to evacuate it first, in what order; exit 1
-    when the plan is unsafe (some VM has nowhere to go)."""
-    from xenabi.fleet.planner import plan_upgrade
+def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_control: bool, max_parallel: str,
+                       suspend_in_place: bool, across_pools: bool, out: str | None, html_out: str | None, shown: int,
+                       db: str, as_json: bool) -> None:  # fmt: skip
+    """Plan a rolling upgrade in waves: every VM on an upgraded host is migrated to a host with room that admits it
+    (or suspended in place), first-fit decreasing by memory. Exit 1 when some VM has nowhere to go."""
+    from xenabi.fleet.planfile import write_plan
+    from xenabi.fleet.report import upgrade_report
+    from xenabi.fleet.upgrade import plan_upgrade
 
     try:
         with _open(db) as inv:
@@ -219,36 +235,108 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
             if not names:
                 raise InventoryError("name the hosts to upgrade (--hosts or --pool)", field="hosts")
             with _progress("planning", len(names), as_json) as tick:
-                plan = plan_upgrade(inv, names, release, abi_control, progress=tick)
+                plan = plan_upgrade(inv, names, release, abi_control, max_parallel=max_parallel,
+                                    suspend_in_place=suspend_in_place, across_pools=across_pools,
+                                    progress=tick)  # fmt: skip
+            if out == "-":
+                write_plan(plan, inv, sys.stdout)
+            elif out is not None:
+                with open(out, "w", encoding="utf-8") as stream:
+                    write_plan(plan, inv, stream)
+            if html_out is not None:
+                with open(html_out, "w", encoding="utf-8") as stream:
+                    stream.write(upgrade_report(plan, inv))
+            stranded = _stranded_rows(plan, inv)
     except (InventoryError, XenabiError) as exc:
         fail(exc, as_json)
+    summary = plan.summary()
     if as_json:
-        click.echo(json.dumps(plan.to_json(), indent=2))
-        sys.exit(0 if plan.safe else 1)
-    out = console()
-    verdict = styled("safe", "green") if plan.safe else styled(
-        f"UNSAFE: {plan.stranded_vms:,} VMs have nowhere to go", "red")  # fmt: skip
-    out.print(f"upgrade {plan.hosts:,} hosts to {plan.target}: {plan.vms_on_hosts:,} VMs on them, "
-                  f"{plan.affected_vms:,} would see their ABI change and move first;", verdict)  # fmt: skip
-    # What matters first: the hosts whose VMs would be stranded, then those whose VMs move; their step numbers are
-    # the plan's order. Hosts with nothing to do are only counted.
-    numbered = list(enumerate(plan.steps, start=1))
-    stranding = [(n, step) for n, step in numbered if step.stranded]
-    moving = [(n, step) for n, step in numbered if step.evacuate and not step.stranded]
-    shown = (stranding + moving)[:steps]
-    idle = len(plan.steps) - len(stranding) - len(moving)
-    table = new_table(title=f"steps that strand or move VMs ({len(shown)} of {len(stranding) + len(moving)}; "
-                         f"{idle} of {len(plan.steps)} hosts need nothing)")  # fmt: skip
-    for column in ("#", "host", "evacuate first", "stranded"):
+        waves = [{"wave": w.number, "hosts": len(w.hosts), "migrations": w.migrations, "suspends": w.suspends,
+                  "headroom_mib": w.headroom_mib, "tightest_pool": w.tightest_pool,
+                  "tightest_headroom_mib": w.tightest_headroom_mib} for w in plan.waves]  # fmt: skip
+        doc = {"summary": summary, "waves": waves, "stranded": stranded,
+               "blocked_hosts": [plan.host_names[h] for h in plan.blocked_hosts]}  # fmt: skip
+        if out != "-":
+            click.echo(json.dumps(doc, indent=2))
+        sys.exit(0 if plan.complete else 1)
+    if out == "-":
+        sys.exit(0 if plan.complete else 1)
+    _print_plan(plan, summary, stranded, shown, out, html_out)
+    sys.exit(0 if plan.complete else 1)
+
+
+def _stranded_rows(plan: Any, inv: Any) -> list[dict[str, Any]]:
+    from xenabi.fleet.planfile import vm_names
+
+    names = vm_names(inv, [s.vm_id for s in plan.stranded])
+    return [{"vm": names[s.vm_id], "host": plan.host_names[s.host], "guest_type": s.vm_class.guest_type,
+             "policy": s.vm_class.policy, "memory_mib": s.memory_mib, "vcpus": s.vcpus, "reason": s.reason}
+            for s in plan.stranded]  # fmt: skip
+
+
+def _print_plan(plan: Any, summary: dict[str, Any], stranded: list[dict[str, Any]], shown: int, out: str | None,
+                html_out: str | None) -> None:  # fmt: skip
+    con = console()
+    verdict = styled("complete", "green") if plan.complete else styled(
+        f"IMPOSSIBLE as asked: {len(stranded):,} VMs have nowhere to go, "
+        f"{summary['blocked_hosts']:,} hosts cannot be upgraded", "red")  # fmt: skip
+    con.print(f"upgrade {summary['hosts']:,} hosts to {plan.target} in {summary['waves']:,} waves of at most "
+              f"{plan.max_parallel} per {'fleet' if plan.across_pools else 'pool'}: {summary['vms_on_hosts']:,} VMs "
+              f"on them, {summary['migrations']:,} migrations ({summary['moved_twice']:,} moving a VM again), "
+              f"{summary['suspends']:,} suspended in place;", verdict, highlight=False)  # fmt: skip
+    table = new_table(title=f"waves ({min(shown, len(plan.waves))} of {len(plan.waves)}; first-fit decreasing by "
+                      "memory)")  # fmt: skip
+    for column in ("wave", "hosts upgraded", "migrations", "suspended", "MiB free while it runs", "tightest pool"):
         table.add_column(column)
-    for number, step in shown:
-        moves = "\n".join(f"{e['vms']} {e['guest_type']} {e['policy']} -> {e['example']} ({e['to'][0]}...)"
-                          for e in step.evacuate) or "-"  # fmt: skip
-        stuck = "\n".join(f"{e['vms']} {e['guest_type']} {e['policy']}" for e in step.stranded) or "-"
-        table.add_row(str(number), step.host, moves, stuck)
-    out.print(table)
-    for row in plan.unmovable_after:
-        out.print(f"after the upgrade, {row['vms']:,} {row['guest_type']} {row['policy']} VMs can run on only "
-                      f"{row['admissible_hosts_after']} host(s) (before: {row['admissible_hosts_before']:,})",
-                      highlight=False)  # fmt: skip
-    sys.exit(0 if plan.safe else 1)
+    for wave in plan.waves[:shown]:
+        table.add_row(str(wave.number), f"{len(wave.hosts):,}", f"{wave.migrations:,}", f"{wave.suspends:,}",
+                      f"{wave.headroom_mib:,}", f"{wave.tightest_pool} ({wave.tightest_headroom_mib:,})")  # fmt: skip
+    con.print(table)
+    if stranded:
+        table = new_table(title=f"stranded VMs ({len(stranded):,}): the plan cannot upgrade their hosts")
+        for column in ("VM", "host", "class", "MiB", "vCPUs", "why"):
+            table.add_column(column)
+        for row in stranded:
+            table.add_row(row["vm"], row["host"], f"{row['guest_type']} {row['policy']}", f"{row['memory_mib']:,}",
+                          str(row["vcpus"]), row["reason"])  # fmt: skip
+        con.print(table)
+    if plan.over_capacity_hosts:
+        con.print(f"note: {len(plan.over_capacity_hosts):,} hosts are already over their capacity in the inventory; "
+                  "they take no VM", highlight=False)  # fmt: skip
+    for label, path in (("plan", out), ("report", html_out)):
+        if path is not None:
+            con.print(f"{label} written to {visible(path)}", highlight=False)
+
+
+@fleet.group("plan")
+def fleet_plan() -> None:
+    """Saved upgrade plans."""
+
+
+@fleet_plan.command("verify")
+@click.argument("plan_file", metavar="PLAN.json")
+@db_option
+@json_option
+def fleet_plan_verify(plan_file: str, db: str, as_json: bool) -> None:
+    """Replay a saved plan against the inventory as it is now: capacity and admission at every step. Exit 0 when
+    every step replays and the plan is complete, 1 otherwise (the first step that breaks, and why)."""
+    from xenabi.fleet.planfile import verify_plan
+
+    try:
+        with _open(db) as inv:
+            verdict = verify_plan(inv, plan_file)
+    except InventoryError as exc:
+        fail(exc, as_json)
+    if as_json:
+        click.echo(json.dumps(verdict.to_json(), indent=2))
+        sys.exit(0 if verdict.complete else 1)
+    if verdict.failure is not None:
+        click.echo(f"{visible(plan_file)}:{visible(str(verdict.failure))}", err=True)
+        click.echo(f"the plan does not replay: {verdict.steps:,} steps ran before this one")
+        sys.exit(1)
+    click.echo(f"{visible(plan_file)}: all {verdict.steps:,} steps of {verdict.waves:,} waves replay against "
+               f"{visible(db)}")  # fmt: skip
+    if not verdict.complete:
+        click.echo(f"but the plan is incomplete: {verdict.stranded:,} VMs stranded, {verdict.blocked:,} hosts not "
+                   "upgraded")  # fmt: skip
+        sys.exit(1)

@@ -1,9 +1,10 @@
 """The fleet inventory: hosts and VMs in SQLite (``DESIGN.md`` decision 8; issue 7).
 
-Tables: ``hosts(id, name, pool, release, abi_control)``, ``policies(id, text)`` and ``vms(id, name, guest_type,
-host_id, policy_id)``. A VM's policy is text in one of two forms: ``pinned:<feature>,<feature>`` (a VM created by a
-toolstack with ABI control; ``pinned:`` is the empty policy) or ``legacy:<release>`` (a VM created by a toolstack
-without it, which knows the environment of that release: decision 7). Policies are stored once and referenced, so a
+Tables: ``hosts(id, name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit)``, ``policies(id, text)``
+and ``vms(id, name, guest_type, host_id, policy_id, memory_mib, vcpus)``. A VM's policy is text in one of two
+forms: ``pinned:<feature>,<feature>`` (a VM created by a toolstack with ABI control; ``pinned:`` is the empty policy)
+or ``legacy:<release>`` (a VM created by a toolstack without it, which knows the environment of that release:
+decision 7). Policies are stored once and referenced, so a
 fleet of ten million VMs shares a handful of policy rows.
 
 One import command is one transaction, whatever its files: every file is read and every row validated first, then
@@ -18,7 +19,23 @@ Input rules, each an :class:`~xenabi.errors.InventoryError` with file, line and 
 once per file; CSV fields are at most 128 KiB (the csv module's limit); JSON nests at most as deep as Python's parser
 allows and numbers stay within its digit limit; ``--db`` must be an SQLite file or a path where one can be made.
 CSV files are recognised by their header: ``name,pool,release,abi_control`` for hosts, ``name,guest_type,host,policy``
-for VMs. JSON is ``{"hosts": [...], "vms": [...]}`` with the same fields (the line of a JSON row is its position).
+for VMs, each optionally followed (in any order) by capacity columns. JSON is ``{"hosts": [...], "vms": [...]}``
+with the same fields (the line of a JSON row is its position).
+
+Capacity (issue 15) is optional, so inventories written before it still import; a missing or empty value takes the
+documented default of :data:`HOST_DEFAULTS` / :data:`VM_DEFAULTS`:
+
+- a host's ``memory_mib`` is the memory it has for guests (after Xen and dom0), default 262144 (256 GiB); ``pcpus``
+  its physical CPUs, default 64; ``vcpu_overcommit`` the operator's limit on vCPUs per physical CPU, default 4. The
+  planner never puts more than ``floor(pcpus * vcpu_overcommit)`` vCPUs on a host, and never overcommits memory
+  (Xen does not: a domain's RAM is allocated when it is built).
+- a VM's ``memory_mib`` and ``vcpus`` default to what xl gives a config that names neither: 128 MiB and 1 vCPU
+  (:data:`xenabi.toolstack.config.DEFAULT_MEMORY_MB`).
+
+Capacities are whole numbers of at least 1 (``vcpu_overcommit`` a number above 0); zero, negative, fractional or
+absurd values are errors with file, line and field, and so is a VM larger (in memory or vCPUs) than every host of
+the inventory after the import. An existing inventory file is given the capacity columns, with the defaults, when it
+is opened.
 """
 
 from __future__ import annotations
@@ -48,6 +65,16 @@ CREATE TABLE IF NOT EXISTS vms (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, guest_type TEXT NOT NULL,
     host_id INTEGER NOT NULL REFERENCES hosts(id), policy_id INTEGER NOT NULL REFERENCES policies(id));
 """
+HOST_DEFAULTS: dict[str, int | float] = {"memory_mib": 262144, "pcpus": 64, "vcpu_overcommit": 4.0}
+VM_DEFAULTS: dict[str, int | float] = {"memory_mib": 128, "vcpus": 1}
+# The capacity columns, added to inventories made before issue 15 (ALTER TABLE keeps their rows, with the defaults).
+CAPACITY_COLUMNS = (
+    ("hosts", "memory_mib", "INTEGER"), ("hosts", "pcpus", "INTEGER"), ("hosts", "vcpu_overcommit", "REAL"),
+    ("vms", "memory_mib", "INTEGER"), ("vms", "vcpus", "INTEGER"),
+)  # fmt: skip
+MAX_MEMORY_MIB = 1 << 31  # 2 PiB: a sanity bound that keeps every sum well inside 64 bits
+MAX_CPUS = 1 << 16
+MAX_OVERCOMMIT = 1000.0
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS hosts_by_class ON hosts(release, abi_control)",
     "CREATE INDEX IF NOT EXISTS hosts_by_pool ON hosts(pool)",
@@ -57,6 +84,8 @@ INDEXES = (
 VM_INDEXES = ("vms_by_class", "vms_by_host")  # dropped during a bulk insert and built once after it
 HOST_FIELDS = ("name", "pool", "release", "abi_control")
 VM_FIELDS = ("name", "guest_type", "host", "policy")
+HOST_COLUMNS = HOST_FIELDS + tuple(HOST_DEFAULTS)  # what export writes
+VM_COLUMNS = VM_FIELDS + tuple(VM_DEFAULTS)
 DEFAULT_DB = "xenabi-fleet.sqlite"
 MAX_NAME = 256
 LOCK_TIMEOUT = 30.0  # seconds an import waits for another writer before giving up
@@ -134,10 +163,18 @@ class Inventory:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=LOCK_TIMEOUT)
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.executescript(SCHEMA)
+            self._add_capacity_columns()
             for statement in INDEXES:
                 self.db.execute(statement)
         except sqlite3.Error as exc:
             raise InventoryError(f"cannot open the inventory: {_sqlite_reason(exc)}", file=self.path) from exc
+
+    def _add_capacity_columns(self) -> None:
+        for table, column, kind in CAPACITY_COLUMNS:
+            present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                default = (HOST_DEFAULTS if table == "hosts" else VM_DEFAULTS)[column]
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind} NOT NULL DEFAULT {default}")
 
     def close(self) -> None:
         self.db.close()
@@ -170,6 +207,13 @@ class Inventory:
         if row is None:
             raise InventoryError(f"no VM named {name!r}", field="vm")
         return row[0], row[1], row[2]
+
+    def largest_host(self) -> tuple[int, int]:
+        """The most memory (MiB) and the most vCPUs any one host of the inventory may hold (0, 0 without hosts)."""
+        row = self.db.execute(
+            "SELECT MAX(memory_mib), MAX(CAST(pcpus * vcpu_overcommit AS INTEGER)) FROM hosts"
+        ).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
 
     def pools(self) -> list[str]:
         return [row[0] for row in self.db.execute("SELECT DISTINCT pool FROM hosts ORDER BY pool")]
@@ -219,24 +263,35 @@ class Inventory:
                 db.execute("DELETE FROM hosts")
             for _source, hosts, _vms in checked:
                 db.executemany(
-                    "INSERT INTO hosts(name, pool, release, abi_control) VALUES (?, ?, ?, ?) "
+                    "INSERT INTO hosts(name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(name) DO UPDATE SET pool = excluded.pool, release = excluded.release, "
-                    "abi_control = excluded.abi_control",
+                    "abi_control = excluded.abi_control, memory_mib = excluded.memory_mib, pcpus = excluded.pcpus, "
+                    "vcpu_overcommit = excluded.vcpu_overcommit",
                     [values for _line, values in hosts],
                 )
             host_ids = dict(db.execute("SELECT name, id FROM hosts"))
+            largest_memory, largest_vcpus = self.largest_host()
             policy_ids: dict[str, int] = {}
             for source, _hosts, vms in checked:
-                for written, (line, (name, guest_type, host, policy)) in enumerate(vms, start=1):
+                for written, (line, (name, guest_type, host, policy, memory, vcpus)) in enumerate(vms, start=1):
                     if host not in host_ids:
                         raise InventoryError(f"no host named {host!r}", file=source, line=line, field="host")
+                    if memory > largest_memory:
+                        raise InventoryError(f"{memory} MiB is more than any host has ({largest_memory} MiB)",
+                                             file=source, line=line, field="memory_mib")  # fmt: skip
+                    if vcpus > largest_vcpus:
+                        raise InventoryError(f"{vcpus} vCPUs is more than any host may run ({largest_vcpus})",
+                                             file=source, line=line, field="vcpus")  # fmt: skip
                     if policy not in policy_ids:
                         policy_ids[policy] = self.policy_id(policy)
                     db.execute(
-                        "INSERT INTO vms(name, guest_type, host_id, policy_id) VALUES (?, ?, ?, ?) "
+                        "INSERT INTO vms(name, guest_type, host_id, policy_id, memory_mib, vcpus) "
+                        "VALUES (?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT(name) DO UPDATE SET guest_type = excluded.guest_type, "
-                        "host_id = excluded.host_id, policy_id = excluded.policy_id",
-                        (name, guest_type, host_ids[host], policy_ids[policy]),
+                        "host_id = excluded.host_id, policy_id = excluded.policy_id, "
+                        "memory_mib = excluded.memory_mib, vcpus = excluded.vcpus",
+                        (name, guest_type, host_ids[host], policy_ids[policy], memory, vcpus),
                     )
                     if progress is not None and written % PROGRESS_EVERY == 0:
                         progress(PROGRESS_EVERY)
@@ -249,24 +304,29 @@ class Inventory:
     # --- export ---------------------------------------------------------------------------------------------------
     def export_json(self) -> dict[str, list[dict[str, Any]]]:
         hosts = [
-            {"name": n, "pool": p, "release": r, "abi_control": bool(c)}
-            for n, p, r, c in self.db.execute("SELECT name, pool, release, abi_control FROM hosts ORDER BY id")
-        ]
-        return {"hosts": hosts, "vms": [dict(zip(VM_FIELDS, row, strict=True)) for row in self.vm_rows()]}
+            {"name": n, "pool": p, "release": r, "abi_control": bool(c), "memory_mib": m, "pcpus": cpus,
+             "vcpu_overcommit": ratio}
+            for n, p, r, c, m, cpus, ratio in self.host_rows()
+        ]  # fmt: skip
+        return {"hosts": hosts, "vms": [dict(zip(VM_COLUMNS, row, strict=True)) for row in self.vm_rows()]}
 
-    def vm_rows(self) -> Iterator[tuple[str, str, str, str]]:
+    def host_rows(self) -> Iterator[tuple[str, str, str, int, int, int, float]]:
         yield from self.db.execute(
-            "SELECT v.name, v.guest_type, h.name, p.text FROM vms v JOIN hosts h ON h.id = v.host_id "
-            "JOIN policies p ON p.id = v.policy_id ORDER BY v.id"
+            "SELECT name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit FROM hosts ORDER BY id"
+        )
+
+    def vm_rows(self) -> Iterator[tuple[str, str, str, str, int, int]]:
+        yield from self.db.execute(
+            "SELECT v.name, v.guest_type, h.name, p.text, v.memory_mib, v.vcpus FROM vms v "
+            "JOIN hosts h ON h.id = v.host_id JOIN policies p ON p.id = v.policy_id ORDER BY v.id"
         )
 
     def export_csv(self, hosts_out: io.TextIOBase, vms_out: io.TextIOBase) -> None:
         writer = csv.writer(hosts_out, lineterminator="\n")
-        writer.writerow(HOST_FIELDS)
-        for n, p, r, c in self.db.execute("SELECT name, pool, release, abi_control FROM hosts ORDER BY id"):
-            writer.writerow((n, p, r, c))
+        writer.writerow(HOST_COLUMNS)
+        writer.writerows((n, p, r, c, m, cpus, f"{ratio:g}") for n, p, r, c, m, cpus, ratio in self.host_rows())
         writer = csv.writer(vms_out, lineterminator="\n")
-        writer.writerow(VM_FIELDS)
+        writer.writerow(VM_COLUMNS)
         writer.writerows(self.vm_rows())
 
     # --- synthetic fleets -------------------------------------------------------------------------------------------
@@ -284,14 +344,23 @@ class Inventory:
             db.executemany("INSERT INTO hosts(id, name, pool, release, abi_control) VALUES (?, ?, ?, ?, ?)", host_rows)
             policy_texts = sorted({text for choices in _policy_menu().values() for text in choices})
             policy_ids = {text: self.policy_id(text) for text in policy_texts}
-            written = 0
+            used_memory = [0] * (hosts + 1)
+            used_vcpus = [0] * (hosts + 1)
             for chunk in synth_vms(vms, host_rows, rng, policy_ids):
                 db.executemany(
-                    "INSERT INTO vms(id, name, guest_type, host_id, policy_id) VALUES (?, ?, ?, ?, ?)", chunk
+                    "INSERT INTO vms(id, name, guest_type, host_id, policy_id, memory_mib, vcpus) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    chunk,
                 )
-                written += len(chunk)
+                for row in chunk:
+                    used_memory[row[3]] += row[5]
+                    used_vcpus[row[3]] += row[6]
                 if progress is not None:
                     progress(len(chunk))
+            db.executemany(
+                "UPDATE hosts SET memory_mib = ?, pcpus = ? WHERE id = ?",
+                synth_capacity(used_memory, used_vcpus, rng),
+            )
             for statement in INDEXES:
                 db.execute(statement)
             db.execute("COMMIT")
@@ -329,6 +398,24 @@ def synth_hosts(n: int, rng: random.Random) -> list[tuple[int, str, str, str, in
     return rows
 
 
+VM_SHAPES = ((1024, 1, 15), (2048, 1, 15), (2048, 2, 10), (4096, 2, 30), (8192, 4, 18), (16384, 8, 9),
+             (32768, 8, 3))  # fmt: skip
+"""(memory MiB, vCPUs, weight) of synthetic VMs: mostly small, a tail of large ones (about 5.7 GiB on average)."""
+HOST_MEMORY_GIB = (256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
+"""Synthetic hosts are built in these sizes (GiB for guests); each gets the smallest that leaves it 20-40% free."""
+
+
+def synth_capacity(used_memory: list[int], used_vcpus: list[int], rng: random.Random) -> Iterator[tuple[int, int, int]]:
+    """(memory_mib, pcpus, host id) for every synthetic host: the smallest standard size that its VMs fill to 60-80%,
+    and 4 GiB per physical CPU (more CPUs where its vCPUs would pass 3.2 per CPU, 80% of the default limit)."""
+    for host_id in range(1, len(used_memory)):
+        fill = rng.uniform(0.6, 0.8)
+        need = used_memory[host_id] / fill
+        gib = next((size for size in HOST_MEMORY_GIB if size * 1024 >= need), HOST_MEMORY_GIB[-1])
+        pcpus = max(gib // 4, -(-used_vcpus[host_id] * 10 // 32))
+        yield gib * 1024, -(-pcpus // 8) * 8, host_id
+
+
 def _policy_menu() -> dict[tuple[str, bool, str], list[str]]:
     """For each (host release, abi_control, guest type): the policies its VMs carry, most likely first."""
     menu = {}
@@ -351,14 +438,16 @@ def _policy_menu() -> dict[tuple[str, bool, str], list[str]]:
 
 def synth_vms(
     n: int, hosts: list[tuple[int, str, str, str, int]], rng: random.Random, policy_ids: dict[str, int]
-) -> Iterator[list[tuple[int, str, str, int, int]]]:
+) -> Iterator[list[tuple[int, str, str, int, int, int, int]]]:
     """VMs spread over the hosts. On a controlled host most are pinned to what it gave them, some to a levelled
     FIFO-only policy, a few to nothing (pinned from Xen 4.3 hosts) or not pinned at all (they predate control); on
-    an uncontrolled host most know its release and some an older one (moved in by a legacy toolstack)."""
+    an uncontrolled host most know its release and some an older one (moved in by a legacy toolstack). Sizes are
+    drawn from :data:`VM_SHAPES`."""
     menu = _policy_menu()
     kinds = list(GUEST_TYPE_WEIGHTS)
     kind_weights = list(GUEST_TYPE_WEIGHTS.values())
     controlled_weights, legacy_weights = [70, 20, 5, 5], [95, 5]
+    shape_weights = [weight for _memory, _vcpus, weight in VM_SHAPES]
     chunk = 100_000
     for start in range(0, n, chunk):
         size = min(chunk, n - start)
@@ -366,6 +455,7 @@ def synth_vms(
         types = rng.choices(kinds, weights=kind_weights, k=size)
         picks = rng.choices(range(4), weights=controlled_weights, k=size)
         old = rng.choices(range(2), weights=legacy_weights, k=size)
+        shapes = rng.choices(VM_SHAPES, weights=shape_weights, k=size)
         rows = []
         for i in range(size):
             host = placed[i]
@@ -373,7 +463,8 @@ def synth_vms(
             choices = menu[(host[3], control, types[i])]
             text = choices[picks[i]] if control else choices[old[i]]
             vm_id = start + i + 1
-            rows.append((vm_id, f"vm{vm_id:08d}", types[i], host[0], policy_ids[text]))
+            shape = shapes[i]
+            rows.append((vm_id, f"vm{vm_id:08d}", types[i], host[0], policy_ids[text], shape[0], shape[1]))
         yield rows
 
 
@@ -438,16 +529,7 @@ def _csv_rows(text: str, source: str) -> tuple[Rows, Rows]:
     except csv.Error as exc:
         raise InventoryError(f"not CSV: {exc}", file=source, line=1) from None
     header = [column.strip() for column in header]
-    if tuple(header) == HOST_FIELDS:
-        kind = "hosts"
-    elif tuple(header) == VM_FIELDS:
-        kind = "vms"
-    else:
-        raise InventoryError(
-            f"header {','.join(header)!r} is neither {','.join(HOST_FIELDS)!r} nor {','.join(VM_FIELDS)!r}",
-            file=source,
-            line=1,
-        )
+    kind = _csv_kind(header, source)
     rows: Rows = []
     while True:
         try:
@@ -463,6 +545,26 @@ def _csv_rows(text: str, source: str) -> tuple[Rows, Rows]:
             raise InventoryError(f"{len(values)} fields, expected {len(header)}", file=source, line=line)
         rows.append((line, dict(zip(header, (v.strip() for v in values), strict=True))))
     return (rows, []) if kind == "hosts" else ([], rows)
+
+
+def _csv_kind(header: list[str], source: str) -> str:
+    """The kind of rows, "hosts" or "vms": required columns first, then capacity columns in any order, once each."""
+    for kind, required, optional in (("hosts", HOST_FIELDS, HOST_DEFAULTS), ("vms", VM_FIELDS, VM_DEFAULTS)):
+        if tuple(header[: len(required)]) != required:
+            continue
+        extra = header[len(required) :]
+        for column in extra:
+            if column not in optional:
+                raise InventoryError(f"unknown column {column!r} (capacity columns: {', '.join(optional)})",
+                                     file=source, line=1, field=column)  # fmt: skip
+        if len(set(extra)) != len(extra):
+            raise InventoryError("a capacity column appears twice", file=source, line=1)
+        return kind
+    raise InventoryError(
+        f"header {','.join(header)!r} begins with neither {','.join(HOST_FIELDS)!r} nor {','.join(VM_FIELDS)!r}",
+        file=source,
+        line=1,
+    )
 
 
 def _json_rows(text: str, source: str) -> tuple[Rows, Rows]:
@@ -513,8 +615,43 @@ def _checked(parse: Callable[[str], Any], row: dict[str, Any], name: str, source
         raise InventoryError(str(exc), file=source, line=line, field=name) from None
 
 
-def _host_values(row: dict[str, Any], source: str, line: int) -> tuple[str, str, str, int]:
-    unknown = set(row) - set(HOST_FIELDS)
+def _capacity(row: dict[str, Any], name: str, defaults: dict[str, int | float], source: str, line: int) -> Any:
+    """A capacity column: its default when absent or empty; otherwise a whole number in range (a positive real
+    for ``vcpu_overcommit``)."""
+    value = row.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return defaults[name]
+    real = name == "vcpu_overcommit"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InventoryError(f"must be a number, not a JSON {_json_kind(value)}", file=source, line=line, field=name)
+    try:
+        number = float(value) if real else _whole(value)
+    except ValueError:
+        kind = "a number" if real else "a whole number"
+        raise InventoryError(f"{str(value)[:40]!r} is not {kind}", file=source, line=line, field=name) from None
+    limit = MAX_OVERCOMMIT if real else (MAX_MEMORY_MIB if name == "memory_mib" else MAX_CPUS)
+    if not number > 0:  # also refuses NaN
+        raise InventoryError(f"{number:g} is not above zero", file=source, line=line, field=name)
+    if number > limit:
+        raise InventoryError(f"{number:g} is more than {limit:g}", file=source, line=line, field=name)
+    return number
+
+
+def _whole(value: int | float | str) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    text = value.strip()
+    if len(text) > 20 or not text.lstrip("+-").isdigit():  # never converts a million-digit string
+        raise ValueError(value)
+    return int(text)
+
+
+def _host_values(row: dict[str, Any], source: str, line: int) -> tuple[Any, ...]:
+    unknown = set(row) - set(HOST_COLUMNS)
     if unknown:
         raise InventoryError(f"unknown field {sorted(unknown)[0]!r}", file=source, line=line, field=sorted(unknown)[0])
     return (
@@ -522,11 +659,12 @@ def _host_values(row: dict[str, Any], source: str, line: int) -> tuple[str, str,
         _field(row, "pool", source, line),
         _checked(parse_release, row, "release", source, line),
         _checked(parse_bool, row, "abi_control", source, line),
+        *(_capacity(row, column, HOST_DEFAULTS, source, line) for column in HOST_DEFAULTS),
     )
 
 
-def _vm_values(row: dict[str, Any], source: str, line: int) -> tuple[str, str, str, str]:
-    unknown = set(row) - set(VM_FIELDS)
+def _vm_values(row: dict[str, Any], source: str, line: int) -> tuple[Any, ...]:
+    unknown = set(row) - set(VM_COLUMNS)
     if unknown:
         raise InventoryError(f"unknown field {sorted(unknown)[0]!r}", file=source, line=line, field=sorted(unknown)[0])
     guest_type = _checked(parse_guest_type, row, "guest_type", source, line)
@@ -534,4 +672,10 @@ def _vm_values(row: dict[str, Any], source: str, line: int) -> tuple[str, str, s
     bad = sorted(name for name in policy.features(guest_type) if not REGISTRY[name].applies_to(GuestType(guest_type)))
     if policy.pinned is not None and bad:
         raise InventoryError(f"{bad[0]} does not apply to {guest_type} guests", file=source, line=line, field="policy")
-    return _field(row, "name", source, line), guest_type, _field(row, "host", source, line), str(policy)
+    return (
+        _field(row, "name", source, line),
+        guest_type,
+        _field(row, "host", source, line),
+        str(policy),
+        *(_capacity(row, column, VM_DEFAULTS, source, line) for column in VM_DEFAULTS),
+    )

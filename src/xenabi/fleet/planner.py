@@ -9,12 +9,7 @@ plus a few grouped scans of the inventory, with memory bounded by the number of 
 by the number of hosts being upgraded). :func:`direct_admissible_hosts` is the per-pair evaluation the tests and the
 benchmark compare against.
 
-Upgrade plans (``plan_upgrade``): hosts are upgraded in place (release, abi_control). A VM on such a host whose
-policy the new host would not admit would see its environment change if it stayed, so it is evacuated first, to a
-host that is not being upgraded and that admits it; then the host is upgraded. Hosts whose affected VMs all have a
-target come first. A VM with no target makes the plan unsafe. Afterwards, VM classes that can be admitted by at most
-one host in the whole fleet are reported as unmovable. Capacity is not modelled: any admitting host can take any
-number of VMs.
+Upgrade plans, with capacity and waves, are :mod:`xenabi.fleet.upgrade`; they use :func:`class_admission` too.
 """
 
 from __future__ import annotations
@@ -28,7 +23,7 @@ from typing import Any
 from xenabi.abi.domctl import GuestType
 from xenabi.abi.features import REGISTRY
 from xenabi.errors import InventoryError
-from xenabi.fleet.inventory import Inventory, VmPolicy, parse_policy, parse_release
+from xenabi.fleet.inventory import Inventory, VmPolicy, parse_policy
 from xenabi.policy import AbiPolicy, Refusal, admission, get_release
 
 Progress = Callable[[int], None]
@@ -280,108 +275,3 @@ def level(inv: Inventory, pool: str) -> list[Level]:
 
 def _pinned(features: frozenset[str]) -> str:
     return str(VmPolicy(pinned=features))
-
-
-# --- upgrade plans -----------------------------------------------------------------------------------------------
-@dataclass
-class Step:
-    host: str
-    evacuate: list[dict[str, Any]]  # [{guest_type, policy, vms, to: [host class], example}]
-    stranded: list[dict[str, Any]]  # affected VMs that no host can take
-
-    def to_json(self) -> dict[str, Any]:
-        return {"host": self.host, "evacuate": self.evacuate, "stranded": self.stranded}
-
-
-@dataclass
-class UpgradePlan:
-    target: HostClass
-    hosts: int
-    vms_on_hosts: int
-    affected_vms: int
-    stranded_vms: int
-    steps: list[Step]
-    unmovable_after: list[dict[str, Any]]
-
-    @property
-    def safe(self) -> bool:
-        return self.stranded_vms == 0
-
-    def to_json(self, *, steps: int | None = None) -> dict[str, Any]:
-        return {
-            "to": {"release": self.target.release, "abi_control": self.target.abi_control},
-            "hosts": self.hosts,
-            "vms_on_hosts": self.vms_on_hosts,
-            "affected_vms": self.affected_vms,
-            "stranded_vms": self.stranded_vms,
-            "safe": self.safe,
-            "steps": [s.to_json() for s in self.steps[:steps]],
-            "unmovable_after": self.unmovable_after,
-        }
-
-
-def plan_upgrade(
-    inv: Inventory, hosts: list[str], release: str, abi_control: bool, *, progress: Progress | None = None
-) -> UpgradePlan:
-    try:
-        target = HostClass(parse_release(release), abi_control)
-    except ValueError as exc:
-        raise InventoryError(str(exc), field="release") from None
-    db = inv.db
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS upgrading (id INTEGER PRIMARY KEY, name TEXT)")
-    db.execute("DELETE FROM upgrading")
-    for name in hosts:
-        row = db.execute("SELECT id FROM hosts WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise InventoryError(f"no host named {name!r}", field="hosts")
-        db.execute("INSERT OR IGNORE INTO upgrading(id, name) VALUES (?, ?)", (row[0], name))
-    stable = host_classes(inv, "WHERE id NOT IN (SELECT id FROM upgrading)")
-    examples: dict[HostClass, str] = {}
-    for hc in stable:
-        examples[hc] = db.execute(
-            "SELECT name FROM hosts WHERE release = ? AND abi_control = ? AND id NOT IN (SELECT id FROM upgrading) "
-            "ORDER BY id LIMIT 1",
-            (hc.release, int(hc.abi_control)),
-        ).fetchone()[0]
-    rows = db.execute(
-        "SELECT u.name, v.guest_type, p.text, COUNT(*) FROM upgrading u JOIN vms v ON v.host_id = u.id "
-        "JOIN policies p ON p.id = v.policy_id GROUP BY u.id, v.guest_type, v.policy_id ORDER BY u.id"
-    )
-    per_host: dict[str, list[tuple[VmClass, int]]] = defaultdict(list)
-    for name, guest_type, policy, n in rows:
-        per_host[name].append((VmClass(guest_type, policy), n))
-    ordered_names = [row[0] for row in db.execute("SELECT name FROM upgrading ORDER BY rowid")]
-    steps_ok: list[Step] = []
-    steps_blocked: list[Step] = []
-    vms_on_hosts = affected = stranded = 0
-    for name in ordered_names:
-        step = Step(name, [], [])
-        for vmc, n in per_host.get(name, []):
-            vms_on_hosts += n
-            if not class_admission(vmc, target):
-                continue  # its environment survives the upgrade: it may stay (suspended across the reboot)
-            affected += n
-            targets = sorted(hc for hc in stable if not class_admission(vmc, hc))
-            entry = {"guest_type": vmc.guest_type, "policy": vmc.policy, "vms": n,
-                     "reasons": [str(r) for r in class_admission(vmc, target)]}  # fmt: skip
-            if targets:
-                entry |= {"to": [str(hc) for hc in targets], "example": examples[targets[0]]}
-                step.evacuate.append(entry)
-            else:
-                stranded += n
-                step.stranded.append(entry)
-        (steps_blocked if step.stranded else steps_ok).append(step)
-        if progress is not None:
-            progress(1)
-    after = dict(stable)
-    after[target] = after.get(target, 0) + len(ordered_names)
-    before = host_classes(inv)
-    unmovable = []
-    for vmc, n in sorted(vm_classes(inv).items()):
-        now, later = admissible_count(vmc, before), admissible_count(vmc, after)
-        if later <= 1 < now:
-            unmovable.append({"guest_type": vmc.guest_type, "policy": vmc.policy, "vms": n,
-                              "admissible_hosts_before": now, "admissible_hosts_after": later})  # fmt: skip
-    return UpgradePlan(
-        target, len(ordered_names), vms_on_hosts, affected, stranded, steps_ok + steps_blocked, unmovable
-    )
