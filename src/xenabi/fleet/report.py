@@ -53,7 +53,8 @@ def matrix_svg(vms: dict[VmClass, int], hosts: dict[HostClass, int], target: Hos
     if target is not None and target not in hosts:
         columns.append(target)
     rows = sorted(vms)
-    cell, left, top = 18, 330, 190
+    longest = max([len(f"{hc.release} legacy (target)") for hc in columns] + [4])
+    cell, left, top = 18, 330, 24 + int(longest * 5.6)  # the column labels are slanted 60 degrees
     width, height = left + cell * len(columns) + 160, top + cell * len(rows) + 10  # room for the slanted labels
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
              'aria-label="admission of VM classes by host classes">']  # fmt: skip
@@ -142,7 +143,7 @@ def pools_svg(plan: UpgradePlan) -> str:
     biggest = max([m.capacity_mib for m in plan.pools.values()] + [1])
     left, bar_w, bar_h, gap = 170, 620, 12, 10
     height = 10 + len(names) * (2 * bar_h + gap)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + bar_w + 520}" height="{height}" role="img" '
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + bar_w + 560}" height="{height}" role="img" '
              'aria-label="memory per pool before and after">']  # fmt: skip
     for row, name in enumerate(names):
         memory = plan.pools[name]
@@ -183,8 +184,8 @@ def upgrade_report(plan: UpgradePlan, inv: Inventory) -> str:
         f"<h1>Rolling upgrade to {_e(plan.target)}</h1>",
         f"<p>{verdict}. {s['upgraded_hosts']:,} of {s['hosts']:,} hosts upgraded in {s['waves']:,} waves of at most "
         f"{_e(plan.max_parallel)} hosts per {'fleet' if plan.across_pools else 'pool'}; "
-        f"{s['vms_on_hosts']:,} VMs on them: {s['migrations']:,} migrations ({s['moved_twice']:,} of a VM moved "
-        f"before), {s['suspends']:,} suspended in place. Placement: first-fit decreasing by memory.</p>",
+        f"{s['vms_on_hosts']:,} VMs on them: {s['migrations']:,} migrations ({s['moved_twice']:,} of them moving a "
+        f"VM a second time), {s['suspends']:,} suspended in place. Placement: first-fit decreasing by memory.</p>",
         "<h2>Waves</h2>",
         waves_svg(plan),
         f"<h2>Memory per pool, before and after ({len(plan.pools):,} pools the plan touches)</h2>",
