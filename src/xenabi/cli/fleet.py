@@ -23,6 +23,7 @@ def _db_default() -> str:
     return os.environ.get("XENABI_FLEET_DB", DEFAULT_DB)
 
 
+STRANDED_LISTED = 50  # stranded VMs printed in the table (the count is always the whole number)
 db_option = click.option("--db", default=_db_default, show_default="$XENABI_FLEET_DB or xenabi-fleet.sqlite",
                          help="The inventory's SQLite file.")  # fmt: skip
 
@@ -280,7 +281,8 @@ def _print_plan(plan: Any, summary: dict[str, Any], stranded: list[dict[str, Any
     verdict = styled("complete", "green") if plan.complete else styled(
         f"IMPOSSIBLE as asked: {len(stranded):,} VMs have nowhere to go, "
         f"{summary['blocked_hosts']:,} hosts cannot be upgraded", "red")  # fmt: skip
-    con.print(f"upgrade {summary['hosts']:,} hosts to {plan.target} in {summary['waves']:,} waves of at most "
+    con.print(f"upgrade {summary['hosts']:,} hosts to {plan.target}: {summary['upgraded_hosts']:,} upgraded in "
+              f"{summary['waves']:,} waves of at most "
               f"{plan.max_parallel} per {'fleet' if plan.across_pools else 'pool'}: {summary['vms_on_hosts']:,} VMs "
               f"on them, {summary['migrations']:,} migrations ({summary['moved_twice']:,} moving a VM again), "
               f"{summary['suspends']:,} suspended in place;", verdict, highlight=False)  # fmt: skip
@@ -293,10 +295,12 @@ def _print_plan(plan: Any, summary: dict[str, Any], stranded: list[dict[str, Any
                       f"{wave.headroom_mib:,}", f"{wave.tightest_pool} ({wave.tightest_headroom_mib:,})")  # fmt: skip
     con.print(table)
     if stranded:
-        table = new_table(title=f"stranded VMs ({len(stranded):,}): the plan cannot upgrade their hosts")
+        listed = stranded[:STRANDED_LISTED]
+        more = f"; the first {len(listed)} here, all with --json or --out" if len(listed) < len(stranded) else ""
+        table = new_table(title=f"stranded VMs ({len(stranded):,}{more}): the plan cannot upgrade their hosts")
         for column in ("VM", "host", "class", "MiB", "vCPUs", "why"):
             table.add_column(column)
-        for row in stranded:
+        for row in listed:
             table.add_row(row["vm"], row["host"], f"{row['guest_type']} {row['policy']}", f"{row['memory_mib']:,}",
                           str(row["vcpus"]), row["reason"])  # fmt: skip
         con.print(table)
@@ -331,7 +335,8 @@ def fleet_plan_verify(plan_file: str, db: str, as_json: bool) -> None:
         click.echo(json.dumps(verdict.to_json(), indent=2))
         sys.exit(0 if verdict.complete else 1)
     if verdict.failure is not None:
-        click.echo(f"{visible(plan_file)}:{visible(str(verdict.failure))}", err=True)
+        failure = verdict.failure
+        click.echo(f"{visible(plan_file)}:{failure.line} [{failure.field}]: {visible(str(failure))}", err=True)
         click.echo(f"the plan does not replay: {verdict.steps:,} steps ran before this one")
         sys.exit(1)
     click.echo(f"{visible(plan_file)}: all {verdict.steps:,} steps of {verdict.waves:,} waves replay against "

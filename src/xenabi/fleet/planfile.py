@@ -47,7 +47,7 @@ from typing import IO, Any
 from xenabi.errors import InventoryError
 from xenabi.fleet.inventory import Inventory, parse_release
 from xenabi.fleet.planner import HostClass, VmClass, class_admission
-from xenabi.fleet.upgrade import MaxParallel, UpgradePlan, migrations, suspends
+from xenabi.fleet.upgrade import MaxParallel, UpgradePlan
 
 PLAN_KIND = "xenabi-upgrade-plan"
 PLAN_VERSION = 1
@@ -72,11 +72,11 @@ def write_plan(plan: UpgradePlan, inv: Inventory, out: IO[str]) -> None:
             "tightest_headroom_mib": wave.tightest_headroom_mib,
         }
         out.write(json.dumps(head)[:-1])
-        moves = list(migrations(plan, wave))
+        moves = wave.moves()
         names = vm_names(inv, [vm for vm, _source, _target in moves])
         out.write(',\n   "migrate": [')
         out.write(",".join(f"\n    {json.dumps([names[vm], hosts[s], hosts[t]])}" for vm, s, t in moves))
-        stays = list(suspends(plan, wave))
+        stays = wave.stays()
         names = vm_names(inv, [vm for vm, _host in stays])
         out.write('],\n   "suspend": [')
         out.write(",".join(f"\n    {json.dumps([names[vm], hosts[h]])}" for vm, h in stays))
@@ -257,7 +257,7 @@ class Failure:
     field: str
 
     def __str__(self) -> str:
-        return f"line {self.line} [{self.field}]: wave {self.wave}, step {self.step} ({self.what}): {self.reason}"
+        return f"wave {self.wave}, step {self.step} ({self.what}): {self.reason}"
 
 
 @dataclass

@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -121,6 +121,20 @@ class Wave:
     @property
     def suspends(self) -> int:
         return sum(len(a) for a in self.suspend_vm)
+
+    def moves(self) -> list[tuple[int, int, int]]:
+        """(VM id, from host index, to host index), in the order they run."""
+        if not self.migrate_vm:
+            return []
+        columns = (np.concatenate(c).tolist() for c in (self.migrate_vm, self.migrate_from, self.migrate_to))
+        return list(zip(*columns, strict=True))
+
+    def stays(self) -> list[tuple[int, int]]:
+        """(VM id, host index) of the VMs suspended in place."""
+        if not self.suspend_vm:
+            return []
+        return list(zip(np.concatenate(self.suspend_vm).tolist(), np.concatenate(self.suspend_host).tolist(),
+                        strict=True))  # fmt: skip
 
 
 @dataclass
@@ -245,15 +259,15 @@ def _load(inv: Inventory, upgrading: npt.NDArray[np.bool_], host_row: dict[int, 
         kept.append(block[upgrading[hosts]])
     table = np.concatenate(kept) if kept else np.empty((0, 5), dtype=np.int64)
     del kept
-    table = table[np.argsort(table[:, 1], kind="stable")]
+    order = np.argsort(table[:, 1], kind="stable")  # by host; each column is gathered once, never the whole table
     policies = dict(db.execute("SELECT id, text FROM policies"))
-    codes, vm_class = np.unique(table[:, 2], return_inverse=True)
+    codes, vm_class = np.unique(table[order, 2], return_inverse=True)
     vm_classes = [VmClass(GUEST_TYPES[int(code) % 3], policies[int(code) // 3]) for code in codes]
     return _Fleet(
         names=[r[1] for r in rows], pools=[r[2] for r in rows], classes=list(classes), class_code=class_code,
         memory=memory, vcpus=vcpus, used_memory=used_memory, used_vcpus=used_vcpus, vm_classes=vm_classes,
-        vm_id=table[:, 0].copy(), vm_host=table[:, 1].copy(), vm_class=vm_class.astype(np.int32).reshape(-1),
-        vm_memory=table[:, 3].copy(), vm_vcpus=table[:, 4].copy(),
+        vm_id=table[order, 0], vm_host=table[order, 1], vm_class=vm_class.astype(np.int32).reshape(-1),
+        vm_memory=table[order, 3], vm_vcpus=table[order, 4],
     )  # fmt: skip
 
 
@@ -460,7 +474,7 @@ def _stranded_vm(pool: _Pool, vm: int, local: int, up: npt.NDArray[np.bool_]) ->
     cls = fleet.vm_classes[vm_class]
     host = int(pool.hosts[local])
     if not admitting.any():
-        refusals = class_admission(cls, HostClass(*_class_of(fleet, pool.target_code)))
+        refusals = class_admission(cls, fleet.classes[pool.target_code])
         why = "; ".join(str(r) for r in refusals) if refusals else "its own release is the only one that admits it"
         reason = f"no other host of the pool admits it ({why})"
     else:
@@ -474,11 +488,6 @@ def _stranded_vm(pool: _Pool, vm: int, local: int, up: npt.NDArray[np.bool_]) ->
             reason = (f"no admitting host has room: it needs {memory} MiB and {vcpus} vCPUs, the most free memory "
                       f"on one is {max(free, 0)} MiB")  # fmt: skip
     return Stranded(int(fleet.vm_id[vm]), host, memory, vcpus, cls, reason)
-
-
-def _class_of(fleet: _Fleet, code: int) -> tuple[str, bool]:
-    host_class = fleet.classes[code]
-    return host_class.release, host_class.abi_control
 
 
 # --- the planner ---------------------------------------------------------------------------------------------------
@@ -499,11 +508,10 @@ def plan_upgrade(
     except ValueError as exc:
         raise InventoryError(str(exc), field="release") from None
     limit_rule = max_parallel if isinstance(max_parallel, MaxParallel) else MaxParallel.parse(max_parallel)
-    host_row = {int(host_id): index for index, (host_id,) in enumerate(inv.db.execute("SELECT id FROM hosts "
-                                                                                         "ORDER BY id"))}  # fmt: skip
+    ids = inv.db.execute("SELECT id FROM hosts ORDER BY id")
+    host_row = {int(host_id): index for index, (host_id,) in enumerate(ids)}
     upgrading = np.zeros(len(host_row), dtype=bool)
     requested: list[int] = []
-    by_name: dict[str, int] = {}
     for name in hosts:
         try:
             host_id = inv.host(name)[0]
@@ -515,7 +523,6 @@ def plan_upgrade(
         if not upgrading[index]:
             upgrading[index] = True
             requested.append(index)
-            by_name[name] = index
     fleet = _load(inv, upgrading, host_row)
     target_code = fleet.classes.index(target) if target in fleet.classes else len(fleet.classes)
     if target_code == len(fleet.classes):
@@ -566,19 +573,3 @@ def plan_upgrade(
         vms_on_hosts=len(fleet.vm_id), waves=[waves[n] for n in sorted(waves)], blocked_hosts=sorted(blocked),
         stranded=stranded, moved_twice=twice, pools=pools, over_capacity_hosts=over,
     )  # fmt: skip
-
-
-def migrations(plan: UpgradePlan, wave: Wave) -> Iterator[tuple[int, int, int]]:
-    """(VM id, from host index, to host index) of one wave, in the order they run."""
-    if not wave.migrate_vm:
-        return
-    vm = np.concatenate(wave.migrate_vm).tolist()
-    source = np.concatenate(wave.migrate_from).tolist()
-    target = np.concatenate(wave.migrate_to).tolist()
-    yield from zip(vm, source, target, strict=True)
-
-
-def suspends(plan: UpgradePlan, wave: Wave) -> Iterator[tuple[int, int]]:
-    if not wave.suspend_vm:
-        return
-    yield from zip(np.concatenate(wave.suspend_vm).tolist(), np.concatenate(wave.suspend_host).tolist(), strict=True)
