@@ -29,7 +29,8 @@ file's line and the JSON field, and why (typically: the inventory changed after 
 A file that is not JSON, or not a plan (a missing or mistyped field, an unknown release), is an
 :class:`~xenabi.errors.InventoryError` with file, line and field; a plan that does not replay is a failed
 :class:`Verdict`, with the same details. A plan is *complete* when it strands no VM and leaves no host behind.
-The whole plan is read into memory (about 250 bytes per migration); VMs are looked up wave by wave.
+The whole plan is read into memory (with the replay state, about 600 bytes per migration: 380 MB for a plan of
+600,000); VMs are looked up wave by wave.
 """
 
 from __future__ import annotations
