@@ -141,6 +141,18 @@ def test_stranded_reasons() -> None:
     assert "larger than every admitting host" in reasons[4096]
 
 
+def test_a_host_that_can_never_be_emptied_stays_and_takes_what_its_release_admits() -> None:
+    """No host of the pool admits 'old' now or as 4.22 without ABI control: its host is left on 4.3 from the start
+    (not retried wave after wave), and it is a final target for the legacy 4.3 VM of the host that is upgraded."""
+    inv = fleet([("a", "p", "4.3", 0, 8192), ("b", "p", "4.14", 0, 8192), ("c", "p", "4.14", 0, 8192)],
+                [("old", "hvm", "a", "legacy:4.3", 1024), ("mid", "hvm", "b", "legacy:4.14", 1024),
+                 ("also-old", "hvm", "b", "legacy:4.3", 1024)])  # fmt: skip
+    plan = plan_upgrade(inv, ["a", "b"], "4.22", False)
+    assert [plan.host_names[h] for h in plan.blocked_hosts] == ["a"] and len(plan.stranded) == 1
+    assert "no other host of the pool admits it" in plan.stranded[0].reason
+    assert sorted(moves(plan, inv)[0]) == [("also-old", "b", "a"), ("mid", "b", "c")]
+
+
 def test_pools_are_placement_domains_unless_across_pools() -> None:
     inv = fleet([("a", "p", "4.14", 0, 4096), ("b", "q", "4.14", 0, 4096)], [("v", "hvm", "a", "legacy:4.14", 1024)])
     assert not plan_upgrade(inv, ["a"], "4.14", False).complete

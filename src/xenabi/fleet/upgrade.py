@@ -30,10 +30,14 @@ pool's hosts (rounded up, at least one). Pools are independent, so wave *w* of e
 the plan's wave *w* is their union. Each wave of a pool takes the hosts still to upgrade in order of the memory that
 must leave them, least first (hosts whose VMs have somewhere to go come first; hosts freed and upgraded by earlier
 waves become targets for the later ones). A host whose VMs do not all fit is deferred and the next host takes its
-place; a deferred host gets a chance alone before the pool is declared blocked. When no remaining host of a pool can
-be emptied, those hosts are not upgraded, and the VMs that keep them from it are **stranded**, each with its reason:
-no host of the pool admits it, it is larger than every admitting host, or no admitting host has room. A plan with
-stranded VMs is incomplete (the CLI exits 1); nothing is left out silently.
+place; a deferred host gets a chance alone before the pool is declared blocked. A host that cannot be emptied alone
+because a VM the target class refuses has no room is left on its release at once: only hosts that stay on their
+release can ever take such a VM, so waiting would not help it, and as a host that stays it takes other hosts' VMs
+from then on (greedy; it is also what keeps a pool whose VMs the new release refuses at one trial per host rather
+than one per host and wave). When no remaining host of a pool can be emptied, those hosts are not upgraded either.
+The VMs that keep a host from its upgrade are **stranded**, each with its reason: no other host of the pool admits
+it, it is larger than every admitting host, or no admitting host has room. A plan with stranded VMs is incomplete
+(the CLI exits 1); nothing is left out silently.
 
 Memory: the VMs of the hosts being upgraded are held in numpy arrays (about 30 bytes each), every other VM only as
 its host's totals; a plan holds its moves as arrays of indices, and names are read from the inventory when the plan
@@ -386,6 +390,7 @@ def _run_pool(pool: _Pool, upgrading: list[int], limit: int, waves: dict[int, Wa
         saved = pool.snapshot()
         chosen: list[int] = []
         deferred: list[int] = []
+        settled = 0  # hosts found this round that can never be emptied
         result = None
         while result is None:
             room = limit - len(chosen)
@@ -400,7 +405,11 @@ def _run_pool(pool: _Pool, upgrading: list[int], limit: int, waves: dict[int, Wa
                 break
             for local in chosen:  # back to waiting; the hosts that fitted are tried again with new company
                 pool.state[local] = PENDING
-            deferred += attempt[3]
+            if len(chosen) == 1:
+                pool.restore(saved)
+                settled += _settle_if_hopeless(pool, chosen[0], attempt, stranded, blocked)
+            else:
+                deferred += attempt[3]
             chosen = [local for local in chosen if local not in attempt[3]]
         if result is None:  # nothing fitted together: a deferred host alone, if one can go
             for local in deferred:
@@ -410,6 +419,13 @@ def _run_pool(pool: _Pool, upgrading: list[int], limit: int, waves: dict[int, Wa
                     chosen, result = [local], attempt
                     break
                 pool.state[local] = PENDING
+                pool.restore(saved)
+                settled += _settle_if_hopeless(pool, local, attempt, stranded, blocked)
+        pending = [local for local in pending if pool.state[local] == PENDING or local in chosen]
+        if result is None and (settled or not pending):  # hosts that now stay may take the others' VMs: again
+            pool.restore(saved)
+            number -= 1
+            continue
         if result is None:
             pool.restore(saved)
             _strand(pool, pending, stranded, blocked)
@@ -446,6 +462,24 @@ def _run_pool(pool: _Pool, upgrading: list[int], limit: int, waves: dict[int, Wa
                 need[target] = pool.need(target)
         pending = [local for local in pending if pool.state[local] == PENDING]
     return twice, least
+
+
+def _settle_if_hopeless(pool: _Pool, local: int, attempt: tuple[IntArray, IntArray, IntArray, list[int]],
+                        stranded: list[Stranded], blocked: list[int]) -> bool:  # fmt: skip
+    """A host that could not be emptied alone because a VM the target class refuses has no room: only hosts that
+    stay on their release can ever take that VM, so the host stays on its release now (greedy: it becomes a host
+    that stays, and takes other hosts' VMs from then on). Its VMs that did not fit are stranded."""
+    vms, _source, targets, _failed = attempt
+    unplaced = vms[targets == -1]
+    if pool.admits[pool.fleet.vm_class[unplaced], pool.target_code].all():
+        return False  # every VM that did not fit may go to an upgraded host later: the host waits
+    up = pool.state != IN_WAVE
+    up[local] = True
+    for vm in unplaced.tolist():
+        stranded.append(_stranded_vm(pool, vm, local, up))
+    blocked.append(int(pool.hosts[local]))
+    pool.state[local] = SETTLED
+    return True
 
 
 def _strand(pool: _Pool, pending: list[int], stranded: list[Stranded], blocked: list[int]) -> None:
