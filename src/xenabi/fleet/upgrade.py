@@ -109,7 +109,7 @@ class MaxParallel:
 class Wave:
     number: int
     hosts: list[int] = field(default_factory=list)  # indices into UpgradePlan.host_names
-    migrate_vm: list[IntArray] = field(default_factory=list)  # VM ids, per pool; joined by UpgradePlan.finish
+    migrate_vm: list[IntArray] = field(default_factory=list)  # VM ids, one array per pool (moves() joins them)
     migrate_from: list[IntArray] = field(default_factory=list)  # host indices
     migrate_to: list[IntArray] = field(default_factory=list)
     suspend_vm: list[IntArray] = field(default_factory=list)
