@@ -444,3 +444,22 @@ def test_unknown_host_in_a_plan_fails_at_its_step(planned: tuple[Inventory, Path
     failure = verify_plan(inv, edited).failure
     assert failure is not None and "no host named 's1-gone'" in failure.reason
     assert failure.field == "waves[0].migrate[0][2]" and "s1-gone" in _step_line(edited, failure.line)
+
+
+def test_cli_refuses_bad_requests_with_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from xenabi.cli import main
+
+    db = str(tmp_path / "f.sqlite")
+    runner = CliRunner()
+    assert runner.invoke(main, ["fleet", "synth", "--vms", "200", "--hosts", "4", "--db", db]).exit_code == 0
+    cases = [
+        (["fleet", "plan-upgrade", "--hosts", "host000001", "--to", "4.22", "--max-parallel", "0%"], "max_parallel"),
+        (["fleet", "plan-upgrade", "--hosts", "nope", "--to", "4.22"], "no host named 'nope'"),
+        (["fleet", "plan-upgrade", "--hosts", "host000001", "--to", "5.0"], "release"),
+        (["fleet", "plan", "verify", str(tmp_path / "missing.json")], "cannot read"),
+    ]
+    for argv, fragment in cases:
+        result = runner.invoke(main, [*argv, "--db", db])
+        assert result.exit_code == 1 and fragment in result.output and "Traceback" not in result.output, argv
