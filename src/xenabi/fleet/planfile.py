@@ -41,6 +41,7 @@ import json.decoder
 import os
 import stat
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +51,7 @@ from xenabi.fleet.inventory import Inventory, parse_release
 from xenabi.fleet.planner import HostClass, VmClass, class_admission
 from xenabi.fleet.upgrade import MaxParallel, UpgradePlan
 
+Admitted = Callable[[VmClass, HostClass], bool]  # decision 8 for a pair of classes, cached per replay
 PLAN_KIND = "xenabi-upgrade-plan"
 PLAN_VERSION = 1
 NAME_CHUNK = 5000  # names resolved per SQL query
@@ -113,17 +115,17 @@ def vm_names(inv: Inventory, ids: list[int]) -> dict[int, str]:
 
 
 # --- reading -------------------------------------------------------------------------------------------------------
-Path_ = tuple[str | int, ...]
+JsonPath = tuple[str | int, ...]
 
 
-def field_name(path: Path_) -> str:
+def field_name(path: JsonPath) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
 
 
-def locate(text: str, path: Path_) -> int:
+def locate(text: str, path: JsonPath) -> int:
     """The line of the JSON value at ``path`` in ``text`` (1 when it cannot be found). Values on the way are skipped
     with the C decoder, so finding a step near the end of a large plan is quick."""
     decoder = json.JSONDecoder()
@@ -171,7 +173,7 @@ class PlanFile:
     max_parallel: MaxParallel
     across_pools: bool
 
-    def error(self, message: str, path: Path_) -> InventoryError:
+    def error(self, message: str, path: JsonPath) -> InventoryError:
         return InventoryError(message, file=self.source, line=locate(self.text, path), field=field_name(path))
 
 
@@ -215,7 +217,7 @@ def read_plan(path: str | Path) -> PlanFile:
     plan = PlanFile(source, text, doc, target, mode, limit, across)
     waves = _typed(plan, doc, ("waves",), list)
     for number, wave in enumerate(waves):
-        where: Path_ = ("waves", number)
+        where: JsonPath = ("waves", number)
         if not isinstance(wave, dict):
             raise plan.error("a wave is an object", where)
         if wave.get("wave") != number + 1:
@@ -235,7 +237,7 @@ def read_plan(path: str | Path) -> PlanFile:
     return plan
 
 
-def _typed(plan: PlanFile, container: dict[str, Any], path: Path_, kind: type) -> Any:
+def _typed(plan: PlanFile, container: dict[str, Any], path: JsonPath, kind: type) -> Any:
     value = container.get(str(path[-1])) if isinstance(container, dict) else None
     if value is None:
         raise plan.error("missing", path)
@@ -300,7 +302,7 @@ class _Host:
 
 
 class _StepFailed(Exception):
-    def __init__(self, reason: str, path: Path_) -> None:
+    def __init__(self, reason: str, path: JsonPath) -> None:
         self.reason = reason
         self.path = path
 
@@ -343,7 +345,7 @@ def verify_plan(inv: Inventory, path: str | Path) -> Verdict:
             vms = _resolve(inv, [m[0] for m in wave["migrate"]] + [s[0] for s in wave["suspend"]], by_id)
             for index, (vm, source, target) in enumerate(wave["migrate"]):
                 step += 1
-                where: Path_ = ("waves", number, "migrate", index)
+                where: JsonPath = ("waves", number, "migrate", index)
                 what = f"migrate {vm} from {source} to {target}"
                 try:
                     _migrate(plan, hosts, vms, location, upgrading, upgraded_in, number, vm, source, target, where,
@@ -416,7 +418,7 @@ def _resolve(inv: Inventory, names: list[str], by_id: dict[int, str]) -> dict[st
 
 def _migrate(plan: PlanFile, hosts: dict[str, _Host], vms: dict[str, _Vm], location: dict[str, str],
              upgrading: set[str], upgraded_in: dict[str, int], number: int, name: str, source: str, target: str,
-             where: Path_, admitted: Any) -> None:  # fmt: skip
+             where: JsonPath, admitted: Admitted) -> None:  # fmt: skip
     vm = vms.get(name)
     if vm is None:
         raise _StepFailed(f"no VM named {name!r} in the inventory", (*where, 0))
@@ -459,7 +461,7 @@ def _migrate(plan: PlanFile, hosts: dict[str, _Host], vms: dict[str, _Vm], locat
 
 
 def _suspend(plan: PlanFile, hosts: dict[str, _Host], vms: dict[str, _Vm], location: dict[str, str],
-             upgrading: set[str], name: str, host_name: str, admitted: Any) -> str:  # fmt: skip
+             upgrading: set[str], name: str, host_name: str, admitted: Admitted) -> str:  # fmt: skip
     if plan.mode != "suspend-in-place":
         return "the plan's mode is migrate: it suspends nothing"
     vm = vms.get(name)
@@ -487,7 +489,7 @@ def _left_behind(inv: Inventory, host: str, location: dict[str, str], suspended:
     return list(itertools.islice(stuck, 3))
 
 
-def _failed(plan: PlanFile, wave: int, step: int, what: str, reason: str, path: Path_, *,
+def _failed(plan: PlanFile, wave: int, step: int, what: str, reason: str, path: JsonPath, *,
             steps: int | None = None) -> Verdict:  # fmt: skip
     failure = Failure(wave + 1, step, what, reason, locate(plan.text, path), field_name(path))
     doc = plan.doc
