@@ -463,3 +463,9 @@ def test_cli_refuses_bad_requests_with_one_line(tmp_path: Path) -> None:
     for argv, fragment in cases:
         result = runner.invoke(main, [*argv, "--db", db])
         assert result.exit_code == 1 and fragment in result.output and "Traceback" not in result.output, argv
+    # a plan that cannot be written whole is not written at all: no partial file is left behind
+    (tmp_path / "taken").mkdir()
+    result = runner.invoke(main, ["fleet", "plan-upgrade", "--hosts", "host000001", "--to", "4.22", "--db", db,
+                                  "--out", str(tmp_path / "taken")])  # fmt: skip
+    assert result.exit_code == 1 and "cannot write it" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.sqlite", "taken"]

@@ -8,7 +8,8 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import click
 from rich.progress import Progress
@@ -36,6 +37,21 @@ def _progress(label: str, total: int | None, quiet: bool) -> Iterator[Callable[[
     with Progress(console=console(), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def _write_whole(path: str, write: Callable[[IO[str]], object]) -> None:
+    """Write a file whole or not at all: into a hidden partial file beside it, renamed over it when complete (a
+    plan or report cut short by a full disk or an interrupt never looks like a finished one)."""
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.xenabi-partial")
+    try:
+        with partial.open("w", encoding="utf-8") as stream:
+            write(stream)
+        os.replace(partial, target)
+    except OSError as exc:
+        raise InventoryError(f"cannot write it: {exc.strerror or exc}", file=path) from exc
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _open(db: str) -> Any:
@@ -158,8 +174,7 @@ def fleet_summary(html_out: str | None, db: str, as_json: bool) -> None:
         if html_out is not None:
             from xenabi.fleet.report import matrix_report
 
-            with open(html_out, "w", encoding="utf-8") as stream:
-                stream.write(matrix_report(inv))
+            _write_whole(html_out, lambda stream: stream.write(matrix_report(inv)))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -242,11 +257,9 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
             if out == "-":
                 write_plan(plan, inv, sys.stdout)
             elif out is not None:
-                with open(out, "w", encoding="utf-8") as stream:
-                    write_plan(plan, inv, stream)
+                _write_whole(out, lambda stream: write_plan(plan, inv, stream))
             if html_out is not None:
-                with open(html_out, "w", encoding="utf-8") as stream:
-                    stream.write(upgrade_report(plan, inv))
+                _write_whole(html_out, lambda stream: stream.write(upgrade_report(plan, inv)))
             stranded = _stranded_rows(plan, inv)
     except (InventoryError, XenabiError) as exc:
         fail(exc, as_json)
