@@ -20,8 +20,9 @@ from xenabi.fleet.inventory import Inventory, RowBatch
 from xenabi.fleet.planfile import plan_document, read_plan, verify_plan, write_plan
 from xenabi.fleet.planner import HostClass, VmClass, class_admission
 from xenabi.fleet.upgrade import MaxParallel, UpgradePlan, plan_upgrade
+from xenabi.policy import get_release
 
-HOST_KEYS = ("name", "pool", "release", "abi_control", "memory_mib", "pcpus", "vcpu_overcommit")
+HOST_KEYS = ("name", "pool", "release", "abi_control", "memory_mib", "pcpus", "vcpu_overcommit", "pool_master")
 VM_KEYS = ("name", "guest_type", "host", "policy", "memory_mib", "vcpus")
 
 
@@ -153,6 +154,53 @@ def test_a_host_that_can_never_be_emptied_stays_and_takes_what_its_release_admit
     assert sorted(moves(plan, inv)[0]) == [("also-old", "b", "a"), ("mid", "b", "c")]
 
 
+MASTER_FLEET = [("m", "p", "4.14", 0, 4096, 4, 4.0, 1), ("a", "p", "4.14", 0, 4096), ("b", "p", "4.14", 0, 8192)]
+
+
+def test_the_pool_master_goes_first_and_alone() -> None:
+    """XAPI's rule: a's VMs need less room, yet the master m is upgraded first, alone in its pool's wave."""
+    inv = fleet(MASTER_FLEET, [("vm", "hvm", "m", "legacy:4.14", 2048), ("va", "hvm", "a", "legacy:4.14", 1024)])
+    plan = plan_upgrade(inv, ["a", "m"], "4.22", True, max_parallel=2)
+    assert plan.complete and [[plan.host_names[h] for h in w.hosts] for w in plan.waves] == [["m"], ["a"]]
+
+
+def test_a_master_that_cannot_be_emptied_holds_its_pool_back(tmp_path: Path) -> None:
+    inv = fleet(MASTER_FLEET, [("big", "hvm", "m", "legacy:4.14", 4096), ("fill", "hvm", "b", "legacy:4.14", 6144),
+                               ("va", "hvm", "a", "legacy:4.14", 1024)])  # fmt: skip
+    plan = plan_upgrade(inv, ["a", "m"], "4.22", True)
+    assert not plan.complete and sorted(plan.host_names[h] for h in plan.blocked_hosts) == ["a", "m"]
+    assert [plan_document(plan, inv)["stranded"][0]["vm"]] == ["big"] and "master m cannot be emptied" in plan.notes[0]
+    assert verify_plan(inv, saved(plan, inv, tmp_path)).replays
+
+
+def test_upgrading_past_a_master_that_stays_is_refused(tmp_path: Path) -> None:
+    vms = [("va", "hvm", "a", "legacy:4.14", 1024), ("vm", "hvm", "m", "legacy:4.14", 2048)]
+    inv = fleet(MASTER_FLEET, vms)
+    with pytest.raises(InventoryError, match=r"its master m .* is not among the hosts to upgrade"):
+        plan_upgrade(inv, ["a"], "4.22", True)
+    assert plan_upgrade(inv, ["a"], "4.14", False).complete  # not past it: the master is on that release already
+    # a plan made before m became the master no longer replays: a goes first
+    other = fleet([("m", "p", "4.14", 0, 4096), *MASTER_FLEET[1:]], vms)
+    path = saved(plan_upgrade(other, ["a", "m"], "4.22", True), other, tmp_path)
+    assert json.loads(path.read_text())["waves"][0]["upgrade"] == ["a"]
+    failure = verify_plan(inv, path).failure
+    assert failure is not None and "its pool's master m is not upgraded before it" in failure.reason
+    assert failure.field == "waves[0].upgrade[0]"
+
+
+def test_one_master_per_pool(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text("name,pool,release,abi_control,pool_master\nm1,p,4.14,1,yes\nx,q,4.14,1,\nm2,p,4.14,1,1\n")
+    inv = Inventory(":memory:")
+    with pytest.raises(InventoryError) as info:
+        inv.import_file(path)
+    assert (info.value.line, info.value.field) == (4, "pool_master") and inv.counts() == (0, 0)
+    path.write_text("name,pool,release,abi_control,pool_master\nm1,p,4.14,1,perhaps\n")
+    with pytest.raises(InventoryError) as info:
+        inv.import_file(path)
+    assert (info.value.line, info.value.field) == (2, "pool_master")
+
+
 def test_pools_are_placement_domains_unless_across_pools() -> None:
     inv = fleet([("a", "p", "4.14", 0, 4096), ("b", "q", "4.14", 0, 4096)], [("v", "hvm", "a", "legacy:4.14", 1024)])
     assert not plan_upgrade(inv, ["a"], "4.14", False).complete
@@ -203,7 +251,8 @@ def test_capacity_columns_are_optional_with_documented_defaults(tmp_path: Path) 
     inv.import_files([hosts, vms])
     doc = inv.export_json()
     assert doc["hosts"][0] | {} == {"name": "h1", "pool": "p", "release": "4.14", "abi_control": True,
-                                    "memory_mib": 262144, "pcpus": 64, "vcpu_overcommit": 4.0}  # fmt: skip
+                                    "memory_mib": 262144, "pcpus": 64, "vcpu_overcommit": 4.0,
+                                    "pool_master": False}  # fmt: skip
     assert [(v["memory_mib"], v["vcpus"]) for v in doc["vms"]] == [(128, 1), (128, 4)]
 
 
@@ -288,28 +337,39 @@ host_st = st.tuples(st.sampled_from(RELEASES), st.booleans(), st.sampled_from([1
 vm_st = st.tuples(st.sampled_from(["hvm", "pvh", "pv"]), st.sampled_from(POLICIES), st.sampled_from([256, 512, 1024]),
                   st.integers(1, 2), st.integers(0, 100))  # fmt: skip
 request_st = st.tuples(st.lists(st.booleans(), min_size=8, max_size=8), st.sampled_from(["1", "2", "50%"]),
-                       st.booleans(), st.booleans(), st.sampled_from(RELEASES), st.booleans())  # fmt: skip
+                       st.booleans(), st.booleans(), st.sampled_from(RELEASES), st.booleans(),
+                       st.booleans())  # fmt: skip
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(host_st, min_size=2, max_size=7), st.lists(vm_st, max_size=24), request_st)
 def test_random_fleets_plans_are_safe_and_verify(tmp_path: Path, hosts: list[Any], vms: list[Any],
                                                  request: Any) -> None:  # fmt: skip
-    rows_h = [(f"h{i}", pool, r, int(c), m, cpus, ratio) for i, (r, c, m, cpus, ratio, pool) in enumerate(hosts)]
+    masters = request[6]  # the first host of each pool is its master
+    first = {pool: i for i, (*_rest, pool) in reversed(list(enumerate(hosts)))}
+    rows_h = [(f"h{i}", pool, r, int(c), m, cpus, ratio, int(masters and first[pool] == i))
+              for i, (r, c, m, cpus, ratio, pool) in enumerate(hosts)]  # fmt: skip
     rows_v = [(f"v{i}", t, f"h{h % len(rows_h)}", p, m, min(v, rows_h[h % len(rows_h)][5]))
               for i, (t, p, m, v, h) in enumerate(vms)]  # fmt: skip
     inv = fleet(rows_h, rows_v)
-    chosen, parallel, suspend, across, release, control = request
+    chosen, parallel, suspend, across, release, control, _masters = request
     names = [row[0] for i, row in enumerate(rows_h) if chosen[i]] or [rows_h[0][0]]
-    plan = plan_upgrade(inv, names, release, control, max_parallel=parallel, suspend_in_place=suspend,
-                        across_pools=across)  # fmt: skip
+    try:
+        plan = plan_upgrade(inv, names, release, control, max_parallel=parallel, suspend_in_place=suspend,
+                            across_pools=across)  # fmt: skip
+    except InventoryError as exc:  # only for a master left behind on an older release
+        assert masters and "is not among the hosts to upgrade" in str(exc)
+        return
+    master_of = {r[1]: r[0] for r in rows_h if r[7]}
+    upgraded_in: dict[str, int] = {}
     target = HostClass(release, control)
     # an independent replay: capacity at every step, admission of every VM that moves or stays
     host = {r[0]: {"pool": r[1], "cls": HostClass(r[2], bool(r[3])), "mem": r[4], "cpu": int(r[5] * r[6])}
             for r in rows_h}  # fmt: skip
     where = {v[0]: v[2] for v in rows_v}
     vm = {v[0]: (VmClass(v[1], v[3]), v[4], v[5]) for v in rows_v}
-    over_before = {name for name, h in host.items() if _used(where, vm, name) > (h["mem"], h["cpu"])}
+    over_before = {name for name, h in host.items()
+                   if _used(where, vm, name)[0] > h["mem"] or _used(where, vm, name)[1] > h["cpu"]}  # fmt: skip
     doc = plan_document(plan, inv)
     for wave in doc["waves"]:
         for name, source, dest in wave["migrate"]:
@@ -322,12 +382,18 @@ def test_random_fleets_plans_are_safe_and_verify(tmp_path: Path, hosts: list[Any
         for name, on in wave["suspend"]:
             assert where[name] == on and not class_admission(vm[name][0], target)
         for name in wave["upgrade"]:
+            master = master_of.get(host[name]["pool"])
+            if master is not None and master != name and master in names:  # it went first, in an earlier wave
+                assert upgraded_in.get(master, 99) < wave["wave"], f"{name} before its master {master}"
+            elif master is not None and master != name:  # left out: only when it is not older than the target
+                assert get_release(host[master]["cls"].release).point >= get_release(release).point
+            upgraded_in[name] = wave["wave"]
             left = [v for v, h in where.items() if h == name]
             assert sorted(left) == sorted(s[0] for s in wave["suspend"] if s[1] == name)
             host[name]["cls"] = target
     for name, h in host.items():
-        if name not in over_before:
-            assert _used(where, vm, name) <= (h["mem"], h["cpu"]) or _used(where, vm, name)[0] <= h["mem"]
+        mem, cpu = _used(where, vm, name)
+        assert name in over_before or (mem <= h["mem"] and cpu <= h["cpu"])
     moved = {m[0] for wave in doc["waves"] for m in wave["migrate"]}
     moved |= {s[0] for wave in doc["waves"] for s in wave["suspend"]}
     for name in moved:

@@ -269,7 +269,7 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
                   "headroom_mib": w.headroom_mib, "tightest_pool": w.tightest_pool,
                   "tightest_headroom_mib": w.tightest_headroom_mib} for w in plan.waves]  # fmt: skip
         doc = {"summary": summary, "waves": waves, "stranded": stranded,
-               "blocked_hosts": [plan.host_names[h] for h in plan.blocked_hosts]}  # fmt: skip
+               "blocked_hosts": [plan.host_names[h] for h in plan.blocked_hosts], "notes": plan.notes}  # fmt: skip
         if out != "-":
             click.echo(json.dumps(doc, indent=2))
         sys.exit(0 if plan.complete else 1)
@@ -317,6 +317,8 @@ def _print_plan(plan: Any, summary: dict[str, Any], stranded: list[dict[str, Any
             table.add_row(row["vm"], row["host"], f"{row['guest_type']} {row['policy']}", f"{row['memory_mib']:,}",
                           str(row["vcpus"]), row["reason"])  # fmt: skip
         con.print(table)
+    for note in plan.notes:
+        con.print(f"note: {note}", highlight=False)
     if plan.over_capacity_hosts:
         con.print(f"note: {len(plan.over_capacity_hosts):,} hosts are already over their capacity in the inventory; "
                   "they take no VM", highlight=False)  # fmt: skip

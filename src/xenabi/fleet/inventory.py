@@ -31,6 +31,8 @@ documented default of :data:`HOST_DEFAULTS` / :data:`VM_DEFAULTS`:
   (Xen does not: a domain's RAM is allocated when it is built).
 - a VM's ``memory_mib`` and ``vcpus`` default to what xl gives a config that names neither: 128 MiB and 1 vCPU
   (:data:`xenabi.toolstack.config.DEFAULT_MEMORY_MB`).
+- a host's ``pool_master`` (a boolean, default false) marks its pool's master, as XAPI has one per pool; a rolling
+  upgrade takes it first. A pool has at most one.
 
 Capacities are whole numbers of at least 1 (``vcpu_overcommit`` a number above 0); zero, negative, fractional or
 absurd values are errors with file, line and field, and so is a VM larger (in memory or vCPUs) than every host of
@@ -65,12 +67,12 @@ CREATE TABLE IF NOT EXISTS vms (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, guest_type TEXT NOT NULL,
     host_id INTEGER NOT NULL REFERENCES hosts(id), policy_id INTEGER NOT NULL REFERENCES policies(id));
 """
-HOST_DEFAULTS: dict[str, int | float] = {"memory_mib": 262144, "pcpus": 64, "vcpu_overcommit": 4.0}
+HOST_DEFAULTS: dict[str, int | float] = {"memory_mib": 262144, "pcpus": 64, "vcpu_overcommit": 4.0, "pool_master": 0}
 VM_DEFAULTS: dict[str, int | float] = {"memory_mib": 128, "vcpus": 1}
 # The capacity columns, added to inventories made before issue 15 (ALTER TABLE keeps their rows, with the defaults).
 CAPACITY_COLUMNS = (
     ("hosts", "memory_mib", "INTEGER"), ("hosts", "pcpus", "INTEGER"), ("hosts", "vcpu_overcommit", "REAL"),
-    ("vms", "memory_mib", "INTEGER"), ("vms", "vcpus", "INTEGER"),
+    ("hosts", "pool_master", "INTEGER"), ("vms", "memory_mib", "INTEGER"), ("vms", "vcpus", "INTEGER"),
 )  # fmt: skip
 MAX_MEMORY_MIB = 1 << 31  # 2 PiB: a sanity bound that keeps every sum well inside 64 bits
 MAX_CPUS = 1 << 16
@@ -85,6 +87,7 @@ VM_INDEXES = ("vms_by_class", "vms_by_host")  # dropped during a bulk insert and
 HOST_FIELDS = ("name", "pool", "release", "abi_control")
 VM_FIELDS = ("name", "guest_type", "host", "policy")
 HOST_COLUMNS = HOST_FIELDS + tuple(HOST_DEFAULTS)  # what export writes
+CAPACITY_FIELDS = ("memory_mib", "pcpus", "vcpu_overcommit")
 VM_COLUMNS = VM_FIELDS + tuple(VM_DEFAULTS)
 DEFAULT_DB = "xenabi-fleet.sqlite"
 MAX_NAME = 256
@@ -208,6 +211,20 @@ class Inventory:
             raise InventoryError(f"no VM named {name!r}", field="vm")
         return row[0], row[1], row[2]
 
+    def _one_master_per_pool(self, checked: list[tuple[str, list[Any], list[Any]]]) -> None:
+        """A pool has at most one master (XAPI's pool master, which a rolling upgrade takes first)."""
+        row = self.db.execute(
+            "SELECT pool, COUNT(*) FROM hosts WHERE pool_master = 1 GROUP BY pool HAVING COUNT(*) > 1 LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return
+        last = [(source, line) for source, hosts, _vms in checked for line, values in hosts
+                if values[1] == row[0] and values[-1]]  # fmt: skip
+        if last:  # the row that made it one too many
+            raise InventoryError(f"pool {row[0]!r} would have {row[1]} masters; a pool has one", file=last[-1][0],
+                                 line=last[-1][1], field="pool_master")  # fmt: skip
+        raise InventoryError(f"pool {row[0]!r} has {row[1]} masters; a pool has one", field="pool_master")
+
     def largest_host(self) -> tuple[int, int]:
         """The most memory (MiB) and the most vCPUs any one host of the inventory may hold (0, 0 without hosts)."""
         row = self.db.execute(
@@ -263,13 +280,14 @@ class Inventory:
                 db.execute("DELETE FROM hosts")
             for _source, hosts, _vms in checked:
                 db.executemany(
-                    "INSERT INTO hosts(name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "INSERT INTO hosts(name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit, "
+                    "pool_master) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(name) DO UPDATE SET pool = excluded.pool, release = excluded.release, "
                     "abi_control = excluded.abi_control, memory_mib = excluded.memory_mib, pcpus = excluded.pcpus, "
-                    "vcpu_overcommit = excluded.vcpu_overcommit",
+                    "vcpu_overcommit = excluded.vcpu_overcommit, pool_master = excluded.pool_master",
                     [values for _line, values in hosts],
                 )
+            self._one_master_per_pool(checked)
             host_ids = dict(db.execute("SELECT name, id FROM hosts"))
             largest_memory, largest_vcpus = self.largest_host()
             policy_ids: dict[str, int] = {}
@@ -305,14 +323,15 @@ class Inventory:
     def export_json(self) -> dict[str, list[dict[str, Any]]]:
         hosts = [
             {"name": n, "pool": p, "release": r, "abi_control": bool(c), "memory_mib": m, "pcpus": cpus,
-             "vcpu_overcommit": ratio}
-            for n, p, r, c, m, cpus, ratio in self.host_rows()
+             "vcpu_overcommit": ratio, "pool_master": bool(master)}
+            for n, p, r, c, m, cpus, ratio, master in self.host_rows()
         ]  # fmt: skip
         return {"hosts": hosts, "vms": [dict(zip(VM_COLUMNS, row, strict=True)) for row in self.vm_rows()]}
 
-    def host_rows(self) -> Iterator[tuple[str, str, str, int, int, int, float]]:
+    def host_rows(self) -> Iterator[tuple[str, str, str, int, int, int, float, int]]:
         yield from self.db.execute(
-            "SELECT name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit FROM hosts ORDER BY id"
+            "SELECT name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit, pool_master FROM hosts "
+            "ORDER BY id"
         )
 
     def vm_rows(self) -> Iterator[tuple[str, str, str, str, int, int]]:
@@ -324,7 +343,8 @@ class Inventory:
     def export_csv(self, hosts_out: io.TextIOBase, vms_out: io.TextIOBase) -> None:
         writer = csv.writer(hosts_out, lineterminator="\n")
         writer.writerow(HOST_COLUMNS)
-        writer.writerows((n, p, r, c, m, cpus, f"{ratio:g}") for n, p, r, c, m, cpus, ratio in self.host_rows())
+        writer.writerows((n, p, r, c, m, cpus, f"{ratio:g}", master)
+                         for n, p, r, c, m, cpus, ratio, master in self.host_rows())  # fmt: skip
         writer = csv.writer(vms_out, lineterminator="\n")
         writer.writerow(VM_COLUMNS)
         writer.writerows(self.vm_rows())
@@ -361,6 +381,7 @@ class Inventory:
                 "UPDATE hosts SET memory_mib = ?, pcpus = ? WHERE id = ?",
                 synth_capacity(used_memory, used_vcpus, rng),
             )
+            db.execute("UPDATE hosts SET pool_master = 1 WHERE id IN (SELECT MIN(id) FROM hosts GROUP BY pool)")
             for statement in INDEXES:
                 db.execute(statement)
             db.execute("COMMIT")
@@ -381,7 +402,8 @@ GUEST_TYPE_WEIGHTS = {"hvm": 60, "pvh": 25, "pv": 15}
 
 def synth_hosts(n: int, rng: random.Random) -> list[tuple[int, str, str, str, int]]:
     """Pools of about 500 hosts; each pool is mostly one release (rolling upgrades leave a few on the previous
-    one); hosts on 4.16 or later have ABI control three times in four, older ones one time in ten."""
+    one); hosts on 4.16 or later have ABI control three times in four, older ones one time in ten. The first host
+    of each pool is its master (set by :meth:`Inventory.synth`)."""
     releases = list(RELEASE_WEIGHTS)
     rows = []
     pools = max(1, n // 500)
@@ -637,6 +659,16 @@ def _capacity(row: dict[str, Any], name: str, defaults: dict[str, int | float], 
     return number
 
 
+def _optional_bool(row: dict[str, Any], name: str, source: str, line: int) -> int:
+    value = row.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return int(HOST_DEFAULTS[name])
+    try:
+        return parse_bool(value)
+    except ValueError as exc:
+        raise InventoryError(str(exc)[:200], file=source, line=line, field=name) from None
+
+
 def _whole(value: int | float | str) -> int:
     if isinstance(value, int):
         return value
@@ -659,7 +691,8 @@ def _host_values(row: dict[str, Any], source: str, line: int) -> tuple[Any, ...]
         _field(row, "pool", source, line),
         _checked(parse_release, row, "release", source, line),
         _checked(parse_bool, row, "abi_control", source, line),
-        *(_capacity(row, column, HOST_DEFAULTS, source, line) for column in HOST_DEFAULTS),
+        *(_capacity(row, column, HOST_DEFAULTS, source, line) for column in CAPACITY_FIELDS),
+        _optional_bool(row, "pool_master", source, line),
     )
 
 

@@ -22,8 +22,9 @@ on the host the step moves it from; that host is upgraded in this wave and the t
 and (unless the plan is across pools) in the same pool; the target admits the VM now and, when it is upgraded later
 in the plan, after that too; the target has the memory and the vCPUs (never overcommitting memory, at most
 ``floor(pcpus * vcpu_overcommit)`` vCPUs); a suspended VM's host is upgraded in this wave and the target release
-admits it; a host is upgraded once, holding nothing but the VMs suspended on it, and no wave upgrades more hosts of
-a pool than the plan's ``max_parallel``. The first step that fails is reported with the wave, the step number, the
+admits it; a host is upgraded once, holding nothing but the VMs suspended on it, after its pool's master (when the
+inventory marks one that is older than the target), and no wave upgrades more hosts of a pool than the plan's
+``max_parallel``. The first step that fails is reported with the wave, the step number, the
 file's line and the JSON field, and why (typically: the inventory changed after the plan was made).
 
 A file that is not JSON, or not a plan (a missing or mistyped field, an unknown release), is an
@@ -50,6 +51,7 @@ from xenabi.errors import InventoryError
 from xenabi.fleet.inventory import Inventory, parse_release
 from xenabi.fleet.planner import HostClass, VmClass, class_admission
 from xenabi.fleet.upgrade import MaxParallel, UpgradePlan
+from xenabi.policy import get_release
 
 Admitted = Callable[[VmClass, HostClass], bool]  # decision 8 for a pair of classes, cached per replay
 PLAN_KIND = "xenabi-upgrade-plan"
@@ -86,6 +88,7 @@ def write_plan(plan: UpgradePlan, inv: Inventory, out: IO[str]) -> None:
         out.write("]}")
     out.write("],\n")
     out.write(f' "blocked_hosts": {json.dumps([hosts[h] for h in plan.blocked_hosts])},\n')
+    out.write(f' "notes": {json.dumps(plan.notes)},\n')
     names = vm_names(inv, [s.vm_id for s in plan.stranded])
     stranded = [
         {"vm": names[s.vm_id], "host": hosts[s.host], "guest_type": s.vm_class.guest_type, "policy": s.vm_class.policy,
@@ -311,11 +314,15 @@ def verify_plan(inv: Inventory, path: str | Path) -> Verdict:
     """Replay the plan file at ``path`` against ``inv`` (see the module docstring)."""
     plan = read_plan(path)
     hosts: dict[str, _Host] = {}
-    rows = inv.db.execute("SELECT id, name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit FROM hosts")
+    rows = inv.db.execute("SELECT id, name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit, "
+                          "pool_master FROM hosts")  # fmt: skip
     by_id: dict[int, str] = {}
-    for host_id, name, pool, release, control, memory, pcpus, ratio in rows:
+    masters: dict[str, str] = {}  # pool -> its master
+    for host_id, name, pool, release, control, memory, pcpus, ratio, master in rows:
         hosts[name] = _Host(host_id, pool, HostClass(release, bool(control)), memory, int(pcpus * ratio), 0)
         by_id[host_id] = name
+        if master:
+            masters[pool] = name
     for host_id, memory, vcpus, count in inv.db.execute(
         "SELECT host_id, SUM(memory_mib), SUM(vcpus), COUNT(*) FROM vms GROUP BY host_id"
     ):
@@ -371,6 +378,8 @@ def verify_plan(inv: Inventory, path: str | Path) -> Verdict:
                     reason = f"no host named {name!r} in the inventory"
                 elif name in done:
                     reason = f"already upgraded in wave {upgraded_in[name] + 1}"
+                else:
+                    reason = _master_not_first(plan, hosts, masters, upgraded_in, number, name)
                 if reason:
                     return _failed(plan, number, step, f"upgrade {name}", reason, where, steps=step - 1)
                 done.add(name)
@@ -392,6 +401,20 @@ def verify_plan(inv: Inventory, path: str | Path) -> Verdict:
             return _failed(plan, number, step, "look up the wave's VMs", failed.reason, failed.path, steps=step)
     doc = plan.doc
     return Verdict(plan.source, step, len(waves), None, len(doc["stranded"]), len(doc["blocked_hosts"]))
+
+
+def _master_not_first(plan: PlanFile, hosts: dict[str, _Host], masters: dict[str, str], upgraded_in: dict[str, int],
+                      number: int, name: str) -> str:  # fmt: skip
+    """Why upgrading ``name`` in wave ``number`` breaks the rule that its pool's master goes first ("" if not)."""
+    master = masters.get(hosts[name].pool)
+    if master is None or master == name:
+        return ""
+    wave = upgraded_in.get(master)
+    if wave is not None:
+        return "" if wave < number else f"its pool's master {master} is not upgraded before it (wave {wave + 1})"
+    if get_release(hosts[master].cls.release).point >= get_release(plan.target.release).point:
+        return ""
+    return f"its pool's master {master} stays on Xen {hosts[master].cls.release}; a pool's master is upgraded first"
 
 
 @dataclass

@@ -186,6 +186,7 @@ def upgrade_report(plan: UpgradePlan, inv: Inventory) -> str:
         f"{_e(plan.max_parallel)} hosts per {'fleet' if plan.across_pools else 'pool'}; "
         f"{s['vms_on_hosts']:,} VMs on them: {s['migrations']:,} migrations ({s['moved_twice']:,} of them moving a "
         f"VM a second time), {s['suspends']:,} suspended in place. Placement: first-fit decreasing by memory.</p>",
+        *(f"<p>{_e(note)}</p>" for note in plan.notes),
         "<h2>Waves</h2>",
         waves_svg(plan),
         f"<h2>Memory per pool, before and after ({len(plan.pools):,} pools the plan touches)</h2>",

@@ -25,6 +25,10 @@ NP-hard and would not make a plan an operator can follow line by line. First-fit
 hosts in order, so the placement works per *shape* (VM class, memory, vCPUs) with a few numpy operations over the
 pool's hosts, which is exactly FFD, at a cost set by the number of shapes rather than of VMs.
 
+**The pool master goes first**, as in XAPI: when the inventory marks a pool's master (``pool_master``) and the plan
+upgrades it, no other host of its pool is upgraded before it; if it cannot be emptied, the pool's other hosts stay
+too (a note says so). Upgrading other hosts of a pool whose master stays on an older release is refused.
+
 **Waves.** At most ``max_parallel`` hosts of each pool are upgraded at a time: a number, or a percentage of the
 pool's hosts (rounded up, at least one). Pools are independent, so wave *w* of every pool runs at the same time and
 the plan's wave *w* is their union. Each wave of a pool takes the hosts still to upgrade in order of the memory that
@@ -59,6 +63,7 @@ import numpy.typing as npt
 from xenabi.errors import InventoryError
 from xenabi.fleet.inventory import Inventory, parse_release
 from xenabi.fleet.planner import HostClass, VmClass, class_admission
+from xenabi.policy import get_release
 
 Progress = Callable[[int], None]
 IntArray: TypeAlias = npt.NDArray[np.int64]
@@ -177,6 +182,7 @@ class UpgradePlan:
     moved_twice: int
     pools: dict[str, PoolMemory]
     over_capacity_hosts: list[int]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -225,6 +231,7 @@ class _Fleet:
     vcpus: IntArray  # vCPU limit per host
     used_memory: IntArray
     used_vcpus: IntArray
+    masters: frozenset[int]  # hosts that are their pool's master
     vm_classes: list[VmClass]
     # the VMs of the hosts being upgraded, sorted by host
     vm_id: IntArray
@@ -236,8 +243,8 @@ class _Fleet:
 
 def _load(inv: Inventory, upgrading: npt.NDArray[np.bool_], host_row: dict[int, int]) -> _Fleet:
     db = inv.db
-    rows = list(db.execute("SELECT id, name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit "
-                           "FROM hosts ORDER BY id"))  # fmt: skip
+    rows = list(db.execute("SELECT id, name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit, "
+                           "pool_master FROM hosts ORDER BY id"))  # fmt: skip
     classes: dict[HostClass, int] = {}
     class_code = np.empty(len(rows), dtype=np.int32)
     for index, (_id, _name, _pool, release, control, *_capacity) in enumerate(rows):
@@ -269,7 +276,8 @@ def _load(inv: Inventory, upgrading: npt.NDArray[np.bool_], host_row: dict[int, 
     vm_classes = [VmClass(GUEST_TYPES[int(code) % 3], policies[int(code) // 3]) for code in codes]
     return _Fleet(
         names=[r[1] for r in rows], pools=[r[2] for r in rows], classes=list(classes), class_code=class_code,
-        memory=memory, vcpus=vcpus, used_memory=used_memory, used_vcpus=used_vcpus, vm_classes=vm_classes,
+        memory=memory, vcpus=vcpus, used_memory=used_memory, used_vcpus=used_vcpus,
+        masters=frozenset(index for index, row in enumerate(rows) if row[8]), vm_classes=vm_classes,
         vm_id=table[order, 0], vm_host=table[order, 1], vm_class=vm_class.astype(np.int32).reshape(-1),
         vm_memory=table[order, 3], vm_vcpus=table[order, 4],
     )  # fmt: skip
@@ -292,12 +300,23 @@ class _Pool:
         self.state = np.full(len(hosts), SETTLED, dtype=np.int8)
         self.local = {int(h): i for i, h in enumerate(hosts)}
         self.members: dict[int, list[IntArray]] = {}  # local host -> indices of the VMs on it (of the loaded ones)
+        self.masters: dict[str, int] = {}  # pool -> its master's local index, when the plan upgrades it
 
     def start(self, upgrading: list[int], vm_range: Callable[[int], IntArray]) -> None:
         for host in upgrading:
             local = self.local[host]
             self.state[local] = PENDING
             self.members[local] = [vm_range(host)]
+        # each pool's master, when it is to be upgraded: no other host of its pool goes before it
+        self.masters = {self.fleet.pools[h]: self.local[h] for h in upgrading if h in self.fleet.masters}
+
+    def is_master(self, local: int) -> bool:
+        return int(self.hosts[local]) in self.fleet.masters
+
+    def eligible(self, local: int) -> bool:
+        """A host may go in a wave once its pool's master (if the plan upgrades it) has been upgraded."""
+        master = self.masters.get(self.fleet.pools[int(self.hosts[local])])
+        return master is None or master == local or self.state[master] == UPGRADED
 
     def vms_of(self, local: int) -> IntArray:
         return np.concatenate(self.members[local])
@@ -375,7 +394,7 @@ class _Pool:
 
 def _run_pool(pool: _Pool, upgrading: list[int], limit: int, waves: dict[int, Wave], label: str,
               moved: npt.NDArray[np.bool_], stranded: list[Stranded],
-              blocked: list[int]) -> tuple[int, int | None]:  # fmt: skip
+              blocked: list[int], notes: list[str]) -> tuple[int, int | None]:  # fmt: skip
     """Plan one pool's waves into ``waves`` (by number). Returns how many migrations moved a VM a second time and
     the pool's least headroom in any wave (None when no wave ran)."""
     fleet = pool.fleet
@@ -386,7 +405,11 @@ def _run_pool(pool: _Pool, upgrading: list[int], limit: int, waves: dict[int, Wa
     number = 0
     while pending:
         number += 1
-        queue = sorted(pending, key=lambda local: (need[local], local))
+        ready = [local for local in pending if pool.eligible(local)]
+        if not ready:  # their masters stay on their release: XAPI would not upgrade them either
+            _behind_master(pool, pending, blocked, notes)
+            return twice, least
+        queue = sorted(ready, key=lambda local: (not pool.is_master(local), need[local], local))
         saved = pool.snapshot()
         chosen: list[int] = []
         deferred: list[int] = []
@@ -428,7 +451,8 @@ def _run_pool(pool: _Pool, upgrading: list[int], limit: int, waves: dict[int, Wa
             continue
         if result is None:
             pool.restore(saved)
-            _strand(pool, pending, stranded, blocked)
+            _strand(pool, ready, stranded, blocked)
+            _behind_master(pool, [local for local in pending if local not in ready], blocked, notes)
             return twice, least
         vms, source, targets, _failed = result
         wave = waves.setdefault(number, Wave(number))
@@ -462,6 +486,20 @@ def _run_pool(pool: _Pool, upgrading: list[int], limit: int, waves: dict[int, Wa
                 need[target] = pool.need(target)
         pending = [local for local in pending if pool.state[local] == PENDING]
     return twice, least
+
+
+def _behind_master(pool: _Pool, waiting: list[int], blocked: list[int], notes: list[str]) -> None:
+    """Hosts that cannot go because their pool's master could not be upgraded first."""
+    fleet = pool.fleet
+    by_pool: dict[str, list[int]] = defaultdict(list)
+    for local in waiting:
+        host = int(pool.hosts[local])
+        blocked.append(host)
+        by_pool[fleet.pools[host]].append(host)
+    for name, hosts in sorted(by_pool.items()):
+        master = fleet.names[int(pool.hosts[pool.masters[name]])]
+        notes.append(f"pool {name}: its master {master} cannot be emptied, so its other {len(hosts)} host(s) are "
+                     "not upgraded either (the pool master is upgraded first, as XAPI does)")  # fmt: skip
 
 
 def _settle_if_hopeless(pool: _Pool, local: int, attempt: tuple[IntArray, IntArray, IntArray, list[int]],
@@ -558,6 +596,7 @@ def plan_upgrade(
             upgrading[index] = True
             requested.append(index)
     fleet = _load(inv, upgrading, host_row)
+    _masters_first(fleet, requested, target)
     target_code = fleet.classes.index(target) if target in fleet.classes else len(fleet.classes)
     if target_code == len(fleet.classes):
         fleet.classes.append(target)
@@ -580,6 +619,7 @@ def plan_upgrade(
     waves: dict[int, Wave] = {}
     stranded: list[Stranded] = []
     blocked: list[int] = []
+    notes: list[str] = []
     moved = np.zeros(len(fleet.vm_id), dtype=bool)
     twice = 0
     for domain in sorted(wanted):
@@ -587,7 +627,7 @@ def plan_upgrade(
         pool = _Pool(fleet, members, admits, target_code, suspend_in_place)
         pool.start(wanted[domain], vm_range)
         more, least = _run_pool(pool, wanted[domain], limit_rule.limit(len(members)), waves, domain, moved,
-                                stranded, blocked)  # fmt: skip
+                                stranded, blocked, notes)  # fmt: skip
         twice += more
         after = fleet.memory[members] - pool.free_memory
         for local, host in enumerate(members.tolist()):
@@ -605,5 +645,19 @@ def plan_upgrade(
         target=target, mode="suspend-in-place" if suspend_in_place else "migrate", max_parallel=limit_rule,
         across_pools=across_pools, host_names=fleet.names, host_pools=fleet.pools, requested=len(requested),
         vms_on_hosts=len(fleet.vm_id), waves=[waves[n] for n in sorted(waves)], blocked_hosts=sorted(blocked),
-        stranded=stranded, moved_twice=twice, pools=pools, over_capacity_hosts=over,
+        stranded=stranded, moved_twice=twice, pools=pools, over_capacity_hosts=over, notes=notes,
     )  # fmt: skip
+
+
+def _masters_first(fleet: _Fleet, requested: list[int], target: HostClass) -> None:
+    """XAPI upgrades the pool master first: upgrading other hosts of a pool past a master that stays on an older
+    release is refused, naming the master."""
+    upgrading = set(requested)
+    newest = get_release(target.release).point
+    for master in sorted(fleet.masters - upgrading):
+        pool = fleet.pools[master]
+        release = fleet.classes[fleet.class_code[master]].release
+        if get_release(release).point < newest and any(fleet.pools[h] == pool for h in upgrading):
+            raise InventoryError(f"pool {pool}: its master {fleet.names[master]} (Xen {release}) is not among the "
+                                 "hosts to upgrade; a pool's master is upgraded first, as XAPI does",
+                                 field="hosts")  # fmt: skip
