@@ -89,6 +89,17 @@ class Release:
     cdf_flags: tuple[tuple[str, int], ...] = _CDF_4_3
     hap_requires_hvm: bool = False  # hap without hvm: -EINVAL (before: silently ignored)
     grant_limit_caps: bool = True  # max_grant_frames <= 64, max_maptrack_frames <= 1024 (before 4.18)
+    # --- xen_version (xen/common/kernel.c) --------------------------------------------------------------------
+    xenver_build_id: bool = False  # XENVER_build_id (10) exists
+    xenver_priv_strings: bool = False  # commandline reads "<denied>" and build_id is -EPERM but for the control domain
+    xenfeat_vnode: bool = False  # XENFEAT_memory_op_vnode_supported (13) for every guest
+    xenfeat_pirqs_need_emulation: bool = False  # XENFEAT_hvm_pirqs only with X86_EMU_USE_PIRQ (else every HVM guest)
+    xenfeat_direct_mapped: bool = False  # XENFEAT_direct_mapped (17, PV) / not_direct_mapped (16, translated)
+    xenfeat_phys_area: bool = False  # XENFEAT_runstate_phys_area (18) and vcpu_time_phys_area (19)
+    xenfeat_dm_msix_all_writes: bool = False  # XENFEAT_dm_msix_all_writes (20)
+    platform_parameters_pv_only: bool = False  # virt_start reads 0 for HVM and PVH (else Xen's start for all)
+    xenver_varbuf: bool = False  # XENVER_extraversion2..commandline2 (11-14), struct xen_varbuf
+    build_id_varbuf: bool = False  # build_id answers through the varbuf code (len 0: -ENOBUFS, not -EINVAL)
 
     # --- derived ----------------------------------------------------------------------------------------------
     point: Version = field(init=False, repr=False, compare=False)  # (major, minor, point), parsed once
@@ -242,6 +253,30 @@ CHANGES: tuple[Change, ...] = (
            "CPUID 0x40000004 sets XEN_HVM_CPUID_UPCALL_VECTOR (bit 6) for HVM and PVH guests"),
     Change("grant_limit_caps", False, "4.18", "b2ea81d2b9 xen/grants: repurpose command line max options",
            "max_grant_frames above 64 and max_maptrack_frames above 1024 are accepted at creation"),
+    Change("xenfeat_vnode", True, "4.6", "319442762f make two memory hypercalls vNUMA-aware",
+           "XENVER_get_features sets XENFEAT_memory_op_vnode_supported (13) for every guest"),
+    Change("xenver_build_id", True, "4.7", "460d24188d XENVER_build_id/libxc: Provide ld-embedded build-id",
+           "xen_version sub-op 10 (build_id) exists (was -ENOSYS)"),
+    Change("xenver_priv_strings", True, "4.7", "a2fc8d514d xsm/xen_version: Add XSM for most of xen_version hypercall",
+           "XENVER_commandline reads \"<denied>\" (9 bytes) for every domain but the control domain"),
+    Change("xenfeat_pirqs_need_emulation", True, "4.9", "b96b500048 x86: remove XENFEAT_hvm_pirqs for PVHv2 guests",
+           "XENFEAT_hvm_pirqs (10) only for a domain with PIRQ emulation (X86_EMU_USE_PIRQ): never for PVH"),
+    Change("xenfeat_direct_mapped", True, "4.16",
+           "d66bf122c0 xen: introduce XENFEAT_direct_mapped and XENFEAT_not_direct_mapped",
+           "XENVER_get_features sets direct_mapped (17) for PV, not_direct_mapped (16) for HVM and PVH"),
+    Change("xenfeat_phys_area", True, "4.18", "48a3fd1432 domain: expose newly introduced hypercalls as XENFEAT",
+           "XENVER_get_features sets runstate_phys_area (18) and vcpu_time_phys_area (19) for every guest"),
+    Change("platform_parameters_pv_only", True, "4.18",
+           "273bde319f xen/version: Drop bogus return values for XENVER_platform_parameters",
+           "XENVER_platform_parameters reads virt_start 0 for HVM and PVH guests"),
+    Change("xenfeat_dm_msix_all_writes", True, "4.19",
+           "64b21662b1 x86/msi: passthrough all MSI-X vector ctrl writes to device model",
+           "XENVER_get_features sets dm_msix_all_writes (20) for every guest"),
+    Change("xenver_varbuf", True, "4.20",
+           "e3bb1b6525 xen/version: Introduce non-truncating deterministically-signed XENVER_* subops",
+           "xen_version sub-ops 11-14 (extraversion2, capabilities2, changeset2, commandline2) exist"),
+    Change("build_id_varbuf", True, "4.20", "8eed14bf9d xen/version: Fold build_id handling into xenver_varbuf_op()",
+           "XENVER_build_id: a null handle is asked first, and a len too short (0 included) is -ENOBUFS"),
     Change("virq_argo_per_domain", True, "4.21", "bb1accab69 xen/argo: make VIRQ_ARGO per-domain",
            "VIRQ 11 (ARGO) is per-domain: bind_vcpu may move it"),
     Change("global_virq_handler_only", True, "4.21",
@@ -281,6 +316,12 @@ NOT_MODELLED: tuple[str, ...] = (
     "optional): the model has no emulation flags",
     "e2d2b9fd7a (4.17.0): which HVM domains count as using PV event channels for pirqs (physdev ops and "
     "HVM_PARAM_CALLBACK_IRQ are not modelled)",
+    "fe2e079f64 (4.6.0; 4.3.4, 4.4.2, 4.5.1): before it the bytes after a xen_version string's NUL were stale Xen "
+    "stack contents; the model writes zeros",
+    "XENFEAT_supervisor_mode_kernel (3; 4.3-4.5 builds with supervisor_mode_kernel) and pae_pgdir_above_4gb (4; "
+    "32-bit PV guests with the PAE VM assist): the model has neither that build option nor VM assists",
+    "xen_version under a non-default XSM policy (FLASK), and debug builds (from 273bde319f, 4.18, a 64-bit PV "
+    "guest's platform_parameters also reads 0 there)",
 )
 
 

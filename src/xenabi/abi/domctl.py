@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class GuestType(StrEnum):
@@ -78,9 +79,10 @@ class CreateDomain:
     max_grant_frames: int = -1
     max_maptrack_frames: int = -1
     emulation_flags: int | None = None
+    handle: bytes = bytes(16)  # xen_domain_handle_t: the toolstack's UUID for the domain (XENVER_guest_handle)
 
     @classmethod
-    def for_type(cls, guest_type: GuestType | str, *, features: int = 0, **limits: int) -> CreateDomain:
+    def for_type(cls, guest_type: GuestType | str, *, features: int = 0, **limits: Any) -> CreateDomain:
         """The config libxl builds for a guest type: HVM gets hap and all emulators, PVH only the LAPIC."""
         kind = GuestType(guest_type)
         if kind is GuestType.PV:

@@ -2,7 +2,8 @@
 
 Like Xen's hypercall table and the ``switch (cmd)`` of each ``do_*_op``: a hypercall that is not in the table, or a
 sub-op its hypercall does not know, answers that hypercall's "unknown" code (``-ENOSYS`` for event_channel_op and
-hvm_op, ``spec/evtchn.md`` §1); hypfs_op decodes its own command after its other checks, so it is registered whole.
+hvm_op, ``spec/evtchn.md`` §1); hypfs_op decodes its own command after its other checks, and xen_version
+(:mod:`xenabi.hypervisor.version`) switches on its own sub-ops, so both are registered whole.
 ABI feature gating is not here: the hypervisor checks a domain's hidden operations,
 derived from the feature registry, before it looks anything up. New sub-ops are added with :meth:`register`.
 
@@ -22,13 +23,15 @@ from xenabi.abi import errno
 from xenabi.abi import evtchn as abi_evtchn
 from xenabi.abi.cstruct import CStruct
 from xenabi.abi.hypfs import HypfsOpArgs
+from xenabi.abi.version import XenVersionArg
 from xenabi.abi.xen import (
     HYPERVISOR_event_channel_op,
     HYPERVISOR_event_channel_op_compat,
     HYPERVISOR_hvm_op,
     HYPERVISOR_hypfs_op,
+    HYPERVISOR_xen_version,
 )
-from xenabi.hypervisor import evtchn, evtchn_fifo, hvm, hypfs
+from xenabi.hypervisor import evtchn, evtchn_fifo, hvm, hypfs, version
 
 if TYPE_CHECKING:
     from xenabi.hypervisor.domain import Domain
@@ -132,3 +135,4 @@ DISPATCH.register(
     HYPERVISOR_event_channel_op_compat, COMPAT_CMD, abi_evtchn.CompatEvtchnOp, event_channel_op_compat, compat_precheck
 )
 DISPATCH.register_hypercall(HYPERVISOR_hypfs_op, HypfsOpArgs, hypfs.hypfs_op, hypfs.hypfs_precheck)
+DISPATCH.register_hypercall(HYPERVISOR_xen_version, XenVersionArg, version.xen_version)

@@ -83,9 +83,11 @@ class Hypervisor:
         dom0_memory_mb: int = DOM0_MEMORY_MB,
         dom0_max_vcpus: int = 1,
         memory_mb: int | None = None,
+        cmdline: str = "",
     ) -> None:
         self.release = get_release(release)
         self.abi_control = abi_control
+        self.cmdline: str = cmdline  # Xen's boot command line, as XENVER_commandline reads it
         if memory_mb is None:
             memory_mb = machine_memory_mb()
         if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or memory_mb < dom0_memory_mb:

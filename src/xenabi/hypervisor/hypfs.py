@@ -51,6 +51,7 @@ from xenabi.abi.hypfs import (
     HypfsType,
     dirlistentry_size,
 )
+from xenabi.hypervisor.guestmem import copy_from_guest, copy_to_guest
 
 if TYPE_CHECKING:
     from xenabi.hypervisor.domain import Domain
@@ -252,14 +253,14 @@ class Hypfs:
             return XEN_HYPFS_VERSION
         if not arg.path_len or arg.path_len > XEN_HYPFS_MAX_PATHLEN:
             return -errno.EINVAL
-        raw_path = _copy_from(cur, arg.path_addr, arg.path_len)
+        raw_path = copy_from_guest(cur, arg.path_addr, arg.path_len)
         if raw_path is None:
             return -errno.EFAULT
         data = None
         if cmd == HypfsOp.write_contents:
-            data = _copy_from(cur, arg.buf_addr, arg.buf_len)  # a leaf's writer reports the fault, if any
+            data = copy_from_guest(cur, arg.buf_addr, arg.buf_len)  # a leaf's writer reports the fault, if any
         rc, out = self._op(cmd, raw_path, arg.buf_len, data)
-        if out and not _copy_to(cur, arg.buf_addr, out):
+        if out and not copy_to_guest(cur, arg.buf_addr, out):
             return -errno.EFAULT
         return rc
 
@@ -287,16 +288,3 @@ def _read(node: Node, buf_len: int) -> tuple[int, bytes]:
 
 def _raw_path(path: str | bytes) -> bytes:
     return path.encode() + b"\0" if isinstance(path, str) else bytes(path)
-
-
-def _copy_from(d: Domain, addr: int, length: int) -> bytes | None:
-    if addr < 0 or length < 0 or addr + length > len(d.memory):
-        return None
-    return bytes(d.memory[addr : addr + length])
-
-
-def _copy_to(d: Domain, addr: int, data: bytes) -> bool:
-    if addr < 0 or addr + len(data) > len(d.memory):
-        return False
-    d.memory[addr : addr + len(data)] = data
-    return True
