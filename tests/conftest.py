@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,3 +69,10 @@ def interdomain(hv: Hypervisor, a: int, b: int) -> tuple[int, int]:
 @pytest.fixture
 def hv() -> Hypervisor:
     return Hypervisor("4.14", abi_control=True)
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    """A file ``name`` in ``tmp_path`` holding ``text`` (inventories, configs)."""
+    path = tmp_path / name
+    path.write_text(text)
+    return path

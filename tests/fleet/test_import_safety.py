@@ -19,14 +19,10 @@ from hypothesis import strategies as st
 from xenabi.errors import InventoryError
 from xenabi.fleet.inventory import Inventory
 
+from ..conftest import write
+
 OLD_HOSTS = "name,pool,release,abi_control\nold1,p1,4.14,1\nold2,p1,4.6,0\n"
 OLD_VMS = "name,guest_type,host,policy\noldvm,hvm,old1,pinned:evtchn_fifo\n"
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def big_fleet(tmp_path: Path, hosts: int, vms: int) -> tuple[Path, Path]:

@@ -11,14 +11,10 @@ import pytest
 from xenabi.errors import InventoryError
 from xenabi.fleet.inventory import Inventory, VmPolicy, parse_policy
 
+from ..conftest import write
+
 HOSTS = "name,pool,release,abi_control\nh1,p1,4.14,1\nh2,p1,4.3,0\nh3,p2,4.6,no\n"
 VMS = 'name,guest_type,host,policy\nv1,hvm,h1,"pinned:evtchn_fifo,evtchn_upcall"\n'
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture

@@ -235,7 +235,7 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
                        db: str, as_json: bool) -> None:  # fmt: skip
     """Plan a rolling upgrade in waves: every VM on an upgraded host is migrated to a host with room that admits it
     (or suspended in place), first-fit decreasing by memory. Exit 1 when some VM has nowhere to go."""
-    from xenabi.fleet.planfile import write_plan
+    from xenabi.fleet.planfile import stranded_rows, wave_head, write_plan
     from xenabi.fleet.report import upgrade_report
     from xenabi.fleet.upgrade import plan_upgrade
 
@@ -260,14 +260,12 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
                 _write_whole(out, lambda stream: write_plan(plan, inv, stream))
             if html_out is not None:
                 _write_whole(html_out, lambda stream: stream.write(upgrade_report(plan, inv)))
-            stranded = _stranded_rows(plan, inv)
+            stranded = stranded_rows(plan, inv)
     except (InventoryError, XenabiError) as exc:
         fail(exc, as_json)
     summary = plan.summary()
     if as_json:
-        waves = [{"wave": w.number, "hosts": len(w.hosts), "migrations": w.migrations, "suspends": w.suspends,
-                  "headroom_mib": w.headroom_mib, "tightest_pool": w.tightest_pool,
-                  "tightest_headroom_mib": w.tightest_headroom_mib} for w in plan.waves]  # fmt: skip
+        waves = [{**wave_head(plan, w), "hosts": len(w.hosts)} for w in plan.waves]
         doc = {"summary": summary, "waves": waves, "stranded": stranded,
                "blocked_hosts": [plan.host_names[h] for h in plan.blocked_hosts], "notes": plan.notes}  # fmt: skip
         if out != "-":
@@ -277,15 +275,6 @@ def fleet_plan_upgrade(host_list: str, pool: str | None, release: str, abi_contr
         sys.exit(0 if plan.complete else 1)
     _print_plan(plan, summary, stranded, shown, out, html_out)
     sys.exit(0 if plan.complete else 1)
-
-
-def _stranded_rows(plan: Any, inv: Any) -> list[dict[str, Any]]:
-    from xenabi.fleet.planfile import vm_names
-
-    names = vm_names(inv, [s.vm_id for s in plan.stranded])
-    return [{"vm": names[s.vm_id], "host": plan.host_names[s.host], "guest_type": s.vm_class.guest_type,
-             "policy": s.vm_class.policy, "memory_mib": s.memory_mib, "vcpus": s.vcpus, "reason": s.reason}
-            for s in plan.stranded]  # fmt: skip
 
 
 def _print_plan(plan: Any, summary: dict[str, Any], stranded: list[dict[str, Any]], shown: int, out: str | None,

@@ -97,6 +97,12 @@ PROGRESS_EVERY = 10_000  # VMs written between progress reports
 Progress = Callable[[int], None]  # called with how many more rows were written
 
 
+def vcpu_limit(pcpus: int, vcpu_overcommit: float) -> int:
+    """The most vCPUs a host may run: ``floor(pcpus * vcpu_overcommit)`` (:meth:`Inventory.largest_host` says the
+    same in SQL)."""
+    return int(pcpus * vcpu_overcommit)
+
+
 # --- policies as text ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VmPolicy:

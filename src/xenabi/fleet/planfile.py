@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from xenabi.errors import InventoryError
-from xenabi.fleet.inventory import Inventory, parse_release
+from xenabi.fleet.inventory import Inventory, parse_release, vcpu_limit
 from xenabi.fleet.planner import HostClass, VmClass, class_admission
-from xenabi.fleet.upgrade import MaxParallel, UpgradePlan
+from xenabi.fleet.upgrade import MaxParallel, UpgradePlan, Wave
 from xenabi.policy import get_release
 
 Admitted = Callable[[VmClass, HostClass], bool]  # decision 8 for a pair of classes, cached per replay
@@ -67,16 +67,8 @@ def write_plan(plan: UpgradePlan, inv: Inventory, out: IO[str]) -> None:
     out.write(' "waves": [')
     for number, wave in enumerate(plan.waves):
         out.write(",\n  " if number else "\n  ")
-        head = {
-            "wave": wave.number,
-            "upgrade": [hosts[h] for h in wave.hosts],
-            "migrations": wave.migrations,
-            "suspends": wave.suspends,
-            "headroom_mib": wave.headroom_mib,
-            "tightest_pool": wave.tightest_pool,
-            "tightest_headroom_mib": wave.tightest_headroom_mib,
-        }
-        out.write(json.dumps(head)[:-1])
+        head = wave_head(plan, wave)
+        out.write(json.dumps({"wave": head.pop("wave"), "upgrade": [hosts[h] for h in wave.hosts], **head})[:-1])
         moves = wave.moves()
         names = vm_names(inv, [vm for vm, _source, _target in moves])
         out.write(',\n   "migrate": [')
@@ -89,13 +81,22 @@ def write_plan(plan: UpgradePlan, inv: Inventory, out: IO[str]) -> None:
     out.write("],\n")
     out.write(f' "blocked_hosts": {json.dumps([hosts[h] for h in plan.blocked_hosts])},\n')
     out.write(f' "notes": {json.dumps(plan.notes)},\n')
+    out.write(' "stranded": [' + ",".join(f"\n  {json.dumps(s)}" for s in stranded_rows(plan, inv)) + "]}\n")
+
+
+def wave_head(plan: UpgradePlan, wave: Wave) -> dict[str, Any]:
+    """A wave's figures, as the plan file and ``--json`` give them."""
+    return {"wave": wave.number, "migrations": wave.migrations, "suspends": wave.suspends,
+            "headroom_mib": wave.headroom_mib, "tightest_pool": wave.tightest_pool,
+            "tightest_headroom_mib": wave.tightest_headroom_mib}  # fmt: skip
+
+
+def stranded_rows(plan: UpgradePlan, inv: Inventory) -> list[dict[str, Any]]:
+    """Every stranded VM, named, with its host, class, size and reason."""
     names = vm_names(inv, [s.vm_id for s in plan.stranded])
-    stranded = [
-        {"vm": names[s.vm_id], "host": hosts[s.host], "guest_type": s.vm_class.guest_type, "policy": s.vm_class.policy,
-         "memory_mib": s.memory_mib, "vcpus": s.vcpus, "reason": s.reason}
-        for s in plan.stranded
-    ]  # fmt: skip
-    out.write(' "stranded": [' + ",".join(f"\n  {json.dumps(s)}" for s in stranded) + "]}\n")
+    return [{"vm": names[s.vm_id], "host": plan.host_names[s.host], "guest_type": s.vm_class.guest_type,
+             "policy": s.vm_class.policy, "memory_mib": s.memory_mib, "vcpus": s.vcpus, "reason": s.reason}
+            for s in plan.stranded]  # fmt: skip
 
 
 def plan_document(plan: UpgradePlan, inv: Inventory) -> dict[str, Any]:
@@ -319,7 +320,7 @@ def verify_plan(inv: Inventory, path: str | Path) -> Verdict:
     by_id: dict[int, str] = {}
     masters: dict[str, str] = {}  # pool -> its master
     for host_id, name, pool, release, control, memory, pcpus, ratio, master in rows:
-        hosts[name] = _Host(host_id, pool, HostClass(release, bool(control)), memory, int(pcpus * ratio), 0)
+        hosts[name] = _Host(host_id, pool, HostClass(release, bool(control)), memory, vcpu_limit(pcpus, ratio), 0)
         by_id[host_id] = name
         if master:
             masters[pool] = name

@@ -61,7 +61,7 @@ import numpy as np
 import numpy.typing as npt
 
 from xenabi.errors import InventoryError
-from xenabi.fleet.inventory import Inventory, parse_release
+from xenabi.fleet.inventory import Inventory, parse_release, vcpu_limit
 from xenabi.fleet.planner import HostClass, VmClass, class_admission
 from xenabi.policy import get_release
 
@@ -250,7 +250,7 @@ def _load(inv: Inventory, upgrading: npt.NDArray[np.bool_], host_row: dict[int, 
     for index, (_id, _name, _pool, release, control, *_capacity) in enumerate(rows):
         class_code[index] = classes.setdefault(HostClass(release, bool(control)), len(classes))
     memory = np.array([r[5] for r in rows], dtype=np.int64)
-    vcpus = np.array([int(r[6] * r[7]) for r in rows], dtype=np.int64)
+    vcpus = np.array([vcpu_limit(r[6], r[7]) for r in rows], dtype=np.int64)
     lookup = np.full(max(host_row, default=0) + 1, -1, dtype=np.int64)
     for host_id, index in host_row.items():
         lookup[host_id] = index
