@@ -14,11 +14,12 @@ from xenabi.abi.version import (
     COMMANDLINE_LEN,
     HYPERVISOR_COMPAT_VIRT_START,
     HYPERVISOR_VIRT_START,
+    VARBUF_MAX,
     XenVer,
     XenVersionArg,
 )
 from xenabi.abi.xen import HYPERVISOR_xen_version
-from xenabi.hypervisor import Hypervisor
+from xenabi.hypervisor import Hypervisor, version
 from xenabi.releases import LINES
 
 from ..conftest import new_domu
@@ -76,7 +77,8 @@ FEATURE_CASES = [
 def test_get_features_by_release_and_guest_type(release: str, kind: str, bits: set[int]) -> None:
     hv = host(release)
     assert features(hv, new_domu(hv, kind)) == bits
-    assert features(hv, 0) == ({11} | bits if kind == "pv" else features(hv, 0))  # dom0 (PV) adds bit 11
+    if kind == "pv":
+        assert features(hv, 0) == bits | {11}  # dom0, a PV domain, is the hardware domain
 
 
 def test_hvm_pirqs_follows_pirq_emulation_from_4_9() -> None:
@@ -199,6 +201,22 @@ def test_varbuf_subops_from_4_20(cmd: XenVer) -> None:
     assert call(hv, caller, cmd, 1 << 40) == -errno.EFAULT
     if cmd == XenVer.commandline2:
         assert text[:size] == CMDLINE.encode()
+
+
+def test_the_command_line_is_what_xen_saved() -> None:
+    """saved_cmdline is a 1024-byte xen_commandline_t filled by safe_strcpy: 1023 bytes at most, in both sub-ops."""
+    hv = Hypervisor("4.22", memory_mb=1024, cmdline="x" * 5000)
+    assert call(hv, 0, XenVer.commandline2, 0) == COMMANDLINE_LEN - 1
+    assert call(hv, 0, XenVer.commandline) == 0
+    assert read(hv, 0, COMMANDLINE_LEN) == b"x" * (COMMANDLINE_LEN - 1) + b"\0"
+
+
+def test_varbuf_refuses_a_string_over_64_kib_before_anything_else() -> None:
+    """xenver_varbuf_op's first check (e3bb1b6525): -E2BIG before the null-handle size request."""
+    hv = host("4.20")
+    dom0 = hv.domain(0)
+    assert version._varbuf(b"x" * (VARBUF_MAX + 1), dom0, 0) == -errno.E2BIG
+    assert version._varbuf(b"x" * VARBUF_MAX, dom0, 0) == VARBUF_MAX
 
 
 def test_unknown_subops_and_the_raw_path() -> None:

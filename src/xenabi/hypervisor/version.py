@@ -96,6 +96,11 @@ def changeset(hv: Hypervisor) -> str:
     return f"git:RELEASE-{hv.release.name}"
 
 
+def saved_cmdline(hv: Hypervisor) -> bytes:
+    """Xen keeps its command line in a ``xen_commandline_t`` (``safe_strcpy``): at most 1023 bytes of it."""
+    return hv.cmdline.encode()[: COMMANDLINE_LEN - 1]
+
+
 def build_id(hv: Hypervisor) -> bytes:
     return hashlib.sha1(f"xenabi model of Xen {hv.release.name}".encode()).digest()
 
@@ -148,7 +153,7 @@ def _get_features(hv: Hypervisor, cur: Domain, addr: int) -> int:
 def _commandline(hv: Hypervisor, cur: Domain, addr: int) -> int:
     if _denied(hv, cur):
         return _put(cur, addr, DENIED + b"\0")
-    return _put(cur, addr, _fixed(hv.cmdline, COMMANDLINE_LEN))
+    return _put(cur, addr, _fixed(saved_cmdline(hv), COMMANDLINE_LEN))
 
 
 def _build_id_before_varbuf(hv: Hypervisor, cur: Domain, addr: int) -> int:
@@ -171,7 +176,8 @@ def _build_id_before_varbuf(hv: Hypervisor, cur: Domain, addr: int) -> int:
 
 
 def _varbuf(data: bytes, cur: Domain, addr: int) -> int:
-    """``xenver_varbuf_op`` from -E2BIG on (the caller checked XSM)."""
+    """``xenver_varbuf_op`` from -E2BIG on (the caller checked XSM). No string of the model reaches 64 KiB (the
+    longest is the 1023-byte command line), as none of Xen's does; the check is kept in Xen's place."""
     if len(data) > VARBUF_MAX:
         return -errno.E2BIG
     if not addr:
@@ -189,7 +195,7 @@ VARBUF_STRINGS: dict[int, Callable[[Hypervisor], bytes]] = {
     XenVer.extraversion2: lambda hv: extraversion(hv).encode(),
     XenVer.capabilities2: lambda hv: CAPABILITIES.encode(),
     XenVer.changeset2: lambda hv: changeset(hv).encode(),
-    XenVer.commandline2: lambda hv: hv.cmdline.encode(),
+    XenVer.commandline2: saved_cmdline,
 }
 PRIVILEGED_VARBUF = frozenset({XenVer.build_id, XenVer.commandline2})
 
