@@ -19,6 +19,7 @@ from xenabi.abi.version import (
     XenVersionArg,
 )
 from xenabi.abi.xen import HYPERVISOR_xen_version
+from xenabi.errors import XenError
 from xenabi.hypervisor import Hypervisor, version
 from xenabi.releases import LINES
 
@@ -135,6 +136,14 @@ def test_pagesize_and_guest_handle() -> None:
     d = new_domu(hv, handle=bytes(range(16)))
     assert call(hv, d, XenVer.pagesize, 0) == 4096 and call(hv, d, XenVer.pagesize) == -errno.EINVAL
     assert call(hv, d, XenVer.guest_handle) == 0 and read(hv, d, 16) == bytes(range(16))
+
+
+@pytest.mark.parametrize("handle", [b"short", bytes(17), "0123456789abcdef"])
+def test_a_handle_that_is_not_16_bytes_is_refused_at_creation(handle: object) -> None:
+    hv = host("4.22")
+    with pytest.raises(XenError) as info:
+        new_domu(hv, handle=handle)
+    assert info.value.field == "handle" and list(hv.domains) == [0]
 
 
 def test_platform_parameters() -> None:

@@ -207,7 +207,7 @@ class Domain:
         self.policy = policy
         self.hidden_ops = hidden_ops
         self.privileged = privileged
-        self.handle = bytes(config.handle[:16]).ljust(16, b"\0")
+        self.handle = config.handle  # 16 bytes, checked at creation
         self.target: int | None = None  # XEN_DOMCTL_set_target: the domain this one is device model for
         self.memory_mb = memory_mb
         self.memory = allocate_ram(memory_mb << 20)

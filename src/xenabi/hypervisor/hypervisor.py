@@ -41,6 +41,7 @@ from xenabi.abi.domctl import (
     emulation_flags_ok,
 )
 from xenabi.abi.features import REGISTRY
+from xenabi.abi.version import DOMAIN_HANDLE_LEN
 from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF, NR_VIRQS
 from xenabi.errors import GuestNotRunning, NotModelled, XenError
 from xenabi.hypervisor import evtchn
@@ -162,6 +163,9 @@ class Hypervisor:
             raise XenError(errno.EINVAL, f"max_vcpus {config.max_vcpus} above {limit}", field="max_vcpus")
         if config.max_vcpus > HVM_MAX_VCPUS:
             raise NotModelled(f"PV domains with more than {HVM_MAX_VCPUS} vCPUs (Xen allows {PV_MAX_VCPUS})")
+        if not isinstance(config.handle, bytes) or len(config.handle) != DOMAIN_HANDLE_LEN:
+            raise XenError(errno.EINVAL, f"handle must be {DOMAIN_HANDLE_LEN} bytes (xen_domain_handle_t)",
+                           field="handle")  # fmt: skip
         if "nested_virt" in real and config.flags >> real["nested_virt"] & 1 and not config.flags & XEN_DOMCTL_CDF_hap:
             raise XenError(errno.EINVAL, "nested_virt needs hap", field="flags")
         guest_type = config.guest_type
