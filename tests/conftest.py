@@ -34,12 +34,16 @@ def new_domu(
     if hv.abi_control:
         if not features:
             features = tuple(sorted(hv.release.applicable_features(CreateDomain.for_type(kind).guest_type)))
-        flags = 0
-        for name in features:  # where this host's release puts each feature's flag
-            flags |= 1 << hv.feature_cdf_bits[name]
+        flags = mask = 0
+        for name in features:  # the series' flag where this host's release puts it, else the abi_features mask
+            if name in hv.feature_cdf_bits:
+                flags |= 1 << hv.feature_cdf_bits[name]
+            else:
+                mask |= REGISTRY[name].mask_flag
     else:
-        flags = 0
-    domid = hv.create_domain(CreateDomain.for_type(kind, features=flags, **limits), memory_mb=memory_mb)
+        flags = mask = 0
+    create = CreateDomain.for_type(kind, features=flags, abi_features=mask, **limits)
+    domid = hv.create_domain(create, memory_mb=memory_mb)
     if start:
         hv.unpause(domid)
     return domid

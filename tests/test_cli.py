@@ -21,8 +21,22 @@ def test_version() -> None:
 def test_features_json_lists_the_registry() -> None:
     result = CliRunner().invoke(main, ["features", "--json"])
     rows = json.loads(result.output)
-    assert [row["name"] for row in rows] == ["evtchn_fifo", "evtchn_upcall"]
+    assert [row["name"] for row in rows] == ["evtchn_fifo", "evtchn_upcall", "gnttab_v2", "vcpu_phys_area",
+                                             "xenver_varbuf"]  # fmt: skip
     assert rows[1]["gates"] == ["HVMOP_set_evtchn_upcall_vector"] and rows[1]["guest_types"] == ["hvm", "pvh"]
+    assert rows[2]["gates"] == ["GNTTABOP_set_version with 2"] and rows[2]["cdf_flag"] is None
+    assert rows[3]["gates"][0] == "VCPUOP_register_runstate_phys_area (after the vcpuid check)"
+    assert rows[3]["xenfeat_bits"] == [18, 19] and rows[4]["gates"][0] == "XENVER_extraversion2"
+
+
+def test_features_on_a_release_say_what_it_implements_and_its_own_knobs() -> None:
+    rows = json.loads(CliRunner().invoke(main, ["features", "--release", "4.17", "--json"]).output)
+    assert [row["implemented"] for row in rows] == [True, True, True, False, False]
+    assert rows[2]["xen_knob"] == "gnttab_grant_opts"  # 4.16's grant_opts hides grant v2 without ABI control
+    rows = json.loads(CliRunner().invoke(main, ["features", "--release", "4.15", "--json"]).output)
+    assert rows[2]["xen_knob"] is None
+    text = CliRunner().invoke(main, ["features", "--release", "4.22"]).output
+    assert "abi_features bit 3 only" in text and "not implemented" not in text
 
 
 def test_features_table() -> None:
@@ -65,22 +79,23 @@ def test_config_show_hvm_example() -> None:
 def test_config_show_json() -> None:
     result = CliRunner().invoke(main, ["config", "show", HVM_EXAMPLE, "--json"])
     report = json.loads(result.output)
-    assert report["policy"]["features"] == ["evtchn_fifo", "evtchn_upcall"]
+    assert report["policy"]["features"] == ["evtchn_fifo", "evtchn_upcall", "gnttab_v2"]
     assert report["create_flags"]["value"] == "0x183"
     assert report["cpuid"][6] == {
         "leaf": "0x40000006",
-        "regs": ["0x00000003", "0x00000000", "0x00000000", "0x00000000"],
+        "regs": ["0x00000007", "0x00000000", "0x00000000", "0x00000000"],
     }
     assert [node["path"] for node in report["hypfs"]] == [
         "/domain/1/abi-features/evtchn_fifo",
         "/domain/1/abi-features/evtchn_upcall",
+        "/domain/1/abi-features/gnttab_v2",
     ]
 
 
 def test_config_show_legacy_host() -> None:
     result = CliRunner().invoke(main, ["config", "show", HVM_EXAMPLE, "--release", "4.3", "--no-abi-control", "--json"])
     report = json.loads(result.output)
-    assert result.exit_code == 0 and report["policy"]["features"] == [] and report["hypfs"] == []
+    assert result.exit_code == 0 and report["policy"]["features"] == ["gnttab_v2"] and report["hypfs"] == []
     # Xen 4.3's highest hypervisor leaf is 0x40000002 (03d745c8bf raised it to 4 in 4.5)
     assert report["cpuid"][0]["regs"][0] == "0x40000002" and report["pinned"] is False
 

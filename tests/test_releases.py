@@ -314,7 +314,8 @@ def test_the_series_flags_move_off_the_bits_xen_took() -> None:
     assert hv.domain(domid).policy.features == {"evtchn_fifo", "evtchn_upcall"}
     result = CliRunner().invoke(main, ["features", "--release", "4.22", "--json"])
     rows = json.loads(result.output)
-    assert [(r["cdf_bit"], r["series_bit_taken_by"]) for r in rows] == [(9, "vpmu"), (10, "trap_unmapped_accesses")]
+    assert [(r["cdf_bit"], r["series_bit_taken_by"]) for r in rows] == [
+        (9, "vpmu"), (10, "trap_unmapped_accesses"), (None, None), (None, None), (None, None)]  # fmt: skip
 
 
 def test_grant_limit_caps_until_4_18() -> None:
@@ -349,7 +350,7 @@ def test_pvh_keeps_its_upcall_vector_from_an_uncontrolled_host() -> None:
     assert "evtchn_upcall" in src.hv.domain(domid).policy.features
     dst = Toolstack(Hypervisor("4.22"))
     new = src.migrate(domid, dst)
-    assert dst.hv.domain(new).policy.features == {"evtchn_fifo", "evtchn_upcall"}
+    assert dst.hv.domain(new).policy.features == {"evtchn_fifo", "evtchn_upcall", "gnttab_v2"}
 
 
 # --- the property: ABI control hides the feature differences, releases diff names all the rest ------------------------
@@ -403,7 +404,7 @@ def test_releases_cli_lists_and_diffs() -> None:
     result = CliRunner().invoke(main, ["releases", "--json"])
     rows = json.loads(result.output)
     assert [row["line"] for row in rows] == list(LINES) and rows[-1]["release"] == "4.22.0"
-    assert rows[0]["cpuid_max_leaf"] == "0x40000002" and rows[0]["features"] == []
+    assert rows[0]["cpuid_max_leaf"] == "0x40000002" and rows[0]["features"] == ["gnttab_v2"]
     result = CliRunner().invoke(main, ["releases", "--all"])
     assert result.exit_code == 0 and "4.14.1" in result.output and "reset_preemptible" in result.output
     one = json.loads(CliRunner().invoke(main, ["releases", "--release", "4.14.0", "--json"]).output)
@@ -419,7 +420,7 @@ def test_releases_cli_lists_and_diffs() -> None:
 
 
 def test_admission_uses_the_full_table() -> None:
-    assert AbiPolicy(frozenset({"evtchn_fifo"})) == legacy_policy("4.4.0")
+    assert AbiPolicy(frozenset({"evtchn_fifo", "gnttab_v2"})) == legacy_policy("4.4.0")
     from xenabi.policy import admission
 
     assert admission(legacy_policy("4.5"), "4.22", False, "hvm")  # 4.22 without control would expose the vector

@@ -148,11 +148,16 @@ class GuestNotRunning(XenabiError):
     No guest code can run in such a domain, so no hypercall can come from it; the model refuses the request
     instead of answering it, so that state a guest could only set by running (an event channel ABI, an upcall
     vector) cannot exist before the toolstack's last chance to change the domain's features (hypfs, decision 4).
-    ``domid`` names the domain.
+    ``domid`` names the domain; ``vcpu``, when given, the calling vCPU that does not exist or is not up (guest
+    code runs only on vCPUs that are up).
     """
 
-    def __init__(self, domid: int) -> None:
+    def __init__(self, domid: int, vcpu: int | None = None) -> None:
         self.domid = domid
+        self.vcpu = vcpu
+        if vcpu is not None:
+            super().__init__(f"d{domid} has no vCPU {vcpu} that is up: no guest code runs there to make the call")
+            return
         super().__init__(
             f"d{domid} has never run (created paused, not yet unpaused): no guest code can issue a hypercall there; "
             "unpause it first"

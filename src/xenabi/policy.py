@@ -104,6 +104,7 @@ class RefusalKind(StrEnum):
     NOT_IMPLEMENTED = "not-implemented"  # the host's release predates the feature
     NOT_APPLICABLE = "not-applicable"  # the feature does not exist for this guest type
     WOULD_APPEAR = "would-appear"  # a host without ABI control would expose a feature the policy lacks
+    HOST_DISABLED = "host-disabled"  # the host's boot options hide the feature from every domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,8 @@ class Refusal:
             return f"{self.feature}: Xen {self.release} does not implement it"
         if self.kind is RefusalKind.NOT_APPLICABLE:
             return f"{self.feature}: does not apply to this guest type"
+        if self.kind is RefusalKind.HOST_DISABLED:
+            return f"{self.feature}: this Xen {self.release} host's boot options hide it from every domain"
         return f"{self.feature}: Xen {self.release} has no ABI control and would expose it, but the policy lacks it"
 
     def to_json(self) -> dict[str, str]:
@@ -126,11 +129,17 @@ class Refusal:
 
 
 def admission(
-    policy: AbiPolicy, release: str | Release, abi_control: bool, guest_type: GuestType | str
+    policy: AbiPolicy,
+    release: str | Release,
+    abi_control: bool,
+    guest_type: GuestType | str,
+    boot_hidden: frozenset[str] = frozenset(),
 ) -> tuple[Refusal, ...]:
-    """Decision 8: every reason host (``release``, ``abi_control``) cannot give a ``guest_type`` VM exactly
-    ``policy``; empty when it can. Every policy feature must be implemented (and apply to the guest type); a host
-    without ABI control must not implement an applicable feature outside the policy."""
+    """Decision 8: every reason host (``release``, ``abi_control``, and the features its boot options hide from
+    every domain, ``boot_hidden``) cannot give a ``guest_type`` VM exactly ``policy``; empty when it can. Every
+    policy feature must be implemented, not disabled at boot, and apply to the guest type; a host without ABI
+    control must not expose an applicable feature outside the policy that its release cannot hide per domain by
+    a knob of its own (``Release.can_hide``, decision 10)."""
     host = get_release(release)
     kind = GuestType(guest_type)
     refusals: list[Refusal] = []
@@ -140,7 +149,10 @@ def admission(
                 refusals.append(Refusal(row.name, RefusalKind.NOT_IMPLEMENTED, host.name))
             elif not row.applies_to(kind):
                 refusals.append(Refusal(row.name, RefusalKind.NOT_APPLICABLE, host.name))
-        elif not abi_control and host.implements(row) and row.applies_to(kind):
+            elif row.name in boot_hidden:
+                refusals.append(Refusal(row.name, RefusalKind.HOST_DISABLED, host.name))
+        elif (not abi_control and host.implements(row) and row.applies_to(kind) and row.name not in boot_hidden
+              and not host.can_hide(row)):  # fmt: skip
             refusals.append(Refusal(row.name, RefusalKind.WOULD_APPEAR, host.name))
     return tuple(refusals)
 
@@ -153,10 +165,11 @@ def admit(
     *,
     host: str = "",
     force: bool = False,
+    boot_hidden: frozenset[str] = frozenset(),
 ) -> tuple[Refusal, ...]:
     """:func:`admission` that raises :class:`AbiIncompatible` with every reason, unless ``force``; returns the
     reasons that ``force`` overrode, so the caller can say so."""
-    refusals = admission(policy, release, abi_control, guest_type)
+    refusals = admission(policy, release, abi_control, guest_type, boot_hidden)
     if refusals and not force:
         raise AbiIncompatible(refusals, host=host or f"Xen {get_release(release).name}")
     return refusals

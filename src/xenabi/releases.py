@@ -95,11 +95,27 @@ class Release:
     xenfeat_vnode: bool = False  # XENFEAT_memory_op_vnode_supported (13) for every guest
     xenfeat_pirqs_need_emulation: bool = False  # XENFEAT_hvm_pirqs only with X86_EMU_USE_PIRQ (else every HVM guest)
     xenfeat_direct_mapped: bool = False  # XENFEAT_direct_mapped (17, PV) / not_direct_mapped (16, translated)
-    xenfeat_phys_area: bool = False  # XENFEAT_runstate_phys_area (18) and vcpu_time_phys_area (19)
     xenfeat_dm_msix_all_writes: bool = False  # XENFEAT_dm_msix_all_writes (20)
     platform_parameters_pv_only: bool = False  # virt_start reads 0 for HVM and PVH (else Xen's start for all)
-    xenver_varbuf: bool = False  # XENVER_extraversion2..commandline2 (11-14), struct xen_varbuf
     build_id_varbuf: bool = False  # build_id answers through the varbuf code (len 0: -ENOBUFS, not -EINVAL)
+    # --- vcpu_op (xen/common/domain.c, xen/arch/x86/domain.c) -----------------------------------------------
+    vcpu_op_hvm_filter: bool = True  # HVM guests reach only ops 4-10 and 13; the rest -ENOSYS, before vcpuid
+    vcpu_op_vcpuid_range_einval: bool = True  # a negative vcpuid or one >= MAX_VIRT_CPUS: -EINVAL before -ENOENT
+    vcpu_info_offset_rc: int = -errno.EINVAL  # register_vcpu_info: an offset past 4096 - 64 (and misalignment)
+    vcpu_info_align_check: bool = False  # register_vcpu_info refuses a misaligned offset (XSA-327)
+    vcpu_info_guest_area: bool = False  # register_vcpu_info through map_guest_area: the 4.18 order and codes
+    # --- grant_table_op (xen/common/grant_table.c) ----------------------------------------------------------
+    gnttab_cmd_junk_rc: int | None = None  # bits above the 12-bit command: None = no mask (the case misses)
+    gnttab_cache_flush: bool = False  # GNTTABOP_cache_flush (12) exists on x86
+    gnttab_per_domain_limits: bool = False  # a domain's own max_grant_frames (query_size, setup_table's order)
+    gnttab_initial_frames: int = 4  # shared frames of a fresh table
+    gnttab_host_max_frames: int = 32  # the host's default maximum (gnttab_max_frames=)
+    gnttab_initial_version: int = 0  # a fresh table's version (0: fixed by the first setup_table)
+    gnttab_max_version_opt: bool = False  # the boot option gnttab=max-ver:N exists (XSA-226)
+    gnttab_grant_opts: bool = False  # the create struct's grant_opts: the domain's maximum version
+    gnttab_v1_range_check: bool = False  # set_version(1) from v2: -ERANGE for a reserved frame above 32 bits
+    gnttab_v1_range_transitive: bool = False  # ... and for a reserved transitive entry
+    gnttab_status_frames_handle_check: bool = False  # get_status_frames: a bad frame_list is -EFAULT up front
 
     # --- derived ----------------------------------------------------------------------------------------------
     point: Version = field(init=False, repr=False, compare=False)  # (major, minor, point), parsed once
@@ -116,6 +132,10 @@ class Release:
 
     def implements(self, feature: AbiFeature) -> bool:
         return self.version >= feature.since
+
+    def can_hide(self, feature: AbiFeature) -> bool:
+        """Whether this release has a per-domain knob of its own that hides ``feature`` (decision 10)."""
+        return bool(feature.xen_knob) and bool(getattr(self, feature.xen_knob))
 
     @property
     def features(self) -> frozenset[str]:
@@ -139,15 +159,16 @@ class Release:
         return dict(self.cdf_flags)
 
     def series_cdf_bits(self) -> dict[str, int]:
-        """Where the series' create flags go on this release: each feature's own bit (the v5 series' 7 and 8)
+        """Where the series' create flags go on this release (only the rows that have one: decision 10 gives later
+        features the ``abi_features`` mask instead): each feature's own bit (the v5 series' 7 and 8)
         unless the release gave it to one of its real flags, else the lowest bits above every real flag. The
         collision is the review's scalability objection made concrete: Xen gave bit 7 to vpmu (4.16) and bit 8
         to trap_unmapped_accesses (4.21)."""
         taken = set(self.cdf_bits.values())
         placed: dict[str, int] = {}
-        rows = [row for row in REGISTRY if self.implements(row)]
+        rows = [row for row in REGISTRY if self.implements(row) and row.cdf_bit is not None]
         for row in rows:
-            if row.cdf_bit not in taken:
+            if row.cdf_bit is not None and row.cdf_bit not in taken:
                 placed[row.name] = row.cdf_bit
                 taken.add(row.cdf_bit)
         free = max(taken | {-1}) + 1
@@ -264,19 +285,60 @@ CHANGES: tuple[Change, ...] = (
     Change("xenfeat_direct_mapped", True, "4.16",
            "d66bf122c0 xen: introduce XENFEAT_direct_mapped and XENFEAT_not_direct_mapped",
            "XENVER_get_features sets direct_mapped (17) for PV, not_direct_mapped (16) for HVM and PVH"),
-    Change("xenfeat_phys_area", True, "4.18", "48a3fd1432 domain: expose newly introduced hypercalls as XENFEAT",
-           "XENVER_get_features sets runstate_phys_area (18) and vcpu_time_phys_area (19) for every guest"),
     Change("platform_parameters_pv_only", True, "4.18",
            "273bde319f xen/version: Drop bogus return values for XENVER_platform_parameters",
            "XENVER_platform_parameters reads virt_start 0 for HVM and PVH guests"),
     Change("xenfeat_dm_msix_all_writes", True, "4.19",
            "64b21662b1 x86/msi: passthrough all MSI-X vector ctrl writes to device model",
            "XENVER_get_features sets dm_msix_all_writes (20) for every guest"),
-    Change("xenver_varbuf", True, "4.20",
-           "e3bb1b6525 xen/version: Introduce non-truncating deterministically-signed XENVER_* subops",
-           "xen_version sub-ops 11-14 (extraversion2, capabilities2, changeset2, commandline2) exist"),
     Change("build_id_varbuf", True, "4.20", "8eed14bf9d xen/version: Fold build_id handling into xenver_varbuf_op()",
            "XENVER_build_id: a null handle is asked first, and a len too short (0 included) is -ENOBUFS"),
+    # vcpu_op
+    Change("vcpu_op_vcpuid_range_einval", False, "4.6",
+           "1d4290342f hypercall: update vcpu_op to take an unsigned vcpuid",
+           "vcpu_op: a negative or huge vcpuid is -ENOENT like any vcpuid naming no vCPU (was -EINVAL)"),
+    Change("vcpu_op_hvm_filter", False, "4.7", "192df6f912 x86: allow HVM guests to use hypercalls to bring up vCPUs",
+           "vcpu_op: HVM guests reach every sub-op (before: only 4-10 and 13, the rest -ENOSYS before the vcpuid)"),
+    Change("vcpu_info_align_check", True, "4.14",
+           "3fdc211b01 xen: Check the alignment of the offset pased via VCPUOP_register_vcpu_info",
+           "register_vcpu_info refuses an offset that is not 8-aligned (4 for 32-bit guests): -EINVAL",
+           ("4.12.4", "4.13.2")),
+    Change("vcpu_info_offset_rc", -errno.ENXIO, "4.16", "7ee7a3749b common: map_vcpu_info() cosmetics",
+           "register_vcpu_info: an offset past 4096 - 64 or misaligned is -ENXIO (was -EINVAL)"),
+    Change("vcpu_info_guest_area", True, "4.18", "295514ff75 common: convert vCPU info area registration",
+           "register_vcpu_info: offset >= 4096 -EINVAL, re-registering -EBUSY, crossing a page or misaligned -ENXIO, "
+           "another vCPU that is up allowed"),
+    # grant_table_op
+    Change("gnttab_cmd_junk_rc", -errno.ENOSYS, "4.5", "18e8d22fe7 introduce GNTTABOP_cache_flush",
+           "grant_table_op masks the command to 12 bits; junk above (but for cache_flush) is -ENOSYS"),
+    Change("gnttab_cache_flush", True, "4.5", "18e8d22fe7 introduce GNTTABOP_cache_flush",
+           "GNTTABOP_cache_flush (12) exists (PV guests; the HVM allow-list never had it)"),
+    Change("gnttab_v1_range_check", True, "4.6",
+           "3459050e04 gnttab: don't silently truncate frame numbers in gnttab_set_version()",
+           "set_version(1) from v2 is -ERANGE if a reserved entry grants a frame above 32 bits"),
+    Change("gnttab_cmd_junk_rc", -errno.EINVAL, "4.8", "a66765eb06 replace bogus -ENOSYS uses",
+           "grant_table_op: junk above the 12-bit command is -EINVAL (PV; HVM's allow-list still says -ENOSYS)"),
+    Change("gnttab_per_domain_limits", True, "4.10", "18b1be5e32 gnttab: make resource limits per domain",
+           "query_size reports the domain's own maximum; setup_table checks it last (after domain and XSM)"),
+    Change("gnttab_initial_frames", 1, "4.10", "18b1be5e32 gnttab: make resource limits per domain",
+           "a fresh grant table has 1 shared frame (was 4)"),
+    Change("gnttab_host_max_frames", 64, "4.10", "18b1be5e32 gnttab: make resource limits per domain",
+           "the default maximum is 64 grant frames (was 32)"),
+    Change("gnttab_v1_range_transitive", True, "4.10", "ad48fb963d gnttab: fix transitive grant handling",
+           "set_version(1) from v2 is -ERANGE if a reserved entry is transitive"),
+    Change("gnttab_max_version_opt", True, "4.11", "dc96c65ed6 common/gnttab: Introduce command line feature controls",
+           "the boot option gnttab=max-ver:1 makes set_version(2) -ENOSYS for every domain (XSA-226)",
+           ("4.8.5", "4.9.3", "4.10.2")),
+    Change("gnttab_initial_version", 1, "4.12",
+           "1237659523 common/gnttab: Explicitly default to gnttab v1 during domain creation",
+           "get_version answers 1 for a fresh domain (was 0 until its first setup_table or set_version)"),
+    Change("gnttab_grant_opts", True, "4.16", "7379f9e10a gnttab: allow setting max version per-domain",
+           "the create struct's grant_opts sets the domain's maximum grant version; 0 or above the host's: -EINVAL"),
+    Change("gnttab_status_frames_handle_check", True, "4.16",
+           "0c229e6c9f gnttab: check handle early in gnttab_get_status_frames()",
+           "get_status_frames: a frame_list outside the guest is -EFAULT (was status GNTST_bad_virt_addr)"),
+    Change("gnttab_cache_flush", False, "4.21", "5642a6055c x86/gnttab: do not implement GNTTABOP_cache_flush",
+           "GNTTABOP_cache_flush is gone on x86: -ENOSYS"),
     Change("virq_argo_per_domain", True, "4.21", "bb1accab69 xen/argo: make VIRQ_ARGO per-domain",
            "VIRQ 11 (ARGO) is per-domain: bind_vcpu may move it"),
     Change("global_virq_handler_only", True, "4.21",

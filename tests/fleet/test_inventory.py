@@ -35,8 +35,8 @@ def test_csv_import(inv: Inventory, tmp_path: Path) -> None:
 def test_policy_text_is_canonical() -> None:
     assert str(parse_policy("pinned:evtchn_upcall, evtchn_fifo")) == "pinned:evtchn_fifo,evtchn_upcall"
     assert str(parse_policy("pinned:")) == "pinned:" and parse_policy("pinned:").features("hvm") == frozenset()
-    assert VmPolicy(legacy="4.6").features("hvm") == {"evtchn_fifo", "evtchn_upcall"}
-    assert VmPolicy(legacy="4.6").features("pv") == {"evtchn_fifo"}
+    assert VmPolicy(legacy="4.6").features("hvm") == {"evtchn_fifo", "evtchn_upcall", "gnttab_v2"}
+    assert VmPolicy(legacy="4.6").features("pv") == {"evtchn_fifo", "gnttab_v2"}
 
 
 BAD_ROWS = [

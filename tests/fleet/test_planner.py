@@ -42,7 +42,11 @@ CLASS_CASES = [
     ("legacy-4.6-pv-on-legacy-4.14", "pv", "legacy:4.6", "4.14", False, []),
     ("legacy-4.14-on-legacy-4.5", "hvm", "legacy:4.14", "4.5", False, [("evtchn_upcall", "not-implemented")]),
     ("pinned-fifo-on-controlled-4.5", "pvh", "pinned:evtchn_fifo", "4.5", True, []),
-    ("pinned-none-on-legacy-4.4", "pv", "pinned:", "4.4", False, [("evtchn_fifo", "would-appear")]),
+    ("pinned-none-on-legacy-4.4", "pv", "pinned:", "4.4", False, [("evtchn_fifo", "would-appear"),
+                                                                  ("gnttab_v2", "would-appear")]),
+    ("legacy-4.17-on-legacy-4.18", "hvm", "legacy:4.17", "4.18", False, [("vcpu_phys_area", "would-appear")]),
+    ("legacy-4.18-on-controlled-4.17", "hvm", "legacy:4.18", "4.17", True, [("vcpu_phys_area", "not-implemented")]),
+    ("no-grant-v2-on-legacy-4.16", "hvm", "pinned:evtchn_fifo,evtchn_upcall", "4.16", False, []),
 ]  # fmt: skip
 
 
@@ -67,7 +71,7 @@ VMS = [
     ("a", "hvm", "old1", "legacy:4.3"),
     ("b", "hvm", "old2", "legacy:4.3"),
     ("c", "pv", "mid", "legacy:4.6"),
-    ("d", "hvm", "new1", "pinned:evtchn_fifo,evtchn_upcall"),
+    ("d", "hvm", "new1", "pinned:evtchn_fifo,evtchn_upcall,gnttab_v2"),
     ("e", "hvm", "new2", "pinned:"),
 ]
 
@@ -88,22 +92,23 @@ def test_where_lists_admitting_hosts_and_reasons() -> None:
 def test_summary_counts() -> None:
     rows = {(s.vm_class.guest_type, s.vm_class.policy): s for s in summary(fleet(HOSTS, VMS))}
     assert rows[("hvm", "legacy:4.3")].vms == 2 and rows[("hvm", "legacy:4.3")].admissible_hosts == 4
-    assert rows[("hvm", "pinned:evtchn_fifo,evtchn_upcall")].admissible_hosts == 4  # new1, new2, mid, leg14
-    assert rows[("hvm", "pinned:")].admissible_hosts == 4 and rows[("hvm", "pinned:")].stranded_vms == 0
+    assert rows[("hvm", "pinned:evtchn_fifo,evtchn_upcall,gnttab_v2")].admissible_hosts == 4  # new1, new2, mid, leg14
+    # pinned to nothing: only the controlled hosts, since even 4.3 shows grant v2 and cannot hide it
+    assert rows[("hvm", "pinned:")].admissible_hosts == 2 and rows[("hvm", "pinned:")].stranded_vms == 0
 
 
 def test_level_of_a_mixed_controlled_pool() -> None:
     inv = fleet([("x", "p", "4.5", True), ("y", "p", "4.14", True), ("z", "p", "4.14", True)], [])
     by_type = {lv.guest_type: lv for lv in level(inv, "p")}
-    assert by_type["hvm"].policy == {"evtchn_fifo"}
+    assert by_type["hvm"].policy == {"evtchn_fifo", "gnttab_v2"}
     assert by_type["hvm"].limiting == {"evtchn_upcall": [HostClass("4.5", True)]}
-    assert by_type["pv"].policy == {"evtchn_fifo"} and by_type["pv"].limiting == {}
+    assert by_type["pv"].policy == {"evtchn_fifo", "gnttab_v2"} and by_type["pv"].limiting == {}
 
 
 def test_level_with_one_legacy_release_is_that_release() -> None:
     inv = fleet([("x", "p", "4.5", False), ("y", "p", "4.14", True)], [])
     hvm = next(lv for lv in level(inv, "p") if lv.guest_type == "hvm")
-    assert hvm.policy == {"evtchn_fifo"} and hvm.conflict == ""
+    assert hvm.policy == {"evtchn_fifo", "gnttab_v2"} and hvm.conflict == ""
 
 
 def test_level_impossible_with_two_legacy_releases() -> None:

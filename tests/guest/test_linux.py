@@ -25,6 +25,7 @@ from xenabi.hypervisor.domain import Lifecycle
 from xenabi.toolstack import DomainConfig, Toolstack
 
 BOTH = ("evtchn_fifo", "evtchn_upcall")
+ALL_414 = (*BOTH, "gnttab_v2")  # what a 4.14 host implements
 
 
 def vm(ts: Toolstack, body: str = "", vcpus: int = 2) -> int:
@@ -65,7 +66,7 @@ def test_section_5_8_boot_prefers_fifo_and_binds_everything() -> None:
     assert set(kernel.state.control_blocks) == {0, 1} and kernel.state.upcall_vector == [True, True]
     names = {name for name, _vcpu in kernel.state.bindings.values()}
     assert names == {"timer0", "timer1", "resched0", "resched1", "xenstore", "console", "net"}
-    assert kernel.fingerprint == Fingerprint(BOTH, BOTH) and kernel.state.errors == []
+    assert kernel.fingerprint == Fingerprint(ALL_414, ALL_414) and kernel.state.errors == []
 
 
 def test_section_5_8_any_negative_result_means_2_level() -> None:
@@ -73,7 +74,7 @@ def test_section_5_8_any_negative_result_means_2_level() -> None:
     kernel = LinuxKernel.boot(ts.hv, vm(ts))
     assert kernel.state.abi == "2l" and kernel.state.upcall_vector == [False, False]
     assert kernel.state.errors == [["EVTCHNOP_init_control", "-ENOSYS", "fall back to the 2-level ABI"]]
-    assert kernel.fingerprint == Fingerprint((), None)
+    assert kernel.fingerprint == Fingerprint(("gnttab_v2",), None)
 
 
 @pytest.mark.parametrize("option", ["fifo_events", "fifo_support"])
@@ -87,7 +88,7 @@ def test_controlled_host_hides_fifo_and_the_kernel_falls_back() -> None:
     ts = host()
     kernel = LinuxKernel.boot(ts.hv, vm(ts, 'xen_abi_features = [ "!evtchn_fifo" ]'))
     assert kernel.state.abi == "2l" and kernel.state.upcall_vector == [True, True]
-    assert kernel.fingerprint == Fingerprint(("evtchn_upcall",), ("evtchn_upcall",))
+    assert kernel.fingerprint == Fingerprint(("evtchn_upcall", "gnttab_v2"), ("evtchn_upcall", "gnttab_v2"))
 
 
 # --- events through guest memory ------------------------------------------------------------------------------------
@@ -187,7 +188,7 @@ def test_section_7_fifo_resume_without_fifo_is_a_bug() -> None:
     resumed = save_restore(src, kernel, dst)
     assert resumed.state.phase == "crashed" and "BUG" in resumed.state.crash
     assert dst.hv.domain(resumed.domid).lifecycle is Lifecycle.SHUT_DOWN
-    assert resumed.fingerprint.operations == () and resumed.first_fingerprint.operations == BOTH
+    assert resumed.fingerprint.operations == ("gnttab_v2",) and resumed.first_fingerprint.operations == ALL_414
 
 
 def test_2l_guest_resumes_in_2l_on_a_newer_host() -> None:
@@ -278,5 +279,5 @@ def test_fingerprint_probe_changes_nothing() -> None:
     ts = host()
     domid = vm(ts)
     before = bytes(ts.hv.domain(domid).memory)
-    assert take_fingerprint(ts.hv, domid) == Fingerprint(BOTH, BOTH)
+    assert take_fingerprint(ts.hv, domid) == Fingerprint(ALL_414, ALL_414)
     assert bytes(ts.hv.domain(domid).memory) == before and ts.hv.domain(domid).evtchn_abi == "2l"

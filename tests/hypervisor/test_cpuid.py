@@ -45,7 +45,7 @@ def test_hvm_leaf_reports_vcpu_and_domid(hv: Hypervisor) -> None:
 
 
 def test_feature_leaf_follows_policy(hv: Hypervisor) -> None:
-    assert abi_feature_bits(hv.cpuid(new_domu(hv, "hvm"), BASE + 6)) == {0, 1}
+    assert abi_feature_bits(hv.cpuid(new_domu(hv, "hvm"), BASE + 6)) == {0, 1, 2}  # 4.14: fifo, upcall, grant v2
     assert abi_feature_bits(hv.cpuid(new_domu(hv, "hvm", "evtchn_upcall"), BASE + 6)) == {1}
     assert hv.cpuid(new_domu(hv, "pvh", "evtchn_fifo"), BASE + 6) == (1, 0, 0, 0)
 

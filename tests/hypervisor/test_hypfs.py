@@ -146,7 +146,7 @@ def test_leaves_exist_only_where_the_feature_applies() -> None:
     pv, hvm = new_domu(hv, "pv"), new_domu(hv, "hvm")
     for domid in (pv, hvm):
         rc, data = hv.hypfs.read(0, f"/domain/{domid}/abi-features")
-        assert rc == 0 and [name for name, _ in parse_dirlist(data[12:])] == ["evtchn_fifo"]  # 4.5: no upcall
+        assert rc == 0 and [name for name, _ in parse_dirlist(data[12:])] == ["evtchn_fifo", "gnttab_v2"]  # no upcall
     hv14 = Hypervisor("4.14", abi_control=True)
     pv = new_domu(hv14, "pv")
     assert hv14.hypfs.read(0, f"/domain/{pv}/abi-features/evtchn_upcall")[0] == -errno.ENOENT

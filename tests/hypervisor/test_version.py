@@ -212,6 +212,17 @@ def test_varbuf_subops_from_4_20(cmd: XenVer) -> None:
         assert text[:size] == CMDLINE.encode()
 
 
+@pytest.mark.parametrize("cmd", [XenVer.extraversion2, XenVer.capabilities2, XenVer.changeset2,
+                                 XenVer.commandline2])  # fmt: skip
+def test_hidden_xenver_varbuf_answers_as_4_19(cmd: XenVer) -> None:
+    """The registry row xenver_varbuf (bit 4): hidden, sub-ops 11-14 are -ENOSYS at entry, before XSM, as on 4.19;
+    build_id keeps its 4.20 behaviour (a difference ABI control does not hide: build_id_varbuf)."""
+    hv = Hypervisor("4.20", memory_mb=1024, cmdline=CMDLINE)
+    hidden = new_domu(hv, "hvm", "evtchn_fifo", "evtchn_upcall", "gnttab_v2", "vcpu_phys_area")
+    assert call(hv, hidden, cmd, 0) == -errno.ENOSYS
+    assert call(hv, hidden, XenVer.extraversion, 0) == 0
+
+
 def test_the_command_line_is_what_xen_saved() -> None:
     """saved_cmdline is a 1024-byte xen_commandline_t filled by safe_strcpy: 1023 bytes at most, in both sub-ops."""
     hv = Hypervisor("4.22", memory_mb=1024, cmdline="x" * 5000)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xenabi.abi.domctl import GuestType, XEN_DOMCTL_CDF_evtchn_fifo, XEN_DOMCTL_CDF_evtchn_upcall
-from xenabi.errors import ConfigError
+from xenabi.errors import ConfigError, XlCfgError
 from xenabi.hypervisor import Hypervisor
 from xenabi.policy import get_release
 from xenabi.toolstack import DomainConfig
@@ -44,7 +44,8 @@ def test_builder_hvm_means_hvm() -> None:
 def test_limits_are_read() -> None:
     cfg = xl("max_event_channels = 4095\nmax_grant_frames = 32\nmax_maptrack_frames = 0x100\nmaxvcpus = 4")
     assert (cfg.max_event_channels, cfg.max_grant_frames, cfg.max_maptrack_frames) == (4095, 32, 256)
-    create = cfg.create_domain(frozenset(), feature_bits=Hypervisor("4.14").feature_cdf_bits)
+    hv = Hypervisor("4.14")
+    create = cfg.create_domain(frozenset(), feature_bits=hv.feature_cdf_bits, abi_control=True, release=hv.release)
     assert (create.max_evtchn_port, create.max_grant_frames, create.max_maptrack_frames) == (4095, 32, 256)
     assert create.max_vcpus == 4
 
@@ -78,20 +79,24 @@ def test_name_is_required() -> None:
 V5_414 = get_release("4.14")
 
 
+G = "gnttab_v2"  # every release in the table implements it (Xen 4.0)
+
+
 @pytest.mark.parametrize(
     ("kind", "entries", "expected"),
     [
-        ("hvm", None, {"evtchn_fifo", "evtchn_upcall"}),  # the v5 default: everything that applies
-        ("pv", None, {"evtchn_fifo"}),
-        ("pvh", None, {"evtchn_fifo", "evtchn_upcall"}),  # PVH is an HVM container (decision 1)
-        ("hvm", '[ "all" ]', {"evtchn_fifo", "evtchn_upcall"}),
-        ("pv", '[ "all" ]', {"evtchn_fifo"}),  # all enables only what applies
-        ("hvm", '[ "all", "!evtchn_upcall" ]', {"evtchn_fifo"}),
-        ("hvm", '[ "!evtchn_fifo" ]', {"evtchn_upcall"}),
-        ("hvm", '[ "!evtchn_fifo", "!evtchn_upcall" ]', set()),
-        ("hvm", "[]", {"evtchn_fifo", "evtchn_upcall"}),
-        ("pv", '[ "!evtchn_fifo" ]', set()),
-        ("hvm", '[ "evtchn_fifo", "evtchn_fifo" ]', {"evtchn_fifo", "evtchn_upcall"}),
+        ("hvm", None, {"evtchn_fifo", "evtchn_upcall", G}),  # the v5 default: everything that applies
+        ("pv", None, {"evtchn_fifo", G}),
+        ("pvh", None, {"evtchn_fifo", "evtchn_upcall", G}),  # PVH is an HVM container (decision 1)
+        ("hvm", '[ "all" ]', {"evtchn_fifo", "evtchn_upcall", G}),
+        ("pv", '[ "all" ]', {"evtchn_fifo", G}),  # all enables only what applies
+        ("hvm", '[ "all", "!evtchn_upcall" ]', {"evtchn_fifo", G}),
+        ("hvm", '[ "!evtchn_fifo" ]', {"evtchn_upcall", G}),
+        ("hvm", '[ "!evtchn_fifo", "!evtchn_upcall" ]', {G}),
+        ("hvm", "[]", {"evtchn_fifo", "evtchn_upcall", G}),
+        ("pv", '[ "!evtchn_fifo" ]', {G}),
+        ("hvm", '[ "evtchn_fifo", "evtchn_fifo" ]', {"evtchn_fifo", "evtchn_upcall", G}),
+        ("hvm", '[ "!gnttab_v2" ]', {"evtchn_fifo", "evtchn_upcall"}),
     ],
 )
 def test_v5_feature_entries(kind: str, entries: str | None, expected: set[str]) -> None:
@@ -118,13 +123,13 @@ def test_v5_errors_name_the_entry(kind: str, entries: str, bad_entry: str, fragm
 
 
 def test_disabling_upcall_on_pv_is_fine() -> None:
-    assert xl('xen_abi_features = [ "!evtchn_upcall" ]', "pv").requested_features(V5_414) == {"evtchn_fifo"}
+    assert xl('xen_abi_features = [ "!evtchn_upcall" ]', "pv").requested_features(V5_414) == {"evtchn_fifo", G}
 
 
 def test_request_on_an_older_release_keeps_what_it_lacks_for_admission_to_name() -> None:
     cfg = xl('xen_abi_features = [ "evtchn_upcall" ]')
-    assert cfg.requested_features("4.5") == {"evtchn_fifo", "evtchn_upcall"}
-    assert xl("").requested_features("4.3") == set()
+    assert cfg.requested_features("4.5") == {"evtchn_fifo", "evtchn_upcall", G}
+    assert xl("").requested_features("4.3") == {G}
 
 
 def test_pool_default_replaces_the_v5_default() -> None:
@@ -132,7 +137,38 @@ def test_pool_default_replaces_the_v5_default() -> None:
     assert xl('xen_abi_features = [ "all" ]').requested_features(V5_414, frozenset()) == {
         "evtchn_fifo",
         "evtchn_upcall",
+        G,
     }
+
+
+def test_max_grant_version_1_takes_grant_v2_out_of_the_default_and_all() -> None:
+    """xl.cfg max_grant_version (4.16, 7379f9e10a): 1 hides grant v2, as grant_opts does."""
+    assert xl("max_grant_version = 1").requested_features(V5_414) == {"evtchn_fifo", "evtchn_upcall"}
+    assert xl('max_grant_version = 1\nxen_abi_features = [ "all" ]').requested_features(V5_414) == {
+        "evtchn_fifo", "evtchn_upcall"}  # fmt: skip
+    assert xl("max_grant_version = 2").requested_features(V5_414) == {"evtchn_fifo", "evtchn_upcall", G}
+
+
+@pytest.mark.parametrize("body", ['xen_abi_features = [ "gnttab_v2" ]', 'xen_abi_features_pinned = [ "gnttab_v2" ]'])
+def test_max_grant_version_1_with_grant_v2_asked_names_both(body: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        xl(f"max_grant_version = 1\n{body}")
+    assert info.value.value == G and "max_grant_version = 1" in info.value.message
+    assert info.value.key == body.split(" =")[0]
+
+
+@pytest.mark.parametrize("value", ["0", "3", '"two"'])
+def test_bad_max_grant_version_names_the_key(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        xl(f"max_grant_version = {value}")
+    assert info.value.key == "max_grant_version" and info.value.line == 3
+
+
+def test_negative_max_grant_version_is_xl_syntax_error() -> None:
+    """xl.cfg has no unary minus: -1 is a syntax error at its line and column, as libxlutil says."""
+    with pytest.raises(XlCfgError) as info:
+        xl("max_grant_version = -1")
+    assert (info.value.line, info.value.column) == (3, 21)
 
 
 def test_pinned_set_wins_over_everything() -> None:
@@ -141,17 +177,33 @@ def test_pinned_set_wins_over_everything() -> None:
     assert cfg.requested_features("4.3") == {"evtchn_upcall"}  # admission, not the config, decides
 
 
-def test_create_flags_only_for_a_controlled_host() -> None:
+def test_create_flags_and_mask_only_for_a_controlled_host() -> None:
     cfg = xl("")
-    features = frozenset({"evtchn_fifo", "evtchn_upcall"})
-    controlled = Hypervisor("4.14").feature_cdf_bits
-    assert (
-        cfg.create_domain(features, feature_bits=controlled).flags
-        & (XEN_DOMCTL_CDF_evtchn_fifo | XEN_DOMCTL_CDF_evtchn_upcall)
-        == XEN_DOMCTL_CDF_evtchn_fifo | XEN_DOMCTL_CDF_evtchn_upcall
-    )
-    uncontrolled = Hypervisor("4.14", abi_control=False).feature_cdf_bits
-    assert cfg.create_domain(features, feature_bits=uncontrolled).flags & XEN_DOMCTL_CDF_evtchn_fifo == 0
+    features = frozenset({"evtchn_fifo", "evtchn_upcall", "gnttab_v2"})
+    controlled = Hypervisor("4.14")
+    create = cfg.create_domain(features, feature_bits=controlled.feature_cdf_bits, abi_control=True,
+                               release=controlled.release)  # fmt: skip
+    both = XEN_DOMCTL_CDF_evtchn_fifo | XEN_DOMCTL_CDF_evtchn_upcall
+    assert create.flags & both == both and create.abi_features == 0b111
+    uncontrolled = Hypervisor("4.14", abi_control=False)
+    create = cfg.create_domain(features, feature_bits=uncontrolled.feature_cdf_bits, abi_control=False,
+                               release=uncontrolled.release)  # fmt: skip
+    assert create.flags & XEN_DOMCTL_CDF_evtchn_fifo == 0 and create.abi_features == 0
+
+
+def test_grant_opts_hides_grant_v2_on_a_4_16_host_without_control() -> None:
+    """Decision 10, 7379f9e10a: where the release has its own knob, the toolstack uses it; none before 4.16."""
+    cfg = xl("")
+    for release, grant_opts in (("4.15", None), ("4.16", 1), ("4.22", 1)):
+        hv = Hypervisor(release, abi_control=False)
+        create = cfg.create_domain(frozenset({"evtchn_fifo"}), feature_bits={}, abi_control=False, release=hv.release)
+        assert create.grant_opts == grant_opts, release
+    hv = Hypervisor("4.16", abi_control=False)
+    create = cfg.create_domain(frozenset({"gnttab_v2"}), feature_bits={}, abi_control=False, release=hv.release)
+    assert create.grant_opts is None  # v2 kept: libxl passes the host's maximum
+    create = xl("max_grant_version = 1").create_domain(frozenset(), feature_bits={}, abi_control=True,
+                                                       release=hv.release)  # fmt: skip
+    assert create.grant_opts == 1
 
 
 # --- JSON -------------------------------------------------------------------------------------------------------

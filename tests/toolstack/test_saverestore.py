@@ -93,7 +93,9 @@ def test_restore_semantics_evtchn_section_7() -> None:
     scribble(src, domid)
     store_pfn, console_pfn = d.hvm_params[HVM_PARAM_STORE_PFN], d.hvm_params[HVM_PARAM_CONSOLE_PFN]
     dst = host()
-    dst.hv.create_domain(vm().create_domain(frozenset(), feature_bits=dst.hv.feature_cdf_bits), memory_mb=2)
+    placeholder = vm().create_domain(frozenset(), feature_bits=dst.hv.feature_cdf_bits,
+                                     abi_control=dst.hv.abi_control, release=dst.hv.release)  # fmt: skip
+    dst.hv.create_domain(placeholder, memory_mb=2)
     new = dst.restore(io.BytesIO(save_bytes(src, domid)))
     r = dst.hv.domain(new)
     assert r.evtchn_abi == "2l" and r.active_evtchns == 2  # only the toolstack's two fresh ports
@@ -133,7 +135,7 @@ def test_legacy_stream_gets_its_source_release_policy(release: str) -> None:
     domid = legacy.create(vm(), start=True)
     assert legacy.config(domid).pinned_features is None
     data = save_bytes(legacy, domid)
-    dst = host("4.14", control=True)
+    dst = host("4.22", control=True)  # implements every feature of every release
     new = dst.restore(io.BytesIO(data))
     expected = RELEASES[release].applicable_features(dst.hv.domain(new).guest_type)
     assert dst.hv.domain(new).policy.features == expected == features_of_version(RELEASES[release].version, "hvm")
@@ -141,9 +143,9 @@ def test_legacy_stream_gets_its_source_release_policy(release: str) -> None:
 
 
 def test_legacy_4_3_and_4_6_policies() -> None:
-    assert features_of_version((4, 3), "hvm") == frozenset()
-    assert features_of_version((4, 6), "hvm") == {"evtchn_fifo", "evtchn_upcall"}
-    assert features_of_version((4, 20), "pv") == {"evtchn_fifo"}
+    assert features_of_version((4, 3), "hvm") == {"gnttab_v2"}
+    assert features_of_version((4, 6), "hvm") == {"evtchn_fifo", "evtchn_upcall", "gnttab_v2"}
+    assert features_of_version((4, 20), "pv") == {"evtchn_fifo", "gnttab_v2", "vcpu_phys_area", "xenver_varbuf"}
 
 
 SOURCES = [("4.3", False), ("4.5", False), ("4.6", True), ("4.14", False), ("4.14", True)]
@@ -252,6 +254,7 @@ def test_in_process_migration_moves_the_domain() -> None:
     assert dst.hv.cpuid(new, 0x40000006) == leaf6 and dst.hv.domain(new).policy.features == {
         "evtchn_fifo",
         "evtchn_upcall",
+        "gnttab_v2",
     }
     assert dst.hv.domain(new).lifecycle is Lifecycle.RUNNING
 
@@ -304,7 +307,7 @@ def test_tcp_migration_moves_the_domain() -> None:
     receiver.close()
     assert results[0].outcome == "started" and results[0].domid == remote  # type: ignore[attr-defined]
     assert guest_ram(dst, remote) == ram and domid not in src.hv.domains
-    assert dst.config(remote).pinned_features == {"evtchn_fifo", "evtchn_upcall"}  # 4.6's legacy policy, pinned
+    assert dst.config(remote).pinned_features == {"evtchn_fifo", "evtchn_upcall", "gnttab_v2"}  # 4.6's, pinned
 
 
 def test_tcp_refusal_is_known_before_any_page_is_sent() -> None:
@@ -430,7 +433,7 @@ def test_two_process_migration_on_loopback(tmp_path: Path) -> None:
     finally:
         server.kill()
     assert received["outcome"] == "started" and received["domain"]["name"] == "traveller"
-    assert received["domain"]["policy"]["features"] == ["evtchn_fifo", "evtchn_upcall"]
+    assert received["domain"]["policy"]["features"] == ["evtchn_fifo", "evtchn_upcall", "gnttab_v2"]
     assert json.loads(sender.stdout)["remote_domid"] == received["domid"]
 
 
@@ -453,7 +456,7 @@ def test_legacy_converted_stream_has_no_inferable_policy() -> None:
     assert "cannot be inferred" in str(info.value) and list(dst.hv.domains) == [0]
     pinned, _ = converted(host("4.14", control=True))
     new = dst.restore(io.BytesIO(pinned))  # pinned: the policy travels in the config
-    assert dst.hv.domain(new).policy.features == {"evtchn_fifo", "evtchn_upcall"}
+    assert dst.hv.domain(new).policy.features == {"evtchn_fifo", "evtchn_upcall", "gnttab_v2"}
 
 
 def test_toolstack_lifecycle_refusals() -> None:
@@ -471,8 +474,8 @@ def test_toolstack_lifecycle_refusals() -> None:
         ts.hv.shutdown_domain(domid, "vanish")
     ts.shutdown(domid)
     ts.upgrade("4.14", abi_control=True)
-    assert ts.stored["vm-hvm"].pinned_features == frozenset()  # 4.3's legacy policy, decision 5
-    assert ts.hv.domain(ts.start("vm-hvm")).policy.features == frozenset()
+    assert ts.stored["vm-hvm"].pinned_features == {"gnttab_v2"}  # 4.3's legacy policy, decision 5
+    assert ts.hv.domain(ts.start("vm-hvm")).policy.features == {"gnttab_v2"}
 
 
 @pytest.mark.parametrize("address", ["nohost", "host:", "host:http", "host:70000"])

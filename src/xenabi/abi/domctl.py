@@ -69,7 +69,8 @@ PV_MAX_VCPUS = 8192  # MAX_VIRT_CPUS; the model builds PV domains of at most HVM
 class CreateDomain:
     """The modelled part of ``struct xen_domctl_createdomain``.
 
-    ``max_evtchn_port`` defaults to libxl's 1023; grant limits < 0 mean "hypervisor default".
+    ``max_evtchn_port`` defaults to libxl's 1023; grant limits < 0 mean "hypervisor default". ``abi_features``
+    is the series' mask of registry bits (``xenabi.abi.features``); only a host with ABI control has the field.
     ``emulation_flags`` None means what libxl would pass for the type the flags imply (HVM or PV).
     """
 
@@ -80,6 +81,11 @@ class CreateDomain:
     max_maptrack_frames: int = -1
     emulation_flags: int | None = None
     handle: bytes = bytes(16)  # xen_domain_handle_t: the toolstack's UUID for the domain (XENVER_guest_handle)
+    # The series' mask field (DESIGN decision 10): registry bits, every feature, on a host with ABI control only.
+    abi_features: int = 0
+    # grant_opts (4.16): bits 0-3 the domain's maximum grant version; None = what libxl passes by default, the
+    # host's maximum (and nothing at all before 4.16, where the field does not exist)
+    grant_opts: int | None = None
 
     @classmethod
     def for_type(cls, guest_type: GuestType | str, *, features: int = 0, **limits: Any) -> CreateDomain:

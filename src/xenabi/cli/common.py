@@ -12,23 +12,43 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
+from enum import IntEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from xenabi.abi.evtchn import EvtchnOp
+from xenabi.abi.gnttab import GnttabOp
 from xenabi.abi.hvm import HVMOP_set_evtchn_upcall_vector
-from xenabi.abi.xen import HYPERCALL_NAMES, HYPERVISOR_event_channel_op, HYPERVISOR_hvm_op
+from xenabi.abi.vcpu import VcpuOp
+from xenabi.abi.version import XenVer
+from xenabi.abi.xen import (
+    HYPERCALL_NAMES,
+    HYPERVISOR_event_channel_op,
+    HYPERVISOR_grant_table_op,
+    HYPERVISOR_hvm_op,
+    HYPERVISOR_vcpu_op,
+    HYPERVISOR_xen_version,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
 
+_SUBOP_NAMES: dict[int, tuple[str, type[IntEnum]]] = {
+    HYPERVISOR_event_channel_op: ("EVTCHNOP", EvtchnOp),
+    HYPERVISOR_xen_version: ("XENVER", XenVer),
+    HYPERVISOR_grant_table_op: ("GNTTABOP", GnttabOp),
+    HYPERVISOR_vcpu_op: ("VCPUOP", VcpuOp),
+}
+
+
 def op_name(op: int, cmd: int) -> str:
-    if op == HYPERVISOR_event_channel_op and cmd in EvtchnOp._value2member_map_:
-        return f"EVTCHNOP_{EvtchnOp(cmd).name}"
+    named = _SUBOP_NAMES.get(op)
+    if named is not None and cmd in named[1]._value2member_map_:
+        return f"{named[0]}_{named[1](cmd).name}"
     if op == HYPERVISOR_hvm_op and cmd == HVMOP_set_evtchn_upcall_vector:
         return "HVMOP_set_evtchn_upcall_vector"
     return f"{HYPERCALL_NAMES.get(op, op)}:{cmd}"

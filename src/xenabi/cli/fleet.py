@@ -220,10 +220,17 @@ def fleet_level(pool: str, db: str, as_json: bool) -> None:
               help="The release the hosts move to: 4.3 to 4.22, or a point release such as 4.14.1.")  # fmt: skip
 @click.option("--abi-control/--no-abi-control", default=False, show_default=True,
               help="Whether the upgraded hosts have ABI control.")  # fmt: skip
-@click.option("--max-parallel", default="1", show_default=True,
-              help="Hosts of a pool upgraded at a time: a number, or a percentage of the pool such as 10%.")
-@click.option("--suspend-in-place", is_flag=True,
-              help="Suspend and resume the VMs the new release admits on their host instead of migrating them.")
+@click.option(
+    "--max-parallel",
+    default="1",
+    show_default=True,
+    help="Hosts of a pool upgraded at a time: a number, or a percentage of the pool such as 10%.",
+)
+@click.option(
+    "--suspend-in-place",
+    is_flag=True,
+    help="Suspend and resume the VMs the new release admits on their host instead of migrating them.",
+)
 @click.option("--across-pools", is_flag=True, help="Let VMs migrate to hosts of other pools.")
 @click.option("--out", "out", default=None, help="Write the plan file (every step; - for stdout).")
 @click.option("--html", "html_out", default=None, help="Write a self-contained HTML report.")

@@ -519,5 +519,3 @@ def _failed(plan: PlanFile, wave: int, step: int, what: str, reason: str, path: 
     doc = plan.doc
     done = step if steps is None else steps
     return Verdict(plan.source, done, len(doc["waves"]), failure, len(doc["stranded"]), len(doc["blocked_hosts"]))
-
-

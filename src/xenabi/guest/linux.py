@@ -61,8 +61,8 @@ from xenabi.abi.xen import DOMID_SELF, PAGE_SIZE, VIRQ_TIMER, HYPERVISOR_event_c
 from xenabi.guest.evtchn_2l import TwoLevelGuest
 from xenabi.guest.evtchn_fifo import FifoGuest
 from xenabi.guest.pages import FIRST_FREE_GFN, PageAllocator
+from xenabi.guest.probe import usable_features
 from xenabi.hypervisor import Hypervisor
-from xenabi.hypervisor.dispatch import DISPATCH
 from xenabi.hypervisor.domain import XEN_PAGES
 
 KERNEL_STATE_GFN = FIRST_FREE_GFN
@@ -109,20 +109,8 @@ class Fingerprint:
 
 
 def take_fingerprint(hv: Hypervisor, domid: int) -> Fingerprint:
-    """Probe every gated operation with all-ones arguments (which every handler refuses without touching
-    anything) and read the ABI leaf."""
-    present = []
-    for row in REGISTRY:
-        answers = False
-        for op, cmd in sorted(row.gates):
-            entry = DISPATCH.entries.get((op, cmd))
-            if entry is None:
-                continue
-            arg = entry.struct.unpack(b"\xff" * entry.struct.size())
-            if hv.hypercall(domid, op, cmd, arg) != -errno.ENOSYS:
-                answers = True
-        if answers:
-            present.append(row.name)
+    """Probe every gated operation harmlessly (:mod:`xenabi.guest.probe`) and read the ABI leaf."""
+    present = list(usable_features(hv, domid))
     top = hv.cpuid(domid, XEN_CPUID_FIRST_LEAF)[0]
     leaf = XEN_CPUID_FIRST_LEAF + XEN_CPUID_LEAF_ABI_FEATURES
     cpuid = None

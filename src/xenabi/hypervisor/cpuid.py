@@ -57,7 +57,7 @@ def _exists(hv: Hypervisor, index: int) -> bool:
 
 def available_features(d: Domain) -> frozenset[str]:
     """The registry features whose operations the domain can use (on an uncontrolled host: all implemented)."""
-    return frozenset(row.name for row in REGISTRY if not row.gates & d.hidden_ops)
+    return d.exposed_features
 
 
 def hvm_leaf(hv: Hypervisor, d: Domain, vcpu: int) -> Regs:

@@ -2,8 +2,10 @@
 
 Like Xen's hypercall table and the ``switch (cmd)`` of each ``do_*_op``: a hypercall that is not in the table, or a
 sub-op its hypercall does not know, answers that hypercall's "unknown" code (``-ENOSYS`` for event_channel_op and
-hvm_op, ``spec/evtchn.md`` §1); hypfs_op decodes its own command after its other checks, and xen_version
-(:mod:`xenabi.hypervisor.version`) switches on its own sub-ops, so both are registered whole.
+hvm_op, ``spec/evtchn.md`` §1); hypfs_op decodes its own command after its other checks, and xen_version,
+grant_table_op and vcpu_op (:mod:`~xenabi.hypervisor.version`, :mod:`~xenabi.hypervisor.gnttab`,
+:mod:`~xenabi.hypervisor.vcpu`) make checks of their own before their sub-op (an allow-list, the count, the vcpuid),
+so these four are registered whole and get the call's other registers (:class:`Call`).
 ABI feature gating is not here: the hypervisor checks a domain's hidden operations,
 derived from the feature registry, before it looks anything up. New sub-ops are added with :meth:`register`.
 
@@ -22,23 +24,38 @@ from typing import TYPE_CHECKING, Any
 from xenabi.abi import errno
 from xenabi.abi import evtchn as abi_evtchn
 from xenabi.abi.cstruct import CStruct
+from xenabi.abi.gnttab import GnttabOpArg
 from xenabi.abi.hypfs import HypfsOpArgs
+from xenabi.abi.vcpu import VcpuOpArg
 from xenabi.abi.version import XenVersionArg
 from xenabi.abi.xen import (
     HYPERVISOR_event_channel_op,
     HYPERVISOR_event_channel_op_compat,
+    HYPERVISOR_grant_table_op,
     HYPERVISOR_hvm_op,
     HYPERVISOR_hypfs_op,
+    HYPERVISOR_vcpu_op,
     HYPERVISOR_xen_version,
 )
-from xenabi.hypervisor import evtchn, evtchn_fifo, hvm, hypfs, version
+from xenabi.hypervisor import evtchn, evtchn_fifo, gnttab, hvm, hypfs, vcpu, version
 
 if TYPE_CHECKING:
     from xenabi.hypervisor.domain import Domain
     from xenabi.hypervisor.hypervisor import Hypervisor
 
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """The hypercall's other registers and who makes it, for the hypercalls that read them: grant_table_op's
+    ``count``, vcpu_op's ``vcpuid``, and the calling vCPU."""
+
+    count: int = 1
+    vcpuid: int = 0
+    vcpu: int = 0
+
+
 Handler = Callable[["Hypervisor", "Domain", Any], int]
-WholeHandler = Callable[["Hypervisor", "Domain", Any, int], int]  # takes the sub-op itself
+WholeHandler = Callable[["Hypervisor", "Domain", Any, int, Call], int]  # takes the sub-op itself and the call
 Precheck = Callable[["Hypervisor", "Domain"], int]
 
 
@@ -82,7 +99,7 @@ class DispatchTable:
             raise ValueError(f"hypercall {op} is already declared")
         self.whole[op] = (struct, handler, precheck)
 
-    def lookup_miss(self, op: int, cmd: int) -> SubOp | int:
+    def lookup_miss(self, op: int, cmd: int, call: Call) -> SubOp | int:
         """What a (hypercall, sub-op) missing from the table gets: the compat hypercall's one entry (its struct
         carries the command, whatever ``cmd`` says), a whole-hypercall handler bound to ``cmd``, else the
         hypercall's unknown code. Off the hot path."""
@@ -94,7 +111,7 @@ class DispatchTable:
         whole = self.whole.get(op)
         if whole is not None:
             struct, handler, precheck = whole
-            return SubOp(struct, lambda hv, cur, arg: handler(hv, cur, arg, cmd), precheck)
+            return SubOp(struct, lambda hv, cur, arg: handler(hv, cur, arg, cmd, call), precheck)
         return -errno.ENOSYS
 
 
@@ -136,3 +153,5 @@ DISPATCH.register(
 )
 DISPATCH.register_hypercall(HYPERVISOR_hypfs_op, HypfsOpArgs, hypfs.hypfs_op, hypfs.hypfs_precheck)
 DISPATCH.register_hypercall(HYPERVISOR_xen_version, XenVersionArg, version.xen_version)
+DISPATCH.register_hypercall(HYPERVISOR_grant_table_op, GnttabOpArg, gnttab.grant_table_op)
+DISPATCH.register_hypercall(HYPERVISOR_vcpu_op, VcpuOpArg, vcpu.vcpu_op)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from xenabi.abi.domctl import CreateDomain, GuestType
 from xenabi.abi.evtchn import EVTCHN_FIFO_PRIORITY_DEFAULT
+from xenabi.abi.vcpu import Runstate
 from xenabi.abi.xen import (
     NR_VIRQS,
     PAGE_SIZE,
@@ -41,6 +42,8 @@ from xenabi.policy import AbiPolicy
 if TYPE_CHECKING:
     from xenabi.hypervisor.evtchn_2l import PortOps
     from xenabi.hypervisor.evtchn_fifo import FifoDomain, FifoVcpu
+    from xenabi.hypervisor.gnttab import GrantTable
+    from xenabi.hypervisor.vcpu import VcpuAreas
     from xenabi.releases import Release
 
 SHARED_INFO_GFN = 1
@@ -134,9 +137,14 @@ UPCALL_LOG_LENGTH = 256
 
 class Vcpu:
     __slots__ = (
+        "areas",
         "domain",
         "fifo",
         "info_offset",
+        "runstate",
+        "runstate_time",
+        "state_entry_time",
+        "up",
         "upcall_count",
         "upcall_vector",
         "upcalls",
@@ -156,6 +164,12 @@ class Vcpu:
         self.upcall_count = 0
         self.upcalls: deque[Upcall] = deque(maxlen=UPCALL_LOG_LENGTH)
         self.fifo: FifoVcpu | None = None
+        # vcpu_op's state (xenabi.hypervisor.vcpu): vCPU 0 is up from creation, the others once brought up
+        self.up = vcpu_id == 0
+        self.runstate = Runstate.offline
+        self.state_entry_time = 0
+        self.runstate_time = [0, 0, 0, 0]  # ns spent in each Runstate
+        self.areas: VcpuAreas | None = None  # registered areas; None until the first registration (the fast path)
 
     def __repr__(self) -> str:
         return f"Vcpu(d{self.domain.domid}v{self.vcpu_id})"
@@ -184,6 +198,15 @@ class Lifecycle(Enum):
     DYING = "dying"
 
 
+@dataclass(frozen=True, slots=True)
+class Gating:
+    """What the feature registry hides from a domain (``xenabi.abi.features``): the keys of every hidden row."""
+
+    entry: frozenset[tuple[int, int]]
+    late: frozenset[tuple[int, ...]]
+    exposed: frozenset[str]
+
+
 class Domain:
     """A domain: its configuration, policy, memory, vCPUs and event channel state."""
 
@@ -192,7 +215,7 @@ class Domain:
         domid: int,
         config: CreateDomain,
         policy: AbiPolicy,
-        hidden_ops: frozenset[tuple[int, int]],
+        gating: Gating,
         memory_mb: int,
         *,
         release: Release,
@@ -205,7 +228,7 @@ class Domain:
         self.guest_type: GuestType = config.guest_type
         self.is_hvm = config.is_hvm  # is_hvm_domain(): HVM and PVH
         self.policy = policy
-        self.hidden_ops = hidden_ops
+        self.set_gating(gating)
         self.privileged = privileged
         self.handle = config.handle  # 16 bytes, checked at creation
         self.target: int | None = None  # XEN_DOMCTL_set_target: the domain this one is device model for
@@ -239,10 +262,16 @@ class Domain:
         # What the toolstack hands the guest (spec/evtchn.md §7): HVM params for HVM containers, and for PV the
         # start_info fields, which the model keeps in the same table under the HVM param numbers.
         self.hvm_params: dict[int, int] = {}
+        self.grant_table: GrantTable  # set by the hypervisor once the domain is built (xenabi.hypervisor.gnttab)
         # State saved and restored as opaque blobs (spec/streams.md §3): X86_TSC_INFO and the device model's.
         self.tsc_info: tuple[int, int, int, int] | None = None  # mode, khz, nsec, incarnation
         self.emulator_context: bytes | None = None
         self.emulator_xenstore: dict[str, str] = {}
+
+    def set_gating(self, gating: Gating) -> None:
+        self.hidden_ops = gating.entry  # answered -ENOSYS at hypercall entry
+        self.hidden_late = gating.late  # asked by a handler after its first check (AbiFeature.late/value_gates)
+        self.exposed_features = gating.exposed  # the registry features this domain can use
 
     # --- 2-level layout --------------------------------------------------------------------------------
     def set_word_bits(self, bits: int) -> None:

@@ -41,15 +41,19 @@ from xenabi.abi.domctl import (
     emulation_flags_ok,
 )
 from xenabi.abi.features import REGISTRY
+from xenabi.abi.gnttab import XEN_DOMCTL_GRANT_version_mask
+from xenabi.abi.vcpu import Runstate
 from xenabi.abi.version import DOMAIN_HANDLE_LEN
 from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF, NR_VIRQS
 from xenabi.errors import GuestNotRunning, NotModelled, XenError
 from xenabi.hypervisor import evtchn
 from xenabi.hypervisor.cpuid import hypervisor_leaf
-from xenabi.hypervisor.dispatch import DISPATCH
-from xenabi.hypervisor.domain import MAX_PAUSE_COUNT, UNBOUND, XEN_PAGES, Chan, Domain
+from xenabi.hypervisor.dispatch import DISPATCH, Call
+from xenabi.hypervisor.domain import MAX_PAUSE_COUNT, UNBOUND, XEN_PAGES, Chan, Domain, Gating
 from xenabi.hypervisor.evtchn_fifo import Fifo, fifo_destroy
+from xenabi.hypervisor.gnttab import GrantTable, new_grant_table
 from xenabi.hypervisor.hypfs import Hypfs
+from xenabi.hypervisor.vcpu import set_runstate
 from xenabi.policy import AbiPolicy, Release, get_release
 
 NR_STATIC_IRQS = 48
@@ -85,10 +89,19 @@ class Hypervisor:
         dom0_max_vcpus: int = 1,
         memory_mb: int | None = None,
         cmdline: str = "",
+        gnttab_max_version: int = 2,
     ) -> None:
         self.release = get_release(release)
         self.abi_control = abi_control
         self.cmdline: str = cmdline  # Xen's boot command line, as XENVER_commandline reads it
+        if gnttab_max_version not in (1, 2) or isinstance(gnttab_max_version, bool):
+            raise XenError(errno.EINVAL, f"gnttab=max-ver:{gnttab_max_version!r}: the version is 1 or 2",
+                           field="gnttab_max_version")  # fmt: skip
+        if gnttab_max_version != 2 and not self.release.gnttab_max_version_opt:
+            raise XenError(errno.EINVAL, f"gnttab=max-ver: Xen {self.release.name} has no such boot option (4.11, "
+                           "4.8.5, 4.9.3 and 4.10.2 have it)", field="gnttab_max_version")  # fmt: skip
+        # The boot option gnttab=max-ver:N (XSA-226): the highest grant version any domain of this host may use.
+        self.gnttab_max_version = gnttab_max_version
         if memory_mb is None:
             memory_mb = machine_memory_mb()
         if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or memory_mb < dom0_memory_mb:
@@ -104,6 +117,7 @@ class Hypervisor:
         # hypercalls itself, standing for what runs before the continuation (evtchn reset, §3.11).
         self.preempt_check: Callable[[], bool] = lambda: False
         self._next_domid = 1
+        self._clock_ns = 0
         self._xen_consumers: list[Callable[[int, int], None]] = []
         self._pirq_binders: dict[int, dict[int, bool]] = {}  # host IRQ -> {domid: will_share}
         self.hypfs = Hypfs(self)
@@ -118,13 +132,36 @@ class Hypervisor:
         bit unless the release gave it to a real flag (``Release.series_cdf_bits``); none without control."""
         return self.release.series_cdf_bits() if self.abi_control else {}
 
+    @property
+    def boot_hidden(self) -> frozenset[str]:
+        """The registry features this host's boot options hide from every domain (``AbiFeature.boot_option``:
+        ``gnttab=max-ver:1`` hides grant v2)."""
+        return frozenset(row.name for row in REGISTRY
+                         if row.boot_option and getattr(self, row.boot_option[0]) == row.boot_option[1])  # fmt: skip
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The registry features a domain of this host can have: what the release implements, less what the boot
+        options hide."""
+        return self.release.features - self.boot_hidden
+
+    def knob_hidden(self, config: CreateDomain) -> frozenset[str]:
+        """The features Xen's own per-domain knobs hide from a domain created with ``config`` (decision 10)."""
+        return frozenset(row.name for row in REGISTRY
+                         if self.release.can_hide(row) and XEN_KNOBS[row.xen_knob](self, config))  # fmt: skip
+
     def dom0_config(self, max_vcpus: int = 1) -> CreateDomain:
-        """dom0 (PV) gets the flag of every implemented feature that applies to it, on a controlled host."""
-        flags = 0
+        """dom0 (PV) gets every implemented feature that applies to it, on a controlled host: the series' flags
+        and the whole ``abi_features`` mask."""
+        flags = mask = 0
+        if self.abi_control:
+            for name in self.release.applicable_features(GuestType.PV) & self.features:
+                mask |= REGISTRY[name].mask_flag
         for name, bit in self.feature_cdf_bits.items():
             if REGISTRY[name].applies_to(GuestType.PV):
                 flags |= 1 << bit
-        return CreateDomain(flags=flags, max_vcpus=max_vcpus, max_evtchn_port=0xFFFFFFFF, emulation_flags=0)
+        return CreateDomain(flags=flags, max_vcpus=max_vcpus, max_evtchn_port=0xFFFFFFFF, emulation_flags=0,
+                            abi_features=mask)  # fmt: skip
 
     def known_cdf_mask(self) -> int:
         """The create flags this host accepts: its release's own, plus, with ABI control, implemented features'."""
@@ -136,9 +173,30 @@ class Hypervisor:
     def _features_of_flags(self, flags: int) -> frozenset[str]:
         return frozenset(name for name, bit in self.feature_cdf_bits.items() if flags >> bit & 1)
 
-    def _sanitise(self, config: CreateDomain) -> tuple[AbiPolicy, frozenset[tuple[int, int]]]:
+    def _features_of_mask(self, mask: int) -> frozenset[str]:
+        """The features the create struct's ``abi_features`` mask names (decision 10): only a host with ABI control
+        has the field, and every bit must name a feature its release implements (-EINVAL otherwise)."""
+        if not isinstance(mask, int) or isinstance(mask, bool) or not 0 <= mask < 1 << 64:
+            raise XenError(errno.EINVAL, f"abi_features {mask!r} is not a 64-bit mask", field="abi_features")
+        if not mask:
+            return frozenset()
+        if not self.abi_control:
+            raise XenError(errno.EINVAL, "abi_features: this host has no ABI control", field="abi_features")
+        known = {REGISTRY[name].bit: name for name in self.release.features}
+        unknown = [bit for bit in range(64) if mask >> bit & 1 and bit not in known]
+        if unknown:
+            raise XenError(errno.EINVAL, f"abi_features bit {unknown[0]} names no feature of Xen "
+                           f"{self.release.name}", field="abi_features")  # fmt: skip
+        asked = frozenset(name for bit, name in known.items() if mask >> bit & 1)
+        for name in sorted(asked & self.boot_hidden):
+            option, value = REGISTRY[name].boot_option or ("", 0)
+            raise XenError(errno.EINVAL, f"abi_features: {name} is hidden from every domain by this host's boot "
+                           f"options ({option}={value})", field="abi_features")  # fmt: skip
+        return asked
+
+    def _sanitise(self, config: CreateDomain) -> tuple[AbiPolicy, Gating]:
         """Validate ``config`` in Xen's order (``sanitise_domain_config`` then the x86 arch checks, as of the
-        host's release); return the domain's policy and hidden operations."""
+        host's release); return the domain's policy and what the registry hides from it."""
         release = self.release
         unknown = config.flags & ~self.known_cdf_mask()
         if unknown:
@@ -169,7 +227,7 @@ class Hypervisor:
         if "nested_virt" in real and config.flags >> real["nested_virt"] & 1 and not config.flags & XEN_DOMCTL_CDF_hap:
             raise XenError(errno.EINVAL, "nested_virt needs hap", field="flags")
         guest_type = config.guest_type
-        features = self._features_of_flags(config.flags)
+        features = self._features_of_flags(config.flags) | self._features_of_mask(config.abi_features)
         for name in sorted(features, key=lambda name: REGISTRY[name].bit):
             if not REGISTRY[name].applies_to(guest_type):
                 raise XenError(errno.EINVAL, f"{name} does not apply to {guest_type.value} guests", field="flags")
@@ -179,6 +237,7 @@ class Hypervisor:
                 f"emulation flags {config.effective_emulation_flags:#x} not allowed for this guest type",
                 field="emulation_flags",
             )
+        self._check_grant_opts(config)
         grant = config.max_grant_frames
         if grant >= 0 and grant < INITIAL_NR_GRANT_FRAMES:
             raise XenError(errno.EINVAL, f"max_grant_frames {grant} is below 1", field="max_grant_frames")
@@ -187,18 +246,56 @@ class Hypervisor:
                 raise XenError(errno.EINVAL, f"max_grant_frames {grant} above 64", field="max_grant_frames")
             if config.max_maptrack_frames > OPT_MAX_MAPTRACK_FRAMES:
                 raise XenError(errno.EINVAL, "max_maptrack_frames above 1024", field="max_maptrack_frames")
+        knob_hidden = self.knob_hidden(config)
         if self.abi_control:
-            hidden = _hidden_ops(features)
+            for name in sorted(features & knob_hidden):
+                raise XenError(errno.EINVAL, f"abi_features asks for {name}, which grant_opts hides",
+                               field="abi_features")  # fmt: skip
+            gating = gating_for(features)
         else:
-            features = release.applicable_features(guest_type)
-            hidden = _hidden_ops(release.features)
+            features = release.applicable_features(guest_type) - self.boot_hidden - knob_hidden
+            gating = gating_for(release.features - self.boot_hidden - knob_hidden)
         policy = AbiPolicy(
             features,
             max_evtchn_port=config.max_evtchn_port,
             max_grant_frames=config.max_grant_frames,
             max_maptrack_frames=config.max_maptrack_frames,
         )
-        return policy, hidden
+        return policy, gating
+
+    @property
+    def gnttab_host_max_frames(self) -> int:
+        """The host's grant-frame maximum (the release's default; Xen's gnttab_max_frames= is not modelled)."""
+        return self.release.gnttab_host_max_frames
+
+    def _check_grant_opts(self, config: CreateDomain) -> None:
+        """``grant_opts`` (4.16): only bits 0-3 (the maximum version), which must be 1 or 2 and at most the host's
+        (``gnttab=max-ver``). None stands for what libxl passes when xl.cfg says nothing: the host's maximum."""
+        opts = config.grant_opts
+        if opts is None:
+            return
+        if not self.release.gnttab_grant_opts:
+            raise XenError(errno.EINVAL, f"grant_opts: Xen {self.release.name} has no such field (4.16+)",
+                           field="grant_opts")  # fmt: skip
+        if not isinstance(opts, int) or isinstance(opts, bool) or opts & ~XEN_DOMCTL_GRANT_version_mask:
+            raise XenError(errno.EINVAL, f"grant_opts {opts!r}: unknown grant options", field="grant_opts")
+        version = opts & XEN_DOMCTL_GRANT_version_mask
+        if not 1 <= version <= self.gnttab_max_version:
+            raise XenError(errno.EINVAL, f"grant_opts: maximum grant version {version} (this host allows 1 to "
+                           f"{self.gnttab_max_version})", field="grant_opts")  # fmt: skip
+
+    def _grant_table(self, config: CreateDomain) -> GrantTable:
+        release = self.release
+        max_frames = self.gnttab_host_max_frames
+        if release.gnttab_per_domain_limits and config.max_grant_frames >= 0:
+            max_frames = config.max_grant_frames
+        max_version = 2
+        if release.gnttab_grant_opts:
+            opts = config.grant_opts
+            max_version = self.gnttab_max_version if opts is None else opts & XEN_DOMCTL_GRANT_version_mask
+        elif release.gnttab_max_version_opt:
+            max_version = self.gnttab_max_version
+        return new_grant_table(self, max_frames, max_version)
 
     def set_domain_features(self, d: Domain, features: frozenset[str]) -> None:
         """Give a domain that has not yet run a new feature set, as its create flags would have (the hypfs
@@ -208,11 +305,14 @@ class Hypervisor:
         flags = d.config.flags
         for name, bit in self.feature_cdf_bits.items():
             flags = flags | 1 << bit if name in features else flags & ~(1 << bit)
-        config = replace(d.config, flags=flags)
+        mask = 0
+        for name in features:
+            mask |= REGISTRY[name].mask_flag
+        config = replace(d.config, flags=flags, abi_features=mask)
         self._sanitise(config)
         d.config = config
         d.policy = replace(d.policy, features=frozenset(features))
-        d.hidden_ops = _hidden_ops(features)
+        d.set_gating(gating_for(features))
 
     def cpuid(self, domid: int, leaf: int, subleaf: int = 0, vcpu: int = 0) -> tuple[int, int, int, int]:
         """What ``cpuid`` with (leaf, subleaf) returns on vCPU ``vcpu`` of the domain: (eax, ebx, ecx, edx)."""
@@ -223,7 +323,7 @@ class Hypervisor:
 
     def _unknown_flags_reason(self, unknown: int) -> str:
         for row in REGISTRY:
-            if unknown >> row.cdf_bit & 1:
+            if row.cdf_bit is not None and unknown >> row.cdf_bit & 1:
                 if not self.abi_control:
                     return f"XEN_DOMCTL_CDF_{row.name} (bit {row.cdf_bit}): this host has no ABI control"
                 if not self.release.implements(row):
@@ -247,7 +347,7 @@ class Hypervisor:
         return domid
 
     def _build(self, domid: int, config: CreateDomain, memory_mb: int, *, privileged: bool = False) -> Domain:
-        policy, hidden = self._sanitise(config)
+        policy, gating = self._sanitise(config)
         if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or memory_mb < MIN_MEMORY_MB:
             raise XenError(errno.EINVAL, f"memory_mb must be at least {MIN_MEMORY_MB}", field="memory_mb")
         if domid != 0 and memory_mb > self.free_memory_mb:
@@ -258,12 +358,13 @@ class Hypervisor:
             )
         nr_pirqs = NR_STATIC_IRQS + (EXTRA_DOM0_PIRQS if privileged else EXTRA_DOMU_PIRQS)
         try:
-            d = Domain(domid, config, policy, hidden, memory_mb, release=self.release, privileged=privileged,
+            d = Domain(domid, config, policy, gating, memory_mb, release=self.release, privileged=privileged,
                        nr_pirqs=nr_pirqs)  # fmt: skip
         except MemoryError as exc:
             raise XenError(errno.ENOMEM, f"{memory_mb} MiB asked: {exc}", field="memory_mb") from exc
         if d.nr_pages <= max(XEN_PAGES):
             raise XenError(errno.EINVAL, "memory_mb too small for the shared_info pages", field="memory_mb")
+        d.grant_table = self._grant_table(config)
         evtchn.evtchn_init(d)
         return d
 
@@ -287,6 +388,8 @@ class Hypervisor:
         if d.controller_pause_count + 1 > MAX_PAUSE_COUNT:
             raise XenError(errno.EUSERS, f"d{domid} already paused {MAX_PAUSE_COUNT} times", field="domid")
         d.controller_pause_count += 1
+        if d.controller_pause_count == 1:
+            self._sync_runstates(d)
 
     def unpause(self, domid: int) -> None:
         """Controller unpause; the first time the count reaches 0, creation is finished."""
@@ -297,6 +400,8 @@ class Hypervisor:
         if d.controller_pause_count == 0 and not d.creation_finished:
             d.creation_finished = True
             self._callers[domid] = d
+        if d.controller_pause_count == 0:
+            self._sync_runstates(d)
 
     def destroy_domain(self, domid: int) -> None:
         """Kill and release a domain: every port is closed (peers revert to UNBOUND), FIFO state freed."""
@@ -333,6 +438,36 @@ class Hypervisor:
             raise XenError(errno.EINVAL, f"unknown shutdown reason {reason!r}", field="reason")
         if d.shutdown_reason is None:
             d.shutdown_reason = reason
+            self._sync_runstates(d)
+
+    # --- vCPUs and the model clock (xenabi.hypervisor.vcpu) -------------------------------------------------
+    @property
+    def clock_ns(self) -> int:
+        """The host's deterministic model clock: nanoseconds since boot. It moves only by :meth:`advance_clock`."""
+        return self._clock_ns
+
+    def advance_clock(self, ns: int) -> int:
+        """Let ``ns`` nanoseconds pass (the scenarios' and tests' notion of time). Returns the new time."""
+        if not isinstance(ns, int) or isinstance(ns, bool) or ns < 0:
+            raise XenError(errno.EINVAL, f"time only moves forward: {ns!r} ns", field="ns")
+        self._clock_ns += ns
+        return self._clock_ns
+
+    def vcpu_up(self, domid: int, vcpu: int, up: bool = True) -> None:
+        """Bring a vCPU up (an HVM guest's INIT-SIPI, a PV guest's VCPUOP_up, which the model does not decode) or,
+        with ``up=False``, take it down. Its runstate follows."""
+        d = self.domain(domid)
+        if not isinstance(vcpu, int) or not 0 <= vcpu < d.max_vcpus:
+            raise XenError(errno.ENOENT, f"d{domid} has no vCPU {vcpu!r}", field="vcpu")
+        d.vcpus[vcpu].up = bool(up)
+        self._sync_runstates(d)
+
+    def _sync_runstates(self, d: Domain) -> None:
+        """Each vCPU runs while it is up and its domain runs (the model has no scheduler); else it is offline."""
+        running = d.creation_finished and d.controller_pause_count == 0 and d.shutdown_reason is None
+        now = self._clock_ns
+        for v in d.vcpus:
+            set_runstate(v, Runstate.running if running and v.up else Runstate.offline, now)
 
     def send_virq(self, domid: int, virq: int, vcpu: int = 0) -> bool:
         """``send_guest_vcpu_virq``: raise a per-vCPU VIRQ (the timer, say) if the guest bound it. Returns whether
@@ -407,12 +542,16 @@ class Hypervisor:
             return cur
         return self.domains.get(domid)
 
-    def hypercall(self, caller: int, op: int, cmd: int, arg: object) -> int:
+    def hypercall(
+        self, caller: int, op: int, cmd: int, arg: object, *, count: int = 1, vcpuid: int = 0, vcpu: int = 0
+    ) -> int:
         """Issue a hypercall from domain ``caller`` with an argument struct; OUT fields are written iff rc == 0.
 
         An argument of the wrong struct type, or with a field that is not a C integer of its field's width, cannot
-        be copied in: -EFAULT. Never raises, except :class:`~xenabi.errors.GuestNotRunning` for a caller whose
-        vCPUs have never run.
+        be copied in: -EFAULT. ``count`` is grant_table_op's count, ``vcpuid`` the vCPU a vcpu_op names, ``vcpu``
+        the caller's vCPU making the call. Never raises, except :class:`~xenabi.errors.GuestNotRunning` for a
+        caller whose vCPUs have never run (or a ``vcpu`` that is not up) and
+        :class:`~xenabi.errors.NotModelled` for an operation the model does not implement.
         """
         # The entry sequence below is repeated in hypercall_raw on purpose: a shared helper would cost a call
         # on every hypercall, and this is the dispatch floor.
@@ -424,7 +563,7 @@ class Hypervisor:
             return _ENOSYS
         entry = DISPATCH.entries.get(key)
         if entry is None:
-            miss = DISPATCH.lookup_miss(op, cmd)
+            miss = DISPATCH.lookup_miss(op, cmd, Call(count, vcpuid, vcpu))
             if isinstance(miss, int):
                 return miss
             entry = miss
@@ -440,7 +579,9 @@ class Hypervisor:
             return _EFAULT
         return entry.handler(self, cur, arg)
 
-    def hypercall_raw(self, caller: int, op: int, cmd: int, data: bytes) -> tuple[int, bytes]:
+    def hypercall_raw(
+        self, caller: int, op: int, cmd: int, data: bytes, *, count: int = 1, vcpuid: int = 0, vcpu: int = 0
+    ) -> tuple[int, bytes]:
         """The same in C layout: ``data`` in, ``(rc, bytes)`` out; a short buffer is -EFAULT. Never raises.
 
         The bytes returned are the argument as the guest sees it afterwards: on success the struct with its OUT
@@ -457,7 +598,7 @@ class Hypervisor:
             return _ENOSYS, data
         entry = DISPATCH.entries.get(key)
         if entry is None:
-            miss = DISPATCH.lookup_miss(op, cmd)
+            miss = DISPATCH.lookup_miss(op, cmd, Call(count, vcpuid, vcpu))
             if isinstance(miss, int):
                 return miss, data
             entry = miss
@@ -483,6 +624,22 @@ class Hypervisor:
         return _ESRCH
 
 
-def _hidden_ops(exposed: frozenset[str]) -> frozenset[tuple[int, int]]:
-    """Every operation of a registry feature outside ``exposed``: gated to -ENOSYS (decision 2)."""
-    return frozenset(gate for row in REGISTRY if row.name not in exposed for gate in row.gates)
+XEN_KNOBS: dict[str, Callable[[Hypervisor, CreateDomain], bool]] = {
+    # grant_opts (4.16): a maximum grant version of 1 is Xen's own way to hide grant v2 from one domain
+    "gnttab_grant_opts": lambda hv, config: (
+        config.grant_opts is not None and config.grant_opts & XEN_DOMCTL_GRANT_version_mask == 1
+    ),
+}
+"""Release-table field naming a per-domain knob (``AbiFeature.xen_knob``) -> whether a create struct uses it to
+hide the feature."""
+
+
+def gating_for(exposed: frozenset[str]) -> Gating:
+    """What every registry feature outside ``exposed`` hides: its whole operations at entry, its late and value
+    gates for the handlers (decision 2: each answers -ENOSYS and changes nothing)."""
+    hidden = [row for row in REGISTRY if row.name not in exposed]
+    return Gating(
+        entry=frozenset(gate for row in hidden for gate in row.gates),
+        late=frozenset(key for row in hidden for key in row.hidden_keys()),
+        exposed=frozenset(row.name for row in REGISTRY if row.name in exposed),
+    )

@@ -54,6 +54,7 @@ from xenabi.abi.hypfs import (
 from xenabi.hypervisor.guestmem import copy_from_guest, copy_to_guest
 
 if TYPE_CHECKING:
+    from xenabi.hypervisor.dispatch import Call
     from xenabi.hypervisor.domain import Domain
     from xenabi.hypervisor.hypervisor import Hypervisor
 
@@ -272,7 +273,7 @@ def hypfs_precheck(hv: Hypervisor, cur: Domain) -> int:
     return 0 if cur.privileged else -errno.EPERM
 
 
-def hypfs_op(hv: Hypervisor, cur: Domain, arg: HypfsOpArgs, cmd: int) -> int:
+def hypfs_op(hv: Hypervisor, cur: Domain, arg: HypfsOpArgs, cmd: int, call: Call) -> int:
     return hv.hypfs.hypercall(hv, cur, arg, cmd)
 
 

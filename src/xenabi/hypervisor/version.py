@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 
 from xenabi.abi import errno
 from xenabi.abi.domctl import XEN_X86_EMU_USE_PIRQ
+from xenabi.abi.features import REGISTRY
 from xenabi.abi.version import (
     CAPABILITIES_LEN,
     CHANGESET_LEN,
@@ -65,6 +66,7 @@ from xenabi.abi.version import (
 from xenabi.hypervisor.guestmem import copy_from_guest, copy_to_guest
 
 if TYPE_CHECKING:
+    from xenabi.hypervisor.dispatch import Call
     from xenabi.hypervisor.domain import Domain
     from xenabi.hypervisor.hypervisor import Hypervisor
 
@@ -108,7 +110,7 @@ def build_id(hv: Hypervisor) -> bytes:
 def features(hv: Hypervisor, cur: Domain) -> int:
     """Submap 0 of XENVER_get_features for ``cur`` on this release (see the module docstring)."""
     release = hv.release
-    bits = [Xenfeat.dom0] if cur.domid == 0 else []
+    bits: list[int] = [Xenfeat.dom0] if cur.domid == 0 else []
     if cur.is_hvm:
         bits += [Xenfeat.writable_page_tables, Xenfeat.auto_translated_physmap, Xenfeat.hvm_callback_vector,
                  Xenfeat.hvm_safe_pvclock]  # fmt: skip
@@ -124,8 +126,9 @@ def features(hv: Hypervisor, cur: Domain) -> int:
         bits.append(Xenfeat.memory_op_vnode_supported)
     if release.xenfeat_direct_mapped:
         bits.append(Xenfeat.not_direct_mapped if cur.is_hvm else Xenfeat.direct_mapped)
-    if release.xenfeat_phys_area:
-        bits += [Xenfeat.runstate_phys_area, Xenfeat.vcpu_time_phys_area]
+    for row in REGISTRY:  # Xen's own advertisement of a registry feature: clear while the feature is hidden
+        if row.xenfeat_bits and row.name in cur.exposed_features:
+            bits += row.xenfeat_bits
     if release.xenfeat_dm_msix_all_writes:
         bits.append(Xenfeat.dm_msix_all_writes)
     return sum(1 << bit for bit in bits)
@@ -200,7 +203,7 @@ VARBUF_STRINGS: dict[int, Callable[[Hypervisor], bytes]] = {
 PRIVILEGED_VARBUF = frozenset({XenVer.build_id, XenVer.commandline2})
 
 
-def xen_version(hv: Hypervisor, cur: Domain, arg: XenVersionArg, cmd: int) -> int:
+def xen_version(hv: Hypervisor, cur: Domain, arg: XenVersionArg, cmd: int, call: Call) -> int:
     """The whole hypercall: ``cmd`` is the sub-op."""
     addr, release = arg.addr, hv.release
     if cmd == XenVer.version:
@@ -227,8 +230,9 @@ def xen_version(hv: Hypervisor, cur: Domain, arg: XenVersionArg, cmd: int) -> in
         return _commandline(hv, cur, addr)
     if cmd == XenVer.build_id and release.xenver_build_id and not release.build_id_varbuf:
         return _build_id_before_varbuf(hv, cur, addr)
-    known = release.build_id_varbuf if cmd == XenVer.build_id else release.xenver_varbuf
-    if cmd in VARBUF_STRINGS and known:
+    # sub-ops 11-14 reach here only where the registry's xenver_varbuf row is exposed: the hypercall entry
+    # answers -ENOSYS for them otherwise (before 4.20 they did not exist, and a hidden feature answers the same)
+    if cmd in VARBUF_STRINGS and (cmd != XenVer.build_id or release.build_id_varbuf):
         if cmd in PRIVILEGED_VARBUF and not cur.privileged:  # XSM_PRIV; 4.20 has xenver_priv_strings
             return -errno.EPERM
         return _varbuf(VARBUF_STRINGS[cmd](hv), cur, addr)

@@ -3,14 +3,20 @@
 Keys read from xl.cfg (``docs/man/xl.cfg.5.pod.in``; ``spec/streams.md`` §5): ``name`` (required), ``type`` (``hvm``,
 ``pv``, ``pvh``; the old ``builder = "hvm"`` also means HVM; neither means PV, as xl decides), ``memory`` (MiB,
 default 128), ``maxmem``, ``vcpus`` (default 1), ``maxvcpus``, ``max_event_channels`` (default 1023),
-``max_grant_frames``, ``max_maptrack_frames``, ``kernel``, ``ramdisk``, ``extra`` / ``cmdline``, and
-``xen_abi_features`` (v5 series, ``spec/abi-control.md`` §1.4-§1.5). Every other key is kept as written (``xl``
-settings such as ``vif`` and ``disk``) so that nothing the operator wrote is lost on the way to JSON and back.
+``max_grant_frames``, ``max_maptrack_frames``, ``max_grant_version`` (4.16: 1 or 2), ``kernel``, ``ramdisk``,
+``extra`` / ``cmdline``, and ``xen_abi_features`` (v5 series, ``spec/abi-control.md`` §1.4-§1.5). Every other
+key is kept as written (``xl`` settings such as ``vif`` and ``disk``) so that nothing the operator wrote is lost on
+the way to JSON and back.
 
 ``xen_abi_features`` entries: a feature name enables it, ``!name`` disables it, ``all`` enables every feature
 that applies. Features not mentioned take the host's default (decision 6). Errors, each naming the entry: an unknown
 name, a feature both enabled and disabled, and a feature enabled by name for a guest type it does not apply to
 (``evtchn_upcall`` for pv). ``all`` only enables what applies.
+
+Xen's own knobs (decision 10): ``max_grant_version = 1`` is how xl hides grant v2 on a 4.16+ host (the create
+struct's ``grant_opts``). It takes ``gnttab_v2`` out of the default and of ``all``, and naming ``gnttab_v2`` in
+``xen_abi_features`` (or pinning it) beside it is an error naming both keys. Which knob hides which feature is
+the registry's (``AbiFeature.xen_knob``) and :data:`KNOB_SETTINGS`'.
 
 Pinning (decision 5): the toolstack records the effective feature set as ``pinned_features``; a pinned config
 means exactly that set on every later boot, restore and migration, whatever the host's defaults. In the JSON,
@@ -43,9 +49,13 @@ DEFAULT_EVENT_CHANNELS = 1023
 MODELLED_XL_KEYS = frozenset(
     {
         "name", "type", "builder", "memory", "maxmem", "vcpus", "maxvcpus", "max_event_channels",
-        "max_grant_frames", "max_maptrack_frames", "kernel", "ramdisk", "extra", "cmdline", ABI_KEY, PINNED_KEY,
+        "max_grant_frames", "max_maptrack_frames", "max_grant_version", "kernel", "ramdisk", "extra", "cmdline",
+        ABI_KEY, PINNED_KEY,
     }
 )  # fmt: skip
+KNOB_SETTINGS: dict[str, tuple[str, int]] = {"gnttab_grant_opts": ("max_grant_version", 1)}
+"""A per-domain Xen knob (``AbiFeature.xen_knob``) -> the DomainConfig field and value that use it to hide."""
+MAX_GRANT_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +113,7 @@ class DomainConfig:
     max_event_channels: int = DEFAULT_EVENT_CHANNELS
     max_grant_frames: int | None = None
     max_maptrack_frames: int | None = None
+    max_grant_version: int | None = None
     kernel: str | None = None
     ramdisk: str | None = None
     cmdline: str | None = None
@@ -131,9 +142,18 @@ class DomainConfig:
         if self.max_vcpus is not None and self.max_vcpus < self.vcpus:
             raise ConfigError(f"maxvcpus {self.max_vcpus} is below vcpus {self.vcpus}", key="maxvcpus",
                               value=self.max_vcpus)  # fmt: skip
+        if self.max_grant_version is not None and (
+            not isinstance(self.max_grant_version, int) or isinstance(self.max_grant_version, bool)
+            or self.max_grant_version not in MAX_GRANT_VERSIONS
+        ):  # fmt: skip
+            raise ConfigError("must be 1 or 2", key="max_grant_version", value=self.max_grant_version)
         if self.abi_features is not None:
             object.__setattr__(self, "abi_features", tuple(self.abi_features))
-            parse_feature_entries(self.abi_features, self.guest_type)
+            request = parse_feature_entries(self.abi_features, self.guest_type)
+            for name in sorted(request.enable & self.knob_hidden):
+                setting = KNOB_SETTINGS[REGISTRY[name].xen_knob]
+                raise ConfigError(f"{name!r} is asked for, but {setting[0]} = {setting[1]} hides it", key=ABI_KEY,
+                                  value=name)  # fmt: skip
         if self.pinned_features is not None:
             pinned = frozenset(self.pinned_features)
             object.__setattr__(self, "pinned_features", pinned)
@@ -143,8 +163,22 @@ class DomainConfig:
                 if not REGISTRY[name].applies_to(self.guest_type):
                     raise ConfigError(f"{name!r} does not apply to {self.guest_type.value} guests", key=PINNED_KEY,
                                       value=name)  # fmt: skip
+                if name in self.knob_hidden:
+                    setting = KNOB_SETTINGS[REGISTRY[name].xen_knob]
+                    raise ConfigError(f"{name!r} is pinned, but {setting[0]} = {setting[1]} hides it",
+                                      key=PINNED_KEY, value=name)  # fmt: skip
 
     # --- what it asks for ----------------------------------------------------------------------------------
+    @property
+    def knob_hidden(self) -> frozenset[str]:
+        """The registry features this config's Xen knobs hide (``max_grant_version = 1``: grant v2)."""
+        hidden = set()
+        for row in REGISTRY:
+            setting = KNOB_SETTINGS.get(row.xen_knob)
+            if setting is not None and getattr(self, setting[0]) == setting[1]:
+                hidden.add(row.name)
+        return frozenset(hidden)
+
     @property
     def feature_request(self) -> FeatureRequest:
         return parse_feature_entries(self.abi_features or (), self.guest_type)
@@ -162,7 +196,7 @@ class DomainConfig:
         host = get_release(release)
         base = default_features(host, self.guest_type) if default is None else default
         base = frozenset(name for name in base if REGISTRY[name].applies_to(self.guest_type))
-        return self.feature_request.resolve(base, host, self.guest_type)
+        return self.feature_request.resolve(base, host, self.guest_type) - self.knob_hidden
 
     def policy(self, features: frozenset[str]) -> AbiPolicy:
         return AbiPolicy(
@@ -172,17 +206,32 @@ class DomainConfig:
             max_maptrack_frames=-1 if self.max_maptrack_frames is None else self.max_maptrack_frames,
         )
 
-    def create_domain(self, features: frozenset[str], *, feature_bits: Mapping[str, int]) -> CreateDomain:
-        """The ``XEN_DOMCTL_createdomain`` libxl builds. ``feature_bits`` is where the host's release puts each
-        feature's create flag (``Hypervisor.feature_cdf_bits``): empty for a host without ABI control, whose
-        hypervisor knows no such flag and would refuse it."""
-        flags = 0
+    def create_domain(
+        self, features: frozenset[str], *, feature_bits: Mapping[str, int], abi_control: bool, release: Release
+    ) -> CreateDomain:
+        """The ``XEN_DOMCTL_createdomain`` libxl builds for a host of ``release``. With ABI control: the series'
+        flags where ``feature_bits`` (``Hypervisor.feature_cdf_bits``) puts them and every feature in the
+        ``abi_features`` mask; without, neither (that hypervisor would refuse them). ``grant_opts`` from 4.16: the
+        config's ``max_grant_version``, or 1 where the release's own knob must hide a feature the VM lacks (a host
+        without ABI control, decision 10), else the host's maximum (None)."""
+        flags = mask = 0
         for name in features:
             if name in feature_bits:
                 flags |= 1 << feature_bits[name]
+            if abi_control:
+                mask |= REGISTRY[name].mask_flag
+        grant_opts = None
+        if release.gnttab_grant_opts:
+            grant_opts = self.max_grant_version
+            for row in REGISTRY:
+                knob_hides = not abi_control and release.can_hide(row) and row.applies_to(self.guest_type)
+                if knob_hides and row.name not in features and row.xen_knob in KNOB_SETTINGS:
+                    grant_opts = KNOB_SETTINGS[row.xen_knob][1]
         return CreateDomain.for_type(
             self.guest_type,
             features=flags,
+            abi_features=mask,
+            grant_opts=grant_opts,
             max_vcpus=self.max_vcpus or self.vcpus,
             max_evtchn_port=self.max_event_channels,
             max_grant_frames=-1 if self.max_grant_frames is None else self.max_grant_frames,
@@ -226,6 +275,7 @@ class DomainConfig:
             ("max_event_channels", "max_event_channels", 1),
             ("max_grant_frames", "max_grant_frames", 0),
             ("max_maptrack_frames", "max_maptrack_frames", 0),
+            ("max_grant_version", "max_grant_version", 0),
         ):
             value = cfg.get_long(key, lowest, 0xFFFFFFFF)
             if value is not None:
@@ -249,7 +299,7 @@ class DomainConfig:
             lines.append(f"maxvcpus = {self.max_vcpus}")
         if self.max_event_channels != DEFAULT_EVENT_CHANNELS:
             lines.append(f"max_event_channels = {self.max_event_channels}")
-        for key in ("max_grant_frames", "max_maptrack_frames"):
+        for key in ("max_grant_frames", "max_maptrack_frames", "max_grant_version"):
             value = getattr(self, key)
             if value is not None:
                 lines.append(f"{key} = {value}")
@@ -274,7 +324,7 @@ class DomainConfig:
             "target_memkb": self.memory_mb * 1024,
             "event_channels": self.max_event_channels,
         }
-        for key in ("max_grant_frames", "max_maptrack_frames", "kernel", "ramdisk", "cmdline"):
+        for key in ("max_grant_frames", "max_maptrack_frames", "max_grant_version", "kernel", "ramdisk", "cmdline"):
             value = getattr(self, key)
             if value is not None:
                 b_info[key] = value
@@ -319,6 +369,9 @@ class DomainConfig:
         kwargs["max_event_channels"] = _get(b_info, "b_info.event_channels", int, default=DEFAULT_EVENT_CHANNELS)
         for key in ("max_grant_frames", "max_maptrack_frames"):
             kwargs[key] = _get(b_info, f"b_info.{key}", int, default=None)
+        # libxl writes -1 (LIBXL_MAX_GRANT_DEFAULT) for "the host's maximum", which is None here
+        grant_version = _get(b_info, "b_info.max_grant_version", int, default=None)
+        kwargs["max_grant_version"] = None if grant_version == -1 else grant_version
         for key in ("kernel", "ramdisk", "cmdline"):
             kwargs[key] = _get(b_info, f"b_info.{key}", str, default=None)
         entries = _get(b_info, f"b_info.{ABI_KEY}", list, default=None)

@@ -38,6 +38,7 @@ from xenabi.abi.xen import HYPERVISOR_event_channel_op
 from xenabi.errors import XenError
 from xenabi.hypervisor import Hypervisor
 from xenabi.policy import AbiPolicy, Refusal, admit, features_of_version
+from xenabi.policy import default_features as release_default
 from xenabi.toolstack import saverestore
 from xenabi.toolstack.config import DomainConfig
 
@@ -83,7 +84,8 @@ class Toolstack:
         """Decision 8 for this host (a legacy toolstack checks nothing). Returns the reasons ``force`` overrode."""
         if not self.enforces_admission:
             return ()
-        return admit(policy, self.hv.release, self.hv.abi_control, cfg.guest_type, host=self.name, force=force)
+        return admit(policy, self.hv.release, self.hv.abi_control, cfg.guest_type, host=self.name, force=force,
+                     boot_hidden=self.hv.boot_hidden)  # fmt: skip
 
     def grantable(self, features: frozenset[str], cfg: DomainConfig, overridden: tuple[Refusal, ...]) -> frozenset[str]:
         """The features to create the domain with. Admitted: exactly ``features``. Forced past admission, or on a
@@ -94,7 +96,10 @@ class Toolstack:
 
     def effective_policy(self, cfg: DomainConfig) -> AbiPolicy:
         """The policy ``cfg`` asks of this host (not yet admitted)."""
-        return cfg.policy(cfg.requested_features(self.hv.release, self.default_features))
+        default = self.default_features
+        if default is None:  # the v5 default: what this host can give (its boot options may hide some)
+            default = release_default(self.hv.release, cfg.guest_type) - self.hv.boot_hidden
+        return cfg.policy(cfg.requested_features(self.hv.release, default))
 
     def create(self, cfg: DomainConfig, *, force: bool = False, start: bool = False) -> int:
         """Create the VM, paused (``start`` unpauses it). :class:`~xenabi.errors.AbiIncompatible` with every
@@ -120,7 +125,8 @@ class Toolstack:
         fit in the host's free memory is refused before anything is allocated, saying what was asked and what is
         free."""
         memory_mb = cfg.max_memory_mb or cfg.memory_mb
-        create = cfg.create_domain(features, feature_bits=self.hv.feature_cdf_bits)
+        create = cfg.create_domain(features, feature_bits=self.hv.feature_cdf_bits, abi_control=self.hv.abi_control,
+                                   release=self.hv.release)  # fmt: skip
         try:
             return self.hv.create_domain(create, memory_mb=memory_mb)
         except XenError as exc:
