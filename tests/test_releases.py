@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from xenabi.abi import errno
 from xenabi.abi import evtchn as E
-from xenabi.abi.domctl import CreateDomain, XEN_DOMCTL_CDF_hap
+from xenabi.abi.domctl import CreateDomain, GuestType, XEN_DOMCTL_CDF_hap
 from xenabi.abi.features import REGISTRY
 from xenabi.abi.hvm import EvtchnUpcallVector, HVMOP_set_evtchn_upcall_vector
 from xenabi.abi.xen import (
@@ -419,6 +419,17 @@ def test_releases_cli_lists_and_diffs() -> None:
     assert "nothing a guest can see changes" in text
 
 
+def test_diff_4_17_to_4_19_names_what_control_hides_and_what_it_cannot() -> None:
+    """Issue 18: vcpu_phys_area is hideable (4.18, its commits); the register_vcpu_info codes (295514ff75) and
+    XENFEAT bit 20 (64b21662b1) are differences ABI control does not hide."""
+    doc = json.loads(CliRunner().invoke(main, ["releases", "diff", "4.17", "4.19", "--json"]).output)
+    by_name = {c["name"]: c for c in doc["changes"]}
+    phys = by_name["vcpu_phys_area"]
+    assert (phys["kind"], phys["hidden_by_abi_control"]) == ("feature", True) and "d5df44275e" in phys["commit"]
+    for name, commit in (("vcpu_info_guest_area", "295514ff75"), ("xenfeat_dm_msix_all_writes", "64b21662b1")):
+        assert by_name[name]["hidden_by_abi_control"] is False and by_name[name]["commit"].startswith(commit)
+
+
 def test_admission_uses_the_full_table() -> None:
     assert AbiPolicy(frozenset({"evtchn_fifo", "gnttab_v2"})) == legacy_policy("4.4.0")
     from xenabi.policy import admission
@@ -426,3 +437,57 @@ def test_admission_uses_the_full_table() -> None:
     assert admission(legacy_policy("4.5"), "4.22", False, "hvm")  # 4.22 without control would expose the vector
     assert not admission(legacy_policy("4.5"), "4.22", True, "hvm")
     assert libxc.DOMAIN_HEADER.size == 16
+
+
+# --- the property for the issue-18 features: get_features, set_version(2), ops 14/15 -----------------------------
+XENFEAT_FIELDS = {  # XENVER_get_features bits whose presence is a release-table field (not hideable)
+    10: "xenfeat_pirqs_need_emulation", 13: "xenfeat_vnode", 16: "xenfeat_direct_mapped",
+    17: "xenfeat_direct_mapped", 20: "xenfeat_dm_msix_all_writes",
+}  # fmt: skip
+ARG, AREA = 0x10000, 0x11000
+
+
+def _answers(hv: Hypervisor, domid: int) -> tuple[int, tuple[int, int], tuple[int, int]]:
+    """(XENFEAT submap 0, set_version(2) and what it wrote back, ops 14 and 15 on a valid area)."""
+    from xenabi.abi.gnttab import GnttabOp
+    from xenabi.abi.version import XenVer
+    from xenabi.abi.xen import HYPERVISOR_grant_table_op, HYPERVISOR_vcpu_op, HYPERVISOR_xen_version
+
+    memory = hv.domain(domid).memory
+    memory[ARG : ARG + 8] = bytes(8)
+    assert hv.hypercall_raw(domid, HYPERVISOR_xen_version, XenVer.get_features, ARG.to_bytes(8, "little"))[0] == 0
+    submap = int.from_bytes(memory[ARG + 4 : ARG + 8], "little")
+    memory[ARG : ARG + 4] = (2).to_bytes(4, "little")
+    rc = hv.hypercall_raw(domid, HYPERVISOR_grant_table_op, GnttabOp.set_version, ARG.to_bytes(8, "little"))[0]
+    version = (rc, int.from_bytes(memory[ARG : ARG + 4], "little"))
+    memory[ARG : ARG + 8] = AREA.to_bytes(8, "little")
+    ops = tuple(hv.hypercall_raw(domid, HYPERVISOR_vcpu_op, cmd, ARG.to_bytes(8, "little"))[0] for cmd in (14, 15))
+    return submap, version, ops  # type: ignore[return-value]
+
+
+@settings(max_examples=40, deadline=None)
+@given(pair=release_pairs, kind=st.sampled_from(["hvm", "pvh", "pv"]))
+def test_a_legacy_policy_on_a_newer_host_answers_as_its_release_where_control_can_hide(pair, kind) -> None:
+    """For releases A < B: a domain on a controlled B with A's legacy policy gets A's answers from set_version(2)
+    and ops 14/15, and A's XENFEAT bits except those `releases diff A B` lists as not hideable."""
+    a, b = (get_release(name) for name in pair)
+    on_a = Hypervisor(a.name, abi_control=False, memory_mb=256)
+    on_b = Hypervisor(b.name, abi_control=True, memory_mb=256)
+    policy = sorted(legacy_policy(a).features & a.applicable_features(GuestType(kind)))
+    old, new = _answers(on_a, new_domu(on_a, kind)), _answers(on_b, _with_exactly(on_b, kind, policy))
+    assert new[1:] == old[1:]
+    listed = {c["name"] for c in diff_json(a, b)["changes"] if not c["hidden_by_abi_control"]}
+    for bit in range(32):
+        if (old[0] ^ new[0]) >> bit & 1:
+            assert XENFEAT_FIELDS.get(bit) in listed, bit  # 18 and 19 never differ: the row hides them
+
+
+def _with_exactly(hv: Hypervisor, kind: str, features: list[str]) -> int:
+    mask = flags = 0
+    for name in features:
+        mask |= REGISTRY[name].mask_flag
+        if name in hv.feature_cdf_bits:
+            flags |= 1 << hv.feature_cdf_bits[name]
+    domid = hv.create_domain(CreateDomain.for_type(kind, features=flags, abi_features=mask), memory_mb=8)
+    hv.unpause(domid)
+    return domid

@@ -13,6 +13,10 @@ kernel counts what it handles. Nothing in a scenario decides an outcome: it is r
 3. ``migrate-down``: a FIFO guest on 4.14 migrated to 4.3.
 4. ``no-fifo-kernel`` and ``fifo-events-0``: scenario 2 with a kernel built without FIFO support and with
    ``xen.fifo_events=0``; nothing goes wrong either way, and control must not raise a false alarm.
+5. ``phys-area-down``: booted on 4.18, which offers the physical-address vCPU areas (XENFEAT 18 and 19, which the
+   kernel caches at boot), then migrated to 4.17 in the same pool. 4.17 stays without ABI control in both runs; in
+   the controlled run the 4.18 host has it, and its toolstack creates new VMs with the pool's levelled default (what
+   both releases give), so the guest never sees bits 18 and 19.
 
 Outcome, worst first: ``crashed`` (the kernel BUG()ed), ``hung`` (events sent to bound ports were never handled),
 ``refused`` (a host refused the VM before creating anything; it kept running where it was), ``fine``.
@@ -32,6 +36,7 @@ from xenabi.errors import AbiIncompatible, MigrationError
 from xenabi.guest.backends import Backend
 from xenabi.guest.linux import Fingerprint, LinuxKernel
 from xenabi.hypervisor import Hypervisor
+from xenabi.policy import legacy_policy
 from xenabi.toolstack import DomainConfig, Toolstack
 
 HOST_KINDS = ("uncontrolled", "controlled")
@@ -99,10 +104,15 @@ class Run:
         self.hosts: list[Toolstack] = []  # every host this run started, closed when it ends
 
     # --- hosts ------------------------------------------------------------------------------------------------
-    def host(self, release: str, *, new: bool) -> Toolstack:
-        """A host of ``release``; ``new`` hosts have ABI control in the controlled run."""
+    def host(self, release: str, *, new: bool, pool: tuple[str, ...] = ()) -> Toolstack:
+        """A host of ``release``; ``new`` hosts have ABI control in the controlled run, and there a host in a
+        ``pool`` of releases creates new VMs with the pool's levelled default (decision 6)."""
         hv = Hypervisor(release, abi_control=self.controlled and new)
-        ts = Toolstack(hv, legacy=not self.controlled, state_dir=self.workdir / f"{release}-{id(hv)}")
+        default = None
+        if self.controlled and pool:
+            default = frozenset.intersection(*(legacy_policy(member).features for member in pool))
+        ts = Toolstack(hv, legacy=not self.controlled, default_features=default,
+                       state_dir=self.workdir / f"{release}-{id(hv)}")  # fmt: skip
         self.hosts.append(ts)
         return ts
 
@@ -269,6 +279,16 @@ def migrate_down(run: Run) -> None:
     run.exercise()
 
 
+def phys_area_down(run: Run) -> None:
+    pool = ("4.18", "4.17")
+    run.create(run.host("4.18", new=True, pool=pool))
+    assert run.kernel is not None
+    run.log(f"the kernel registered its vCPU areas by {run.kernel.state.areas_by} address")
+    run.exercise()
+    run.migrate(run.host("4.17", new=False, pool=pool))
+    run.exercise()
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -287,6 +307,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              summary="migrate-up with a kernel built without FIFO support"),
     Scenario("fifo-events-0", migrate_up, "linux xen.fifo_events=0", {"fifo_events": False},
              summary="migrate-up with xen.fifo_events=0 on the kernel command line"),
+    Scenario("phys-area-down", phys_area_down, "linux",
+             summary="booted on 4.18 (XENFEAT 18/19: vCPU areas by physical address), migrated to 4.17"),
 )  # fmt: skip
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 

@@ -10,6 +10,7 @@ import pytest
 from xenabi.abi import errno
 from xenabi.abi import evtchn as E
 from xenabi.abi.xen import VIRQ_TIMER, HYPERVISOR_event_channel_op
+from xenabi.errors import AbiIncompatible
 from xenabi.guest.backends import Backend
 from xenabi.guest.linux import (
     IMAGE_USED,
@@ -281,3 +282,65 @@ def test_fingerprint_probe_changes_nothing() -> None:
     before = bytes(ts.hv.domain(domid).memory)
     assert take_fingerprint(ts.hv, domid) == Fingerprint(ALL_414, ALL_414)
     assert bytes(ts.hv.domain(domid).memory) == before and ts.hv.domain(domid).evtchn_abi == "2l"
+
+
+# --- issue 18: what the kernel learns of Xen at boot and keeps ----------------------------------------------------
+def pv_vm(ts: Toolstack, body: str = "") -> int:
+    return ts.create(DomainConfig.from_xl(f'name = "p"\ntype = "pv"\nmemory = 8\nvcpus = 2\n{body}\n'), start=True)
+
+
+def test_xenfeat_read_once_at_boot_and_cached() -> None:
+    """xen_setup_features: submap 0, read at boot; the cached bits decide later (48a3fd1432's bits 18, 19)."""
+    ts = host("4.18")
+    kernel = LinuxKernel.boot(ts.hv, vm(ts))
+    assert kernel.xen_feature(18) and kernel.xen_feature(19) and kernel.state.areas_by == "phys"
+    old = host("4.17")
+    kernel = LinuxKernel.boot(old.hv, vm(old))
+    assert not kernel.xen_feature(18) and kernel.state.areas_by == "linear"
+
+
+def test_areas_registered_for_every_vcpu_and_kept_current() -> None:
+    ts = host("4.18")
+    kernel = LinuxKernel.boot(ts.hv, vm(ts))
+    d = ts.hv.domain(kernel.domid)
+    base = kernel.state.areas_gfn * 4096
+    assert all(v.areas is not None and v.areas.runstate_phys == base + 64 * v.vcpu_id for v in d.vcpus)
+    ts.hv.advance_clock(10_000)
+    ts.hv.pause(kernel.domid)
+    assert int.from_bytes(d.memory[base : base + 4], "little") == 3  # vCPU 0's area: RUNSTATE_offline
+
+
+def test_hidden_phys_area_means_linear_registration() -> None:
+    ts = host("4.22")
+    domid = vm(ts, 'xen_abi_features = [ "all", "!vcpu_phys_area" ]')
+    kernel = LinuxKernel.boot(ts.hv, domid)
+    assert kernel.state.areas_by == "linear" and kernel.state.errors == []
+    assert ts.hv.domain(domid).vcpus[1].areas.runstate_linear is not None  # type: ignore[union-attr]
+
+
+def test_grant_version_follows_linuxs_rule() -> None:
+    """gnttab_need_v2: a PV guest whose host reports machine addresses wider than 44 bits (CPUID leaf 5) asks for
+    v2; an HVM guest of this size v1; grant_table.version= overrides."""
+    ts = host("4.14")
+    assert LinuxKernel.boot(ts.hv, vm(ts)).state.gnttab_version == 1
+    pv = LinuxKernel.boot(ts.hv, pv_vm(ts))
+    assert pv.state.gnttab_version == 2 and ts.hv.domain(pv.domid).grant_table.version == 2
+    hidden = LinuxKernel.boot(ts.hv, pv_vm(ts, 'xen_abi_features = [ "all", "!gnttab_v2" ]'))
+    assert hidden.state.gnttab_version == 1 and hidden.state.errors == [["GNTTABOP_set_version", "-ENOSYS",
+                                                                         "grant tables version 1"]]  # fmt: skip
+
+
+def test_v2_guest_resumed_where_v2_is_hidden_panics() -> None:
+    """gnttab_request_version on resume: a kernel that used v2 and is refused it panics. (An HVM guest booted
+    with grant_table.version=2: the model does not save PV domains.)"""
+    src = host("4.14")
+    kernel = LinuxKernel.boot(src.hv, vm(src), gnttab_version=2)
+    assert kernel.state.gnttab_version == 2
+    dst = Toolstack(Hypervisor("4.14", abi_control=True, gnttab_max_version=1), legacy=True)  # checks nothing
+    resumed = save_restore(src, kernel, dst)
+    assert resumed.state.phase == "crashed" and "grant tables version 2" in resumed.state.crash
+    again = LinuxKernel.boot(src.hv, vm(src), gnttab_version=2)
+    again.suspend()
+    with pytest.raises(AbiIncompatible) as info:  # a toolstack that admits refuses it, naming the feature
+        src.migrate(again.domid, Toolstack(Hypervisor("4.14", abi_control=True, gnttab_max_version=1)))
+    assert [(r.feature, r.kind.value) for r in info.value.reasons] == [("gnttab_v2", "host-disabled")]

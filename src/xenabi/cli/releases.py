@@ -55,6 +55,7 @@ def diff_json(a: Release, b: Release) -> dict[str, Any]:
                 "name": row.name,
                 "change": "appears" if appears else "disappears",
                 "hidden_by_abi_control": appears,
+                "commit": row.commit,
                 "summary": (f"{row.name} ({row.summary}) appears; a host with ABI control hides it from a VM pinned "
                             f"without it" if appears else
                             f"{row.name} disappears: admission refuses a VM whose policy has it, before anything "

@@ -46,9 +46,10 @@ from typing import Any
 
 from xenabi.abi import errno
 from xenabi.abi import evtchn as E
-from xenabi.abi.cpuid import XEN_CPUID_FIRST_LEAF, XEN_CPUID_LEAF_ABI_FEATURES, abi_feature_bits
+from xenabi.abi.cpuid import XEN_CPUID_FIRST_LEAF, XEN_CPUID_LEAF_ABI_FEATURES, XEN_CPUID_LEAF_PV, abi_feature_bits
 from xenabi.abi.errno import errno_name
 from xenabi.abi.features import REGISTRY
+from xenabi.abi.gnttab import GnttabOp, SetVersion
 from xenabi.abi.hvm import (
     HVM_PARAM_CONSOLE_EVTCHN,
     HVM_PARAM_STORE_EVTCHN,
@@ -57,7 +58,18 @@ from xenabi.abi.hvm import (
     HVMOP_set_evtchn_upcall_vector,
     HvmParam,
 )
-from xenabi.abi.xen import DOMID_SELF, PAGE_SIZE, VIRQ_TIMER, HYPERVISOR_event_channel_op, HYPERVISOR_hvm_op
+from xenabi.abi.vcpu import VcpuOp
+from xenabi.abi.version import FeatureInfo, Xenfeat, XenVer
+from xenabi.abi.xen import (
+    DOMID_SELF,
+    PAGE_SIZE,
+    VIRQ_TIMER,
+    HYPERVISOR_event_channel_op,
+    HYPERVISOR_grant_table_op,
+    HYPERVISOR_hvm_op,
+    HYPERVISOR_vcpu_op,
+    HYPERVISOR_xen_version,
+)
 from xenabi.guest.evtchn_2l import TwoLevelGuest
 from xenabi.guest.evtchn_fifo import FifoGuest
 from xenabi.guest.pages import FIRST_FREE_GFN, PageAllocator
@@ -76,6 +88,8 @@ IMAGE_HEADER = struct.Struct("<16sII")
 LINUX_UPCALL_VECTOR = 0xF3  # HYPERVISOR_CALLBACK_VECTOR
 MAX_ERRORS = 16
 MAX_FINGERPRINTS = 8
+AREA_STRIDE = 64  # each vCPU's runstate area (48 bytes) in the areas page; time areas in its second half
+TIME_AREAS = PAGE_SIZE // 2
 TOOLSTACK_CHANNELS = ("xenstore", "console")
 
 
@@ -143,6 +157,13 @@ class KernelState:
     crash: str = ""
     boots: int = 0
     resumes: int = 0
+    # what the kernel learnt of Xen at boot and keeps (xen_setup_features, the grant table, the vCPU areas)
+    xen_features: int = 0  # XENVER_get_features submap 0, read once at boot
+    gnttab_param: int = 0  # the grant_table.version= boot parameter (0: Linux decides)
+    gnttab_version: int = 0  # the grant-table layout in use (0: none chosen yet)
+    scratch_gfn: int = 0  # a page for hypercall arguments
+    areas_gfn: int = 0  # the runstate and time areas of every vCPU
+    areas_by: str = ""  # "phys" (VCPUOP 14/15, XENFEAT 18/19) or "linear" (VCPUOP 5/13)
 
     def to_bytes(self) -> bytes:
         # Every field already holds plain JSON values, so the fields go to json as they are: asdict's recursive
@@ -196,15 +217,21 @@ class LinuxKernel:
         *,
         fifo_events: bool = True,
         fifo_support: bool = True,
+        gnttab_version: int = 0,
         disk: Path | None = None,
     ) -> LinuxKernel:
-        """Boot a kernel; if ``disk`` holds a hibernation image, hand over to the kernel in it and return that."""
+        """Boot a kernel; if ``disk`` holds a hibernation image, hand over to the kernel in it and return that.
+        ``gnttab_version`` is the ``grant_table.version=`` parameter (0: Linux's own choice)."""
         d = hv.domain(domid)
-        state = KernelState(fifo_events=fifo_events, fifo_support=fifo_support, vcpus=d.max_vcpus)
+        state = KernelState(fifo_events=fifo_events, fifo_support=fifo_support, vcpus=d.max_vcpus,
+                            gnttab_param=gnttab_version)  # fmt: skip
         kernel = cls(hv, domid, state)
+        kernel._setup_features()
+        kernel._setup_vcpu_areas()
         kernel._xen_init_irq()
         kernel._setup_upcall_vectors()
         kernel._bind_all()
+        kernel._gnttab_request_version()
         kernel.state.boots += 1
         kernel._fingerprint("boot")
         kernel._save()
@@ -271,6 +298,80 @@ class LinuxKernel:
         return arg.value if rc == 0 else 0
 
     # --- boot ---------------------------------------------------------------------------------------------------
+    def _scratch(self, data: bytes) -> int:
+        """Put a hypercall argument in the kernel's scratch page; returns its guest address."""
+        addr = self.state.scratch_gfn * PAGE_SIZE
+        self.d.memory[addr : addr + len(data)] = data
+        return addr
+
+    def _raw(self, op: int, cmd: int, data: bytes, **registers: int) -> tuple[int, bytes]:
+        """Issue a hypercall whose argument is a guest handle: ``data`` goes to the scratch page; returns the rc
+        and the scratch bytes afterwards."""
+        addr = self._scratch(data)
+        rc, _ = self.hv.hypercall_raw(self.domid, op, cmd, addr.to_bytes(8, "little"), **registers)
+        return rc, bytes(self.d.memory[addr : addr + len(data)])
+
+    def _setup_features(self) -> None:
+        """``xen_setup_features``: submap 0 of XENVER_get_features, read once and cached (``xen_features[]``)."""
+        s = self.state
+        s.scratch_gfn = self.pages.alloc()
+        rc, out = self._raw(HYPERVISOR_xen_version, XenVer.get_features, FeatureInfo(0, 0).pack())
+        s.xen_features = FeatureInfo.unpack(out).submap if rc == 0 else 0
+
+    def xen_feature(self, bit: int) -> bool:
+        return bool(self.state.xen_features >> bit & 1)
+
+    def _setup_vcpu_areas(self) -> None:
+        """Register each vCPU's runstate and time areas: by guest-physical address where the cached XENFEAT bits 18
+        and 19 say Xen offers it (VCPUOP 14, 15), else by linear address (VCPUOP 5, 13). At boot and on every
+        resume, from the bits read at boot; a failure is BUG(), as Linux's ``xen_setup_runstate_info`` does."""
+        s = self.state
+        if not s.areas_gfn:
+            s.areas_gfn = self.pages.alloc()
+        phys = self.xen_feature(Xenfeat.runstate_phys_area) and self.xen_feature(Xenfeat.vcpu_time_phys_area)
+        s.areas_by = "phys" if phys else "linear"
+        ops = ((VcpuOp.register_runstate_phys_area, VcpuOp.register_vcpu_time_phys_area) if phys else
+               (VcpuOp.register_runstate_memory_area, VcpuOp.register_vcpu_time_memory_area))  # fmt: skip
+        base = s.areas_gfn * PAGE_SIZE
+        for vcpu in range(s.vcpus):
+            for cmd, addr in zip(ops, (base + vcpu * AREA_STRIDE, base + TIME_AREAS + vcpu * AREA_STRIDE), strict=True):
+                rc, _ = self._raw(HYPERVISOR_vcpu_op, cmd, addr.to_bytes(8, "little"), vcpuid=vcpu)
+                if rc:
+                    name = f"VCPUOP_{VcpuOp(cmd).name}"
+                    self._error(name, rc, "BUG() in xen_setup_runstate_info")
+                    self.crash(f"BUG: {name} failed for vCPU {vcpu} ({errno_name(rc)})")
+                    return
+
+    def _gnttab_need_v2(self) -> bool:
+        """``gnttab_need_v2``: a PV guest asks for v2 when Xen's machine addresses are wider than v1's 32-bit frame
+        numbers reach (CPUID leaf 5 ebx above 32 + 12 bits); an HVM guest when its own memory needs more than 32
+        bits of frame number (never, at the model's sizes)."""
+        if self.d.is_hvm:
+            return self.d.nr_pages >> 32 != 0
+        top = self.hv.cpuid(self.domid, XEN_CPUID_FIRST_LEAF)[0]
+        if top < XEN_CPUID_FIRST_LEAF + XEN_CPUID_LEAF_PV:
+            return False  # the information is not there: v1
+        width = self.hv.cpuid(self.domid, XEN_CPUID_FIRST_LEAF + XEN_CPUID_LEAF_PV)[1] & 0xFF
+        return width > 32 + 12
+
+    def _gnttab_request_version(self) -> None:
+        """``gnttab_request_version``, at boot and on resume: v2 if needed (or asked on the command line), else v1.
+        A kernel that used v2 and is refused it panics: its grant references would mean something else."""
+        s = self.state
+        want = 2 if self._gnttab_need_v2() else 1
+        if s.gnttab_param in (1, 2):
+            want = s.gnttab_param
+        rc, out = self._raw(HYPERVISOR_grant_table_op, GnttabOp.set_version, SetVersion(want).pack(), count=1)
+        if rc == 0 and SetVersion.unpack(out).version == 2:
+            s.gnttab_version = 2
+        elif s.gnttab_version == 2:
+            self._error("GNTTABOP_set_version", rc, "panic: v2 in use, only v1 available")
+            self.crash(f"panic: we need grant tables version 2, but only version 1 is available ({errno_name(rc)})")
+        else:
+            if rc and want == 2:
+                self._error("GNTTABOP_set_version", rc, "grant tables version 1")
+            s.gnttab_version = 1
+
     def _xen_init_irq(self) -> None:
         s = self.state
         if s.fifo_support and s.fifo_events:
@@ -442,8 +543,16 @@ class LinuxKernel:
         self._save()
 
     def resume(self) -> None:
-        """``xen_irq_resume``, in the domain the kernel now runs in (after restore, migration or hibernation)."""
+        """The resume path, in the domain the kernel now runs in (after restore, migration or hibernation): the
+        vCPU areas again from the XENFEAT bits cached at boot (``xen_vcpu_restore``), the grant-table version
+        (``gnttab_resume``), then ``xen_irq_resume``."""
         s = self.state
+        self._setup_vcpu_areas()
+        if s.phase == "crashed":
+            return
+        self._gnttab_request_version()
+        if s.phase == "crashed":
+            return
         if isinstance(self.ops, TwoLevelGuest):
             self.ops.mask_all()
         else:

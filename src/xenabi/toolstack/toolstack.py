@@ -91,7 +91,7 @@ class Toolstack:
         """The features to create the domain with. Admitted: exactly ``features``. Forced past admission, or on a
         legacy toolstack that never checked: what this host can give, which is what the guest will see."""
         if overridden or self.legacy:
-            return features & self.hv.release.applicable_features(cfg.guest_type)
+            return features & self.hv.release.applicable_features(cfg.guest_type) & self.hv.features
         return features
 
     def effective_policy(self, cfg: DomainConfig) -> AbiPolicy:
