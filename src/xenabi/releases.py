@@ -116,6 +116,8 @@ class Release:
     gnttab_v1_range_check: bool = False  # set_version(1) from v2: -ERANGE for a reserved frame above 32 bits
     gnttab_v1_range_transitive: bool = False  # ... and for a reserved transitive entry
     gnttab_status_frames_handle_check: bool = False  # get_status_frames: a bad frame_list is -EFAULT up front
+    gnttab_maptrack_default: int = 256  # maptrack frames a domain gets by default (max_grant_frames x 8)
+    xl_grant_frames_default: int = 32  # the grant-frame limit a VM created by this release's xl gets
 
     # --- derived ----------------------------------------------------------------------------------------------
     point: Version = field(init=False, repr=False, compare=False)  # (major, minor, point), parsed once
@@ -334,6 +336,12 @@ CHANGES: tuple[Change, ...] = (
            "get_version answers 1 for a fresh domain (was 0 until its first setup_table or set_version)"),
     Change("gnttab_grant_opts", True, "4.16", "7379f9e10a gnttab: allow setting max version per-domain",
            "the create struct's grant_opts sets the domain's maximum grant version; 0 or above the host's: -EINVAL"),
+    Change("gnttab_maptrack_default", 1024, "4.5",
+           "7157012293 introduce gnttab_max_frames and gnttab_max_maptrack_frames command line options",
+           "a domain's default maptrack limit is 1024 frames (was max_grant_frames x 8, 256)"),
+    Change("xl_grant_frames_default", 64, "4.13", "7a0e35f823 Rationalize max_grant_frames and max_maptrack_frames "
+           "handling", "xl passes -1 (the host's 64) when xl.cfg sets no max_grant_frames (LIBXL_MAX_GRANT_FRAMES_DEFAULT "
+           "was 32)"),
     Change("gnttab_status_frames_handle_check", True, "4.16",
            "0c229e6c9f gnttab: check handle early in gnttab_get_status_frames()",
            "get_status_frames: a frame_list outside the guest is -EFAULT (was status GNTST_bad_virt_addr)"),

@@ -24,14 +24,33 @@ release_option = click.option(
     show_default=True,
     help="Xen release of the model host: 4.3 to 4.22, or a point release such as 4.14.1.",
 )
-control_option = click.option("--no-abi-control", is_flag=True, help="The host cannot hide features.")
+_no_control = click.option("--no-abi-control", is_flag=True, help="The host cannot hide features.")
+
+
+def _remember_boot_option(ctx: click.Context, _param: click.Parameter, value: int) -> int:
+    ctx.meta["gnttab_max_version"] = value
+    return value
+
+
+_boot_option = click.option(
+    "--gnttab-max-ver", type=click.IntRange(1, 2), default=2, show_default=True, expose_value=False,
+    callback=_remember_boot_option,
+    help="The host's boot option gnttab=max-ver:N (Xen 4.11, and 4.8.5, 4.9.3, 4.10.2): 1 hides grant v2 from "
+    "every domain.",
+)  # fmt: skip
+
+
+def control_option(command: Any) -> Any:
+    """The host's kind: ABI control or not, and the boot option that hides grant v2."""
+    return _no_control(_boot_option(command))
 
 
 def _toolstack(release: str, no_abi_control: bool, memory_mb: int | None = None) -> Any:
     from xenabi.hypervisor import Hypervisor
     from xenabi.toolstack import Toolstack
 
-    return Toolstack(Hypervisor(release, not no_abi_control, memory_mb=memory_mb))
+    boot = click.get_current_context().meta.get("gnttab_max_version", 2)
+    return Toolstack(Hypervisor(release, not no_abi_control, memory_mb=memory_mb, gnttab_max_version=boot))
 
 
 def _domain_json(ts: Any, domid: int) -> dict[str, Any]:
