@@ -105,6 +105,7 @@ class RefusalKind(StrEnum):
     NOT_APPLICABLE = "not-applicable"  # the feature does not exist for this guest type
     WOULD_APPEAR = "would-appear"  # a host without ABI control would expose a feature the policy lacks
     HOST_DISABLED = "host-disabled"  # the host's boot options hide the feature from every domain
+    LIMIT = "limit"  # a pinned limit the guest can read that this host would not give it
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class Refusal:
     feature: str
     kind: RefusalKind
     release: str
+    detail: str = ""
 
     def __str__(self) -> str:
         if self.kind is RefusalKind.NOT_IMPLEMENTED:
@@ -122,6 +124,8 @@ class Refusal:
             return f"{self.feature}: does not apply to this guest type"
         if self.kind is RefusalKind.HOST_DISABLED:
             return f"{self.feature}: this Xen {self.release} host's boot options hide it from every domain"
+        if self.kind is RefusalKind.LIMIT:
+            return f"{self.feature}: {self.detail} on Xen {self.release}"
         return f"{self.feature}: Xen {self.release} has no ABI control and would expose it, but the policy lacks it"
 
     def to_json(self) -> dict[str, str]:
@@ -154,7 +158,39 @@ def admission(
         elif (not abi_control and host.implements(row) and row.applies_to(kind) and row.name not in boot_hidden
               and not host.can_hide(row)):  # fmt: skip
             refusals.append(Refusal(row.name, RefusalKind.WOULD_APPEAR, host.name))
+    refusals += limit_refusals(policy, host)
     return tuple(refusals)
+
+
+GRANT_FRAMES_CAP, MAPTRACK_FRAMES_CAP = 64, 1024  # the creation caps of 4.10-4.17 (grant_limit_caps)
+
+
+def limit_refusals(policy: AbiPolicy, host: Release) -> list[Refusal]:
+    """Decision 10: a pinned grant limit (query_size's max_nr_frames, and the maptrack limit) must be what the
+    host gives the domain. Before 4.10 every domain has the host's limit (32 grant frames; 256 or 1024 maptrack
+    frames); 4.10-4.17 refuse more than 64 / 1024 at creation (b2ea81d2b9 lifted that in 4.18)."""
+    refusals = []
+    for name, pinned, host_wide, cap in (
+        ("max_grant_frames", policy.max_grant_frames, host.gnttab_host_max_frames, GRANT_FRAMES_CAP),
+        ("max_maptrack_frames", policy.max_maptrack_frames, host.gnttab_maptrack_default, MAPTRACK_FRAMES_CAP),
+    ):
+        if pinned < 0:
+            continue
+        if not host.gnttab_per_domain_limits and pinned != host_wide:
+            detail = f"pinned at {pinned}, but every domain gets the host's {host_wide}"
+        elif host.gnttab_per_domain_limits and host.grant_limit_caps and pinned > cap:
+            detail = f"pinned at {pinned}, above the {cap} this release allows at creation"
+        else:
+            continue
+        refusals.append(Refusal(name, RefusalKind.LIMIT, host.name, detail))
+    return refusals
+
+
+def legacy_limits(release: str | Release) -> tuple[int, int]:
+    """Decision 7 for limits: the grant and maptrack frame limits a VM created by ``release``'s own toolstack
+    had, when its config named none (xl's default, or the host-wide limit before 4.10)."""
+    host = get_release(release)
+    return host.xl_grant_frames_default, host.gnttab_maptrack_default
 
 
 def admit(

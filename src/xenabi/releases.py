@@ -339,9 +339,9 @@ CHANGES: tuple[Change, ...] = (
     Change("gnttab_maptrack_default", 1024, "4.5",
            "7157012293 introduce gnttab_max_frames and gnttab_max_maptrack_frames command line options",
            "a domain's default maptrack limit is 1024 frames (was max_grant_frames x 8, 256)"),
-    Change("xl_grant_frames_default", 64, "4.13", "7a0e35f823 Rationalize max_grant_frames and max_maptrack_frames "
-           "handling", "xl passes -1 (the host's 64) when xl.cfg sets no max_grant_frames (LIBXL_MAX_GRANT_FRAMES_DEFAULT "
-           "was 32)"),
+    Change("xl_grant_frames_default", 64, "4.13",
+           "7a0e35f823 Rationalize max_grant_frames and max_maptrack_frames handling",
+           "xl passes -1 (the host's 64) when xl.cfg sets no max_grant_frames (libxl's default was 32)"),
     Change("gnttab_status_frames_handle_check", True, "4.16",
            "0c229e6c9f gnttab: check handle early in gnttab_get_status_frames()",
            "get_status_frames: a frame_list outside the guest is -EFAULT (was status GNTST_bad_virt_addr)"),

@@ -19,7 +19,7 @@ from xenabi.abi.hvm import HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_
 from xenabi.errors import AbiIncompatible, MigrationError, NotModelled, StreamError
 from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.domain import SHARED_INFO_GFN, Lifecycle
-from xenabi.policy import RELEASES, admission, features_of_version
+from xenabi.policy import RELEASES, AbiPolicy, admission, features_of_version
 from xenabi.toolstack import DomainConfig, Toolstack
 from xenabi.toolstack.streams import framing
 from xenabi.toolstack.transport import BANNER, MigrationReceiver
@@ -159,18 +159,25 @@ def test_admission_matrix(src_release: str, src_control: bool, dst_release: str,
     src = host(src_release, src_control)
     domid = src.create(vm(kind, 1), start=True)
     features = src.hv.domain(domid).policy.features
+    # the grant limits travel too (decision 10): before 4.10 every domain has the host's, so they must match
+    table = src.hv.domain(domid).grant_table
+    limits = (table.max_frames, table.max_maptrack)
     data = save_bytes(src, domid)
     dst = host(dst_release, dst_control)
-    implemented = RELEASES[dst_release].applicable_features(src.hv.domain if False else vm(kind).guest_type)
-    admissible = features <= implemented and (dst_control or implemented == features)
+    implemented = RELEASES[dst_release].applicable_features(vm(kind).guest_type)
+    dst_table = RELEASES[dst_release]
+    limits_ok = dst_table.gnttab_per_domain_limits or limits == (32, dst_table.gnttab_maptrack_default)
+    admissible = features <= implemented and (dst_control or implemented == features) and limits_ok
     if admissible:
         new = dst.restore(io.BytesIO(data))
         assert dst.hv.domain(new).policy.features == features
+        new_table = dst.hv.domain(new).grant_table
+        assert (new_table.max_frames, new_table.max_maptrack) == limits  # query_size does not change
     else:
         with pytest.raises(AbiIncompatible) as info:
             dst.restore(io.BytesIO(data))
-        assert info.value.reasons == admission(dst.hv.domain(0).policy.__class__(features), dst_release, dst_control,
-                                               kind)  # fmt: skip
+        policy = AbiPolicy(features, max_grant_frames=limits[0], max_maptrack_frames=limits[1])
+        assert info.value.reasons == admission(policy, dst_release, dst_control, kind)
         assert list(dst.hv.domains) == [0] and dst.configs == {}
 
 
@@ -179,7 +186,9 @@ def test_force_restores_and_says_so() -> None:
     data = save_bytes(src, src.create(vm(), start=True))
     dst = host("4.3", False)
     new = dst.restore(io.BytesIO(data), force=True)
-    assert {r.feature for r in dst.overrides[new]} == {"evtchn_fifo", "evtchn_upcall"}
+    # a 4.14 VM has 64 grant and 1024 maptrack frames; every 4.3 domain has 32 and 256
+    assert {r.feature for r in dst.overrides[new]} == {"evtchn_fifo", "evtchn_upcall", "max_grant_frames",
+                                                        "max_maptrack_frames"}  # fmt: skip
 
 
 # --- atomicity ---------------------------------------------------------------------------------------------------
@@ -318,7 +327,8 @@ def test_tcp_refusal_is_known_before_any_page_is_sent() -> None:
         src.migrate(domid, receiver.address)
     thread.join(10)
     receiver.close()
-    assert {r.feature for r in info.value.reasons} == {"evtchn_fifo", "evtchn_upcall"}
+    assert {r.feature for r in info.value.reasons} == {"evtchn_fifo", "evtchn_upcall", "max_grant_frames",
+                                                       "max_maptrack_frames"}  # fmt: skip
     assert src.hv.domain(domid).lifecycle is Lifecycle.RUNNING and list(dst.hv.domains) == [0]
     assert results[0].outcome == "refused"  # type: ignore[attr-defined]
 
@@ -489,3 +499,49 @@ def test_bad_addresses(address: str) -> None:
     with pytest.raises(MigrationError, match="cannot reach"):
         src.migrate(domid, address, timeout=1)
     assert src.hv.domain(domid).lifecycle is Lifecycle.RUNNING
+
+
+# --- limits pinned as numbers (decision 10) -----------------------------------------------------------------------
+def query_size(hv: Hypervisor, domid: int) -> int:
+    from xenabi.abi.gnttab import GnttabOp, QuerySize
+    from xenabi.abi.xen import DOMID_SELF, HYPERVISOR_grant_table_op
+
+    hv.domain(domid).memory[0x10000 : 0x10000 + 16] = QuerySize(dom=DOMID_SELF).pack()
+    addr = (0x10000).to_bytes(8, "little")
+    assert hv.hypercall_raw(domid, HYPERVISOR_grant_table_op, GnttabOp.query_size, addr)[0] == 0
+    return QuerySize.unpack(bytes(hv.domain(domid).memory[0x10000 : 0x10000 + 16])).max_nr_frames
+
+
+@pytest.mark.parametrize(("source", "frames"), [("4.9", 32), ("4.12", 32), ("4.13", 64)])
+def test_legacy_stream_keeps_its_release_grant_limit(source: str, frames: int) -> None:
+    """query_size's max_nr_frames never changes: host-wide 32 up to 4.9 (18b1be5e32), xl's 32 in 4.10-4.12, the
+    host's 64 from 4.13 (7a0e35f823); the receiving 4.22 gives the number the stream's release gave."""
+    legacy = host(source, control=False)
+    domid = legacy.create(vm(), start=True)
+    assert query_size(legacy.hv, domid) == frames
+    dst = host("4.22", control=True)
+    new = dst.restore(io.BytesIO(save_bytes(legacy, domid)))
+    assert query_size(dst.hv, new) == frames and dst.config(new).max_grant_frames == frames
+
+
+def test_pinned_limits_are_numbers_and_admission_checks_them() -> None:
+    src = host("4.14", control=True)
+    domid = src.create(vm(), start=True)
+    cfg = src.config(domid)
+    assert (cfg.max_grant_frames, cfg.max_maptrack_frames) == (64, 1024) and "max_grant_frames = 64" in cfg.to_xl()
+    big = DomainConfig.from_xl(cfg.to_xl().replace("max_grant_frames = 64", "max_grant_frames = 65"))
+    with pytest.raises(AbiIncompatible) as info:
+        host("4.17", control=True).create(big)
+    assert [(r.feature, r.kind.value) for r in info.value.reasons] == [("max_grant_frames", "limit")]
+    assert "above the 64" in str(info.value)
+    assert host("4.18", control=True).create(big) > 0  # b2ea81d2b9 lifted the cap
+
+
+def test_a_4_16_stream_that_capped_grant_v2_arrives_without_it() -> None:
+    """The libxl JSON of a 4.16+ stream says which grant version its guest was allowed (max_grant_version)."""
+    legacy = host("4.16", control=False)
+    domid = legacy.create(vm(body="max_grant_version = 1"), start=True)
+    assert legacy.hv.domain(domid).grant_table.max_version == 1
+    dst = host("4.22", control=True)
+    new = dst.restore(io.BytesIO(save_bytes(legacy, domid)))
+    assert "gnttab_v2" not in dst.hv.domain(new).policy.features

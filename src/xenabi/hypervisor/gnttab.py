@@ -98,6 +98,7 @@ class GrantTable:
     version: int
     max_frames: int
     max_version: int
+    max_maptrack: int = 0  # maptrack frames: the limit only (map is not modelled)
     shared: bytearray = field(default_factory=bytearray)  # the shared frames' bytes
     nr_status_frames: int = 0
 
@@ -117,9 +118,9 @@ def status_frames_for(nr_frames: int) -> int:
     return -(-nr_frames * ENTRIES_V2_PER_FRAME // STATUS_PER_FRAME)
 
 
-def new_grant_table(hv: Hypervisor, max_frames: int, max_version: int) -> GrantTable:
+def new_grant_table(hv: Hypervisor, max_frames: int, max_version: int, max_maptrack: int) -> GrantTable:
     release = hv.release
-    table = GrantTable(release.gnttab_initial_version, max_frames, max_version)
+    table = GrantTable(release.gnttab_initial_version, max_frames, max_version, max_maptrack)
     table.grow(release.gnttab_initial_frames)
     return table
 

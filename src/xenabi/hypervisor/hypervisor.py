@@ -286,16 +286,19 @@ class Hypervisor:
 
     def _grant_table(self, config: CreateDomain) -> GrantTable:
         release = self.release
-        max_frames = self.gnttab_host_max_frames
-        if release.gnttab_per_domain_limits and config.max_grant_frames >= 0:
-            max_frames = config.max_grant_frames
+        max_frames, max_maptrack = self.gnttab_host_max_frames, release.gnttab_maptrack_default
+        if release.gnttab_per_domain_limits:  # before 4.10 the limits are the host's, whatever the toolstack asks
+            if config.max_grant_frames >= 0:
+                max_frames = config.max_grant_frames
+            if config.max_maptrack_frames >= 0:
+                max_maptrack = config.max_maptrack_frames
         max_version = 2
         if release.gnttab_grant_opts:
             opts = config.grant_opts
             max_version = self.gnttab_max_version if opts is None else opts & XEN_DOMCTL_GRANT_version_mask
         elif release.gnttab_max_version_opt:
             max_version = self.gnttab_max_version
-        return new_grant_table(self, max_frames, max_version)
+        return new_grant_table(self, max_frames, max_version, max_maptrack)
 
     def set_domain_features(self, d: Domain, features: frozenset[str]) -> None:
         """Give a domain that has not yet run a new feature set, as its create flags would have (the hypfs

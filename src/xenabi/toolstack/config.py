@@ -227,6 +227,13 @@ class DomainConfig:
                 knob_hides = not abi_control and release.can_hide(row) and row.applies_to(self.guest_type)
                 if knob_hides and row.name not in features and row.xen_knob in KNOB_SETTINGS:
                     grant_opts = KNOB_SETTINGS[row.xen_knob][1]
+        grant_frames = -1 if self.max_grant_frames is None else self.max_grant_frames
+        if (
+            grant_frames < 0
+            and release.gnttab_per_domain_limits
+            and release.xl_grant_frames_default != release.gnttab_host_max_frames
+        ):
+            grant_frames = release.xl_grant_frames_default  # libxl 4.10-4.12 passed its own default, 32
         return CreateDomain.for_type(
             self.guest_type,
             features=flags,
@@ -234,13 +241,20 @@ class DomainConfig:
             grant_opts=grant_opts,
             max_vcpus=self.max_vcpus or self.vcpus,
             max_evtchn_port=self.max_event_channels,
-            max_grant_frames=-1 if self.max_grant_frames is None else self.max_grant_frames,
+            max_grant_frames=grant_frames,
             max_maptrack_frames=-1 if self.max_maptrack_frames is None else self.max_maptrack_frames,
         )
 
-    def pinned(self, features: frozenset[str]) -> DomainConfig:
-        """Decision 5: this config with its effective features written down explicitly."""
-        return replace(self, pinned_features=frozenset(features))
+    def pinned(self, features: frozenset[str], limits: tuple[int, int] | None = None) -> DomainConfig:
+        """Decision 5: this config with its effective features written down explicitly, and (decision 10) the
+        grant and maptrack frame limits the guest had, where the config named none: never "the host default"."""
+        pinned = replace(self, pinned_features=frozenset(features))
+        if limits is not None:
+            grant, maptrack = limits
+            pinned = replace(pinned, max_grant_frames=self.max_grant_frames if self.max_grant_frames is not None
+                             else grant, max_maptrack_frames=self.max_maptrack_frames
+                             if self.max_maptrack_frames is not None else maptrack)  # fmt: skip
+        return pinned
 
     # --- xl.cfg ----------------------------------------------------------------------------------------------
     @classmethod

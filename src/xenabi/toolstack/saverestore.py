@@ -26,18 +26,20 @@ import socket
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from xenabi.abi.domctl import GuestType
 from xenabi.errors import AbiIncompatible, MigrationError, NotModelled, StreamError
 from xenabi.hypervisor.domain import XEN_PAGES, Domain, Lifecycle
-from xenabi.policy import Refusal, features_of_version
+from xenabi.policy import Refusal, features_of_version, legacy_limits
 from xenabi.toolstack.streams.framing import VectorOutput
 from xenabi.toolstack.streams.reader import Log, PageTarget, StreamInfo, StreamReader
 from xenabi.toolstack.streams.writer import write_stream
 
 if TYPE_CHECKING:
+    from xenabi.toolstack.config import DomainConfig
     from xenabi.toolstack.toolstack import Toolstack
 
 PAGE_SIZE = 4096
@@ -116,7 +118,23 @@ def arrival_features(info: StreamInfo) -> frozenset[str]:
             record="domain header",
             offset=info.domain_header_offset,
         )
-    return features_of_version(info.xen_version, cfg.guest_type)
+    # a 4.16+ stream's libxl JSON says whether its guest was allowed grant v2 (b_info.max_grant_version)
+    return features_of_version(info.xen_version, cfg.guest_type) - cfg.knob_hidden
+
+
+def arrival_config(info: StreamInfo) -> DomainConfig:
+    """The config a restore works from: a stream without a pinned policy gets the grant limits its source
+    release's toolstack gave a VM whose config named none (decision 7 for limits)."""
+    cfg = info.config
+    assert cfg is not None
+    if cfg.pinned_features is not None or info.xen_version[0] == 0:
+        return cfg
+    grant, maptrack = legacy_limits("{}.{}".format(*info.xen_version))
+    return replace(
+        cfg,
+        max_grant_frames=grant if cfg.max_grant_frames is None else cfg.max_grant_frames,
+        max_maptrack_frames=maptrack if cfg.max_maptrack_frames is None else cfg.max_maptrack_frames,
+    )
 
 
 def restore(
@@ -144,6 +162,7 @@ def restore(
         cfg = info.config
         if cfg is None:
             raise StreamError("no domain config: a restore needs the xl header", layer="xl", record="header", offset=0)
+        cfg = arrival_config(info)
         policy = cfg.policy(arrival_features(info))
         with lock:
             overridden = ts.admit(policy, cfg, force=force)
@@ -164,8 +183,8 @@ def restore(
             d.emulator_context = info.emulator_context
             d.emulator_xenstore = dict(info.emulator_xenstore)
             ts.build_pre(domid)
-            cfg = info.config
-            ts.configs[domid] = cfg.pinned(d.policy.features) if ts.pins else cfg
+            cfg = arrival_config(info)
+            ts.configs[domid] = ts.pin(cfg, domid) if ts.pins else cfg
             if overridden:
                 ts.overrides[domid] = overridden
             if not paused:

@@ -37,7 +37,7 @@ from xenabi.abi.hvm import (
 from xenabi.abi.xen import HYPERVISOR_event_channel_op
 from xenabi.errors import XenError
 from xenabi.hypervisor import Hypervisor
-from xenabi.policy import AbiPolicy, Refusal, admit, features_of_version
+from xenabi.policy import AbiPolicy, Refusal, admit, features_of_version, legacy_limits
 from xenabi.policy import default_features as release_default
 from xenabi.toolstack import saverestore
 from xenabi.toolstack.config import DomainConfig
@@ -113,12 +113,17 @@ class Toolstack:
         except BaseException:
             self.hv.destroy_domain(domid)  # a half-built VM is not left behind
             raise
-        self.configs[domid] = cfg.pinned(self.hv.domain(domid).policy.features) if self.pins else cfg
+        self.configs[domid] = self.pin(cfg, domid) if self.pins else cfg
         if overridden:
             self.overrides[domid] = overridden
         if start:
             self.hv.unpause(domid)
         return domid
+
+    def pin(self, cfg: DomainConfig, domid: int) -> DomainConfig:
+        """Decision 5 and 10: the domain's features and the grant limits it really has, written down."""
+        d = self.hv.domain(domid)
+        return cfg.pinned(d.policy.features, (d.grant_table.max_frames, d.grant_table.max_maptrack))
 
     def create_domain(self, cfg: DomainConfig, features: frozenset[str]) -> int:
         """``XEN_DOMCTL_createdomain`` for ``cfg`` with exactly ``features`` (admission has run). A VM that does not
@@ -239,7 +244,8 @@ class Toolstack:
         if abi_control and not self.legacy:
             for name, cfg in list(self.stored.items()):
                 if cfg.pinned_features is None:
-                    self.stored[name] = cfg.pinned(features_of_version(old.version, cfg.guest_type))
+                    features = features_of_version(old.version, cfg.guest_type) - cfg.knob_hidden
+                    self.stored[name] = cfg.pinned(features, legacy_limits(old))
         self.hv.close()  # the old hypervisor is gone with the reboot (only dom0 was left on it)
         self.hv = new
         return new
