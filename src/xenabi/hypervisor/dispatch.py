@@ -99,7 +99,7 @@ class DispatchTable:
             raise ValueError(f"hypercall {op} is already declared")
         self.whole[op] = (struct, handler, precheck)
 
-    def lookup_miss(self, op: int, cmd: int, call: Call) -> SubOp | int:
+    def lookup_miss(self, op: int, cmd: int, count: int = 1, vcpuid: int = 0, vcpu: int = 0) -> SubOp | int:
         """What a (hypercall, sub-op) missing from the table gets: the compat hypercall's one entry (its struct
         carries the command, whatever ``cmd`` says), a whole-hypercall handler bound to ``cmd``, else the
         hypercall's unknown code. Off the hot path."""
@@ -111,6 +111,7 @@ class DispatchTable:
         whole = self.whole.get(op)
         if whole is not None:
             struct, handler, precheck = whole
+            call = Call(count, vcpuid, vcpu)  # built only here: the common miss above is the dispatch floor
             return SubOp(struct, lambda hv, cur, arg: handler(hv, cur, arg, cmd, call), precheck)
         return -errno.ENOSYS
 

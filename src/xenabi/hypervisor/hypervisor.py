@@ -48,7 +48,7 @@ from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF, NR_VIRQS
 from xenabi.errors import GuestNotRunning, NotModelled, XenError
 from xenabi.hypervisor import evtchn
 from xenabi.hypervisor.cpuid import hypervisor_leaf
-from xenabi.hypervisor.dispatch import DISPATCH, Call
+from xenabi.hypervisor.dispatch import DISPATCH
 from xenabi.hypervisor.domain import MAX_PAUSE_COUNT, UNBOUND, XEN_PAGES, Chan, Domain, Gating
 from xenabi.hypervisor.evtchn_fifo import Fifo, fifo_destroy
 from xenabi.hypervisor.gnttab import GrantTable, new_grant_table
@@ -566,7 +566,7 @@ class Hypervisor:
             return _ENOSYS
         entry = DISPATCH.entries.get(key)
         if entry is None:
-            miss = DISPATCH.lookup_miss(op, cmd, Call(count, vcpuid, vcpu))
+            miss = DISPATCH.lookup_miss(op, cmd, count, vcpuid, vcpu)
             if isinstance(miss, int):
                 return miss
             entry = miss
@@ -601,7 +601,7 @@ class Hypervisor:
             return _ENOSYS, data
         entry = DISPATCH.entries.get(key)
         if entry is None:
-            miss = DISPATCH.lookup_miss(op, cmd, Call(count, vcpuid, vcpu))
+            miss = DISPATCH.lookup_miss(op, cmd, count, vcpuid, vcpu)
             if isinstance(miss, int):
                 return miss, data
             entry = miss
