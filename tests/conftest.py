@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,17 @@ def features_flags(*names: str) -> int:
     return flags
 
 
+def create_with(hv: Hypervisor, kind: str, features: Iterable[str], **limits: Any) -> CreateDomain:
+    """The create struct for exactly ``features`` on a controlled host: the series' flags where this host's
+    release puts them, and every feature in the abi_features mask."""
+    flags = mask = 0
+    for name in features:
+        mask |= REGISTRY[name].mask_flag
+        if name in hv.feature_cdf_bits:
+            flags |= 1 << hv.feature_cdf_bits[name]
+    return CreateDomain.for_type(kind, features=flags, abi_features=mask, **limits)
+
+
 def new_domu(
     hv: Hypervisor, kind: str = "hvm", *features: str, memory_mb: int = 8, start: bool = True, **limits: Any
 ) -> int:
@@ -34,15 +46,9 @@ def new_domu(
     if hv.abi_control:
         if not features:
             features = tuple(sorted(hv.release.applicable_features(CreateDomain.for_type(kind).guest_type)))
-        flags = mask = 0
-        for name in features:  # the series' flag where this host's release puts it, else the abi_features mask
-            if name in hv.feature_cdf_bits:
-                flags |= 1 << hv.feature_cdf_bits[name]
-            else:
-                mask |= REGISTRY[name].mask_flag
+        create = create_with(hv, kind, features, **limits)
     else:
-        flags = mask = 0
-    create = CreateDomain.for_type(kind, features=flags, abi_features=mask, **limits)
+        create = CreateDomain.for_type(kind, **limits)
     domid = hv.create_domain(create, memory_mb=memory_mb)
     if start:
         hv.unpause(domid)

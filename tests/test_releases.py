@@ -42,7 +42,7 @@ from xenabi.releases import (
 from xenabi.toolstack.streams import libxc
 from xenabi.toolstack.streams.reader import StreamReader
 
-from .conftest import ev, features_flags, new_domu, port_of
+from .conftest import create_with, ev, features_flags, new_domu, port_of
 from .toolstack.streamkit import libxc_body, libxl_body, xl_stream
 
 BASE = 0x40000000
@@ -483,11 +483,6 @@ def test_a_legacy_policy_on_a_newer_host_answers_as_its_release_where_control_ca
 
 
 def _with_exactly(hv: Hypervisor, kind: str, features: list[str]) -> int:
-    mask = flags = 0
-    for name in features:
-        mask |= REGISTRY[name].mask_flag
-        if name in hv.feature_cdf_bits:
-            flags |= 1 << hv.feature_cdf_bits[name]
-    domid = hv.create_domain(CreateDomain.for_type(kind, features=flags, abi_features=mask), memory_mb=8)
+    domid = hv.create_domain(create_with(hv, kind, features), memory_mb=8)
     hv.unpause(domid)
     return domid

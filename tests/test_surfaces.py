@@ -21,6 +21,8 @@ from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.dispatch import DISPATCH
 from xenabi.toolstack import DomainConfig, Toolstack
 
+from .conftest import create_with
+
 CPUID_ABI_LEAF = 0x40000006
 
 
@@ -57,12 +59,7 @@ def test_create_flags_hypfs_and_xl_make_the_same_domain(case: tuple[tuple[str, G
     features = frozenset(wanted)
     hv = Hypervisor(release, abi_control=True)
     # 1. the create struct: the series' flags where this release puts them, and the abi_features mask
-    flags = mask = 0
-    for name in features:
-        mask |= REGISTRY[name].mask_flag
-        if name in hv.feature_cdf_bits:
-            flags |= 1 << hv.feature_cdf_bits[name]
-    by_flags = hv.create_domain(CreateDomain.for_type(kind, features=flags, abi_features=mask), memory_mb=4)
+    by_flags = hv.create_domain(create_with(hv, kind, features), memory_mb=4)
     # 2. hypfs, before the first unpause
     by_hypfs = hv.create_domain(CreateDomain.for_type(kind), memory_mb=4)
     for row in REGISTRY:

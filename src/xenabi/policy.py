@@ -166,9 +166,12 @@ GRANT_FRAMES_CAP, MAPTRACK_FRAMES_CAP = 64, 1024  # the creation caps of 4.10-4.
 
 
 def limit_refusals(policy: AbiPolicy, host: Release) -> list[Refusal]:
-    """Decision 10: a pinned grant limit (query_size's max_nr_frames, and the maptrack limit) must be what the
-    host gives the domain. Before 4.10 every domain has the host's limit (32 grant frames; 256 or 1024 maptrack
-    frames); 4.10-4.17 refuse more than 64 / 1024 at creation (b2ea81d2b9 lifted that in 4.18)."""
+    """Decision 10: a pinned grant limit (query_size's max_nr_frames, and the maptrack limit) must be given to the
+    domain. From 4.10 each domain gets its own number, the pinned one, except that 4.10-4.17 refuse more than
+    64 / 1024 at creation (b2ea81d2b9 lifted that in 4.18). Before 4.10 every domain has the host's limit (32 grant
+    frames; 256 or 1024 maptrack frames): a smaller one than pinned is refused (a Linux guest finds fewer grant
+    frames than it had and gives up its grant table on resume); a larger one is admitted, since it only lets the
+    guest do more, which is what an in-place upgrade from 4.4 to 4.5 (maptrack 256 to 1024) has always done."""
     refusals = []
     for name, pinned, host_wide, cap in (
         ("max_grant_frames", policy.max_grant_frames, host.gnttab_host_max_frames, GRANT_FRAMES_CAP),
@@ -176,7 +179,7 @@ def limit_refusals(policy: AbiPolicy, host: Release) -> list[Refusal]:
     ):
         if pinned < 0:
             continue
-        if not host.gnttab_per_domain_limits and pinned != host_wide:
+        if not host.gnttab_per_domain_limits and pinned > host_wide:
             detail = f"pinned at {pinned}, but every domain gets the host's {host_wide}"
         elif host.gnttab_per_domain_limits and host.grant_limit_caps and pinned > cap:
             detail = f"pinned at {pinned}, above the {cap} this release allows at creation"

@@ -166,13 +166,15 @@ def test_admission_matrix(src_release: str, src_control: bool, dst_release: str,
     dst = host(dst_release, dst_control)
     implemented = RELEASES[dst_release].applicable_features(vm(kind).guest_type)
     dst_table = RELEASES[dst_release]
-    limits_ok = dst_table.gnttab_per_domain_limits or limits == (32, dst_table.gnttab_maptrack_default)
+    limits_ok = dst_table.gnttab_per_domain_limits or (
+        limits[0] <= 32 and limits[1] <= dst_table.gnttab_maptrack_default)  # fmt: skip
     admissible = features <= implemented and (dst_control or implemented == features) and limits_ok
     if admissible:
         new = dst.restore(io.BytesIO(data))
         assert dst.hv.domain(new).policy.features == features
         new_table = dst.hv.domain(new).grant_table
-        assert (new_table.max_frames, new_table.max_maptrack) == limits  # query_size does not change
+        if dst_table.gnttab_per_domain_limits:
+            assert (new_table.max_frames, new_table.max_maptrack) == limits  # query_size does not change
     else:
         with pytest.raises(AbiIncompatible) as info:
             dst.restore(io.BytesIO(data))
@@ -545,3 +547,17 @@ def test_a_4_16_stream_that_capped_grant_v2_arrives_without_it() -> None:
     dst = host("4.22", control=True)
     new = dst.restore(io.BytesIO(save_bytes(legacy, domid)))
     assert "gnttab_v2" not in dst.hv.domain(new).policy.features
+
+
+def test_a_larger_host_wide_limit_before_4_10_is_admitted_a_smaller_one_refused() -> None:
+    """Before 4.10 (18b1be5e32) a domain cannot have its own limit: more than pinned is harmless, less is not."""
+    src = host("4.4", control=False)
+    domid = src.create(vm(), start=True)
+    data = save_bytes(src, domid)  # a 4.4 VM: 32 grant frames, 256 maptrack frames
+    dst = host("4.5", control=True)  # 1024 maptrack frames for every domain
+    assert dst.restore(io.BytesIO(data)) > 0
+    newer = host("4.9", control=True)
+    stored = DomainConfig.from_xl(vm().to_xl() + 'xen_abi_features_pinned = [ "gnttab_v2" ]\nmax_grant_frames = 40\n')
+    with pytest.raises(AbiIncompatible) as info:
+        newer.create(stored)
+    assert [r.feature for r in info.value.reasons] == ["max_grant_frames"] and "host's 32" in str(info.value)

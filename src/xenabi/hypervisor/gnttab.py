@@ -50,7 +50,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from xenabi.abi import errno
 from xenabi.abi.gnttab import (
@@ -88,6 +88,7 @@ STATUS_PER_FRAME = PAGE_SIZE // 2
 _FRAME = struct.Struct("<Q")  # xen_pfn_t / uint64_t in a frame_list
 _ENOSYS, _EFAULT, _EINVAL, _ESRCH, _EPERM, _ERANGE = (
     -errno.ENOSYS, -errno.EFAULT, -errno.EINVAL, -errno.ESRCH, -errno.EPERM, -errno.ERANGE)  # fmt: skip
+ArgT = TypeVar("ArgT", SetupTable, QuerySize, GetStatusFrames)
 _VALUE_GATE_V2 = (HYPERVISOR_grant_table_op, GnttabOp.set_version, 2)
 
 
@@ -131,13 +132,18 @@ def _copy_frames(cur: Domain, handle: int, frames: range) -> bool:
     return all(copy_to_guest(cur, handle + i * _FRAME.size, _FRAME.pack(frame)) for i, frame in enumerate(frames))
 
 
-def _setup_table(hv: Hypervisor, cur: Domain, addr: int, count: int) -> int:
+def _read_one(cur: Domain, addr: int, count: int, struct_type: type[ArgT]) -> ArgT | int:
+    """The start of every handler that takes one struct: count must be 1 (-EINVAL), then copy it in (-EFAULT)."""
     if count != 1:
         return _EINVAL
-    raw = copy_from_guest(cur, addr, SetupTable.size())
-    if raw is None:
-        return _EFAULT
-    op = SetupTable.unpack(raw)
+    raw = copy_from_guest(cur, addr, struct_type.size())
+    return _EFAULT if raw is None else struct_type.unpack(raw)
+
+
+def _setup_table(hv: Hypervisor, cur: Domain, addr: int, count: int) -> int:
+    op = _read_one(cur, addr, count, SetupTable)
+    if isinstance(op, int):
+        return op
     per_domain = hv.release.gnttab_per_domain_limits
     if not per_domain and op.nr_frames > hv.gnttab_host_max_frames:
         op.status = Gntst.general_error  # 4.3-4.9: the host's limit, before anything else
@@ -166,12 +172,9 @@ def _setup_table_status(hv: Hypervisor, cur: Domain, op: SetupTable) -> int:
 
 
 def _query_size(hv: Hypervisor, cur: Domain, addr: int, count: int) -> int:
-    if count != 1:
-        return _EINVAL
-    raw = copy_from_guest(cur, addr, QuerySize.size())
-    if raw is None:
-        return _EFAULT
-    op = QuerySize.unpack(raw)
+    op = _read_one(cur, addr, count, QuerySize)
+    if isinstance(op, int):
+        return op
     d = hv.lookup(cur, op.dom)
     if d is None:
         op.status = Gntst.bad_domain
@@ -253,12 +256,9 @@ def _get_version(hv: Hypervisor, cur: Domain, addr: int, count: int) -> int:
 
 
 def _get_status_frames(hv: Hypervisor, cur: Domain, addr: int, count: int) -> int:
-    if count != 1:
-        return _EINVAL
-    raw = copy_from_guest(cur, addr, GetStatusFrames.size())
-    if raw is None:
-        return _EFAULT
-    op = GetStatusFrames.unpack(raw)
+    op = _read_one(cur, addr, count, GetStatusFrames)
+    if isinstance(op, int):
+        return op
     if hv.release.gnttab_status_frames_handle_check and not guest_handle_okay(
         cur, op.frame_list, op.nr_frames * _FRAME.size
     ):
