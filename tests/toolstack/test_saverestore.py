@@ -561,3 +561,32 @@ def test_a_larger_host_wide_limit_before_4_10_is_admitted_a_smaller_one_refused(
     with pytest.raises(AbiIncompatible) as info:
         newer.create(stored)
     assert [r.feature for r in info.value.reasons] == ["max_grant_frames"] and "host's 32" in str(info.value)
+
+
+def test_policy_basis_says_where_a_legacy_streams_policy_came_from() -> None:
+    """Issue 18: before 4.16 a stream cannot say whether its source host had gnttab=max-ver:1; the operator may,
+    and the report says which was used. A pinned stream says so too."""
+    legacy = host("4.14", control=False)
+    data = save_bytes(legacy, legacy.create(vm(), start=True))
+    dst = host("4.22", control=True)
+    default = dst.restore(io.BytesIO(data))
+    assert "gnttab_v2" in dst.hv.domain(default).policy.features
+    assert "inferred from Xen 4.14" in dst.policy_basis[default] and "was not given" in dst.policy_basis[default]
+    told = dst.restore(io.BytesIO(data), source_gnttab_max_version=1)
+    assert "gnttab_v2" not in dst.hv.domain(told).policy.features
+    assert "operator's gnttab=max-ver:1" in dst.policy_basis[told]
+    pinned = host("4.22", control=True)
+    again = pinned.restore(io.BytesIO(save_bytes(dst, default)))
+    assert pinned.policy_basis[again] == "pinned policy from the stream"
+
+
+def test_restore_cli_prints_the_basis(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from xenabi.cli import main
+
+    legacy = host("4.14", control=False)
+    path = tmp_path / "vm.save"
+    legacy.save(legacy.create(vm(memory=1), start=True), path)
+    result = CliRunner().invoke(main, ["restore", str(path), "--release", "4.22", "--source-gnttab-max-ver", "1"])
+    assert result.exit_code == 0 and "operator's gnttab=max-ver:1" in result.output

@@ -64,6 +64,7 @@ def _domain_json(ts: Any, domid: int) -> dict[str, Any]:
         "policy": d.policy.to_json(),
         "pinned": ts.config(domid).is_pinned,
         "forced_over": [r.to_json() for r in ts.overrides.get(domid, ())],
+        "policy_basis": ts.policy_basis.get(domid),
         "hvm_params": {str(k): v for k, v in sorted(d.hvm_params.items())},
     }
 
@@ -72,6 +73,8 @@ def _print_domain(doc: dict[str, Any], verb: str) -> None:
     features = ", ".join(doc["policy"]["features"]) or "(none)"
     where = f"d{doc['domid']} on {doc['host']} ({doc['state']})"
     click.echo(visible(f"{verb} {doc['name']} as {where}; features: {features}"))
+    if doc.get("policy_basis"):
+        click.echo(visible(f"  policy: {doc['policy_basis']}"))
     for reason in doc["forced_over"]:
         click.echo(visible(f"  FORCED over: {reason['reason']}"))
 
@@ -125,12 +128,16 @@ def save(config: str, out: str, release: str, no_abi_control: bool, as_json: boo
 @release_option
 @control_option
 @click.option("--force", is_flag=True, help="Restore even if the host would change the VM's ABI (says so).")
+@click.option("--source-gnttab-max-ver", type=click.IntRange(1, 2), default=None,
+              help="The source host's gnttab=max-ver, for a stream from before 4.16 that cannot say it.")  # fmt: skip
 @json_option
-def restore(file: str, release: str, no_abi_control: bool, force: bool, as_json: bool) -> None:
-    """Restore the xl save file FILE into a fresh model host: admission first, then the domain."""
+def restore(file: str, release: str, no_abi_control: bool, force: bool, source_gnttab_max_ver: int | None,
+            as_json: bool) -> None:  # fmt: skip
+    """Restore the xl save file FILE into a fresh model host: admission first, then the domain. Prints where the
+    VM's policy came from: pinned in the stream, or inferred from the release that wrote it."""
     try:
         ts = _toolstack(release, no_abi_control)
-        domid = ts.restore(_save_file(file), force=force)
+        domid = ts.restore(_save_file(file), force=force, source_gnttab_max_version=source_gnttab_max_ver)
     except (XenabiError, OSError) as exc:
         fail(exc, as_json)
     doc = _domain_json(ts, domid)

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from xenabi.abi.domctl import GuestType
+from xenabi.abi.features import REGISTRY
 from xenabi.errors import AbiIncompatible, MigrationError, NotModelled, StreamError
 from xenabi.hypervisor.domain import XEN_PAGES, Domain, Lifecycle
-from xenabi.policy import Refusal, features_of_version, legacy_limits
+from xenabi.policy import Refusal, features_of_version, get_release, legacy_limits
 from xenabi.toolstack.streams.framing import VectorOutput
 from xenabi.toolstack.streams.reader import Log, PageTarget, StreamInfo, StreamReader
 from xenabi.toolstack.streams.writer import write_stream
@@ -104,12 +105,15 @@ def _page_target(d: Domain) -> PageTarget:
     return target
 
 
-def arrival_features(info: StreamInfo) -> frozenset[str]:
-    """Decision 7: the pinned policy, or the legacy policy of the source release."""
+def arrival_features(info: StreamInfo, source_gnttab_max_version: int | None = None) -> tuple[frozenset[str], str]:
+    """Decision 7: the pinned policy, or the legacy policy of the source release; and where it came from, for the
+    report. Grant v2 on a legacy stream: a 4.16+ stream's libxl JSON says whether its guest was allowed it
+    (``max_grant_version``); before 4.16 the source host's boot option decided, which the stream cannot say, so
+    the release default (v2 allowed) holds unless the operator says the source host had gnttab=max-ver:1."""
     cfg = info.config
     assert cfg is not None
     if cfg.pinned_features is not None:
-        return cfg.pinned_features
+        return cfg.pinned_features, "pinned policy from the stream"
     if info.xen_version[0] == 0:
         raise StreamError(
             "a legacy-converted stream does not say which Xen wrote it, so its ABI policy cannot be inferred; "
@@ -118,8 +122,20 @@ def arrival_features(info: StreamInfo) -> frozenset[str]:
             record="domain header",
             offset=info.domain_header_offset,
         )
-    # a 4.16+ stream's libxl JSON says whether its guest was allowed grant v2 (b_info.max_grant_version)
-    return features_of_version(info.xen_version, cfg.guest_type) - cfg.knob_hidden
+    source = get_release("{}.{}".format(*info.xen_version))
+    features = features_of_version(info.xen_version, cfg.guest_type) - cfg.knob_hidden
+    basis = f"no pinned policy: inferred from Xen {source.line}"
+    if cfg.knob_hidden:
+        basis += f", whose libxl JSON hides {', '.join(sorted(cfg.knob_hidden))}"
+    elif source.gnttab_grant_opts:
+        basis += " (its libxl JSON sets no grant limit: the release default)"
+    elif source_gnttab_max_version == 1:
+        hidden = {row.name for row in REGISTRY if row.boot_option == ("gnttab_max_version", 1)}
+        features -= hidden
+        basis += f", with the operator's gnttab=max-ver:1 for the source host (no {', '.join(sorted(hidden))})"
+    else:
+        basis += " (the release default; the source host's gnttab=max-ver was not given)"
+    return features, basis
 
 
 def arrival_config(info: StreamInfo) -> DomainConfig:
@@ -146,6 +162,7 @@ def restore(
     admitted: Callable[[int, tuple[Refusal, ...]], None] | None = None,
     log: Log | None = None,
     host_lock: AbstractContextManager[object] | None = None,
+    source_gnttab_max_version: int | None = None,
 ) -> int:
     """Restore one stream into ``ts``'s host; returns the new domid. ``admitted(domid, overridden)`` runs once the
     domain is created, with the admission reasons ``force`` overrode (a migration receiver tells the sender to go
@@ -156,14 +173,16 @@ def restore(
     lock = host_lock if host_lock is not None else contextlib.nullcontext()
     created: list[int] = []
     overridden: tuple[Refusal, ...] = ()
+    basis = ""
 
     def begin(info: StreamInfo) -> PageTarget:
-        nonlocal overridden
+        nonlocal overridden, basis
         cfg = info.config
         if cfg is None:
             raise StreamError("no domain config: a restore needs the xl header", layer="xl", record="header", offset=0)
         cfg = arrival_config(info)
-        policy = cfg.policy(arrival_features(info))
+        features, basis = arrival_features(info, source_gnttab_max_version)
+        policy = cfg.policy(features)
         with lock:
             overridden = ts.admit(policy, cfg, force=force)
             domid = ts.create_domain(cfg, ts.grantable(policy.features, cfg, overridden))
@@ -187,6 +206,7 @@ def restore(
             ts.configs[domid] = ts.pin(cfg, domid) if ts.pins else cfg
             if overridden:
                 ts.overrides[domid] = overridden
+            ts.policy_basis[domid] = basis
             if not paused:
                 hv.unpause(domid)
         return domid

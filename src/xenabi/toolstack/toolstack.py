@@ -65,6 +65,7 @@ class Toolstack:
         self._name = name
         self.configs: dict[int, DomainConfig] = {}
         self.overrides: dict[int, tuple[Refusal, ...]] = {}  # admission reasons that --force overrode
+        self.policy_basis: dict[int, str] = {}  # for a restored VM: where its policy came from (decision 7)
         self.stored: dict[str, DomainConfig] = {}  # VMs that are not running, by name
         self._state_dir = Path(state_dir) if state_dir is not None else None
 
@@ -164,13 +165,22 @@ class Toolstack:
         """Write an xl save file; the domain is destroyed. On failure it is resumed (MigrationError)."""
         saverestore.save(self, domid, target)
 
-    def restore(self, source: str | os.PathLike[str] | BinaryIO, *, force: bool = False, paused: bool = False) -> int:
+    def restore(
+        self,
+        source: str | os.PathLike[str] | BinaryIO,
+        *,
+        force: bool = False,
+        paused: bool = False,
+        source_gnttab_max_version: int | None = None,
+    ) -> int:
         """Restore a save file or stream; admission first (AbiIncompatible lists every reason), nothing is left
-        behind on failure."""
+        behind on failure. ``source_gnttab_max_version`` is the operator's word on the source host's boot option
+        gnttab=max-ver, for a stream from before 4.16 that cannot say it (``policy_basis`` records what was used)."""
+        options = {"force": force, "paused": paused, "source_gnttab_max_version": source_gnttab_max_version}
         if isinstance(source, str | os.PathLike):
             with open(source, "rb") as stream:
-                return saverestore.restore(self, stream, force=force, paused=paused)
-        return saverestore.restore(self, source, force=force, paused=paused)
+                return saverestore.restore(self, stream, **options)  # type: ignore[arg-type]
+        return saverestore.restore(self, source, **options)  # type: ignore[arg-type]
 
     def migrate(
         self,
@@ -203,6 +213,7 @@ class Toolstack:
         self.hv.destroy_domain(domid)
         self.configs.pop(domid, None)
         self.overrides.pop(domid, None)
+        self.policy_basis.pop(domid, None)
 
     # --- VMs that are not running -----------------------------------------------------------------------------
     @property
