@@ -7,7 +7,15 @@ type. A domain's policy is fixed at creation; the hypercall entry hides, before 
 feature the domain does not have (decision 2), which answers -ENOSYS and touches nothing.
 
 On a host without ``abi_control`` every domain is exposed to every feature the release implements; its policy
-lists those that apply to its guest type.
+lists those that apply to its guest type, less what Xen's own knobs hide (``grant_opts``' maximum version 1, 4.16+).
+On a host with it, features come from the series' create flags and from the create struct's ``abi_features`` mask
+(registry bits, every feature; decision 10). A host's boot option ``gnttab=max-ver:1`` (``gnttab_max_version``,
+4.11 and XSA-226's backports) hides grant v2 from every domain, so asking for it is -EINVAL there.
+
+Each domain gets a grant table at creation (:mod:`xenabi.hypervisor.gnttab`): its limits are the create struct's
+from 4.10 and the host's before. vCPU runstates (:mod:`xenabi.hypervisor.vcpu`) follow pause, unpause, shutdown
+and :meth:`Hypervisor.vcpu_up`, timed by a deterministic model clock that moves only by
+:meth:`Hypervisor.advance_clock`.
 
 A host has memory (``memory_mb``, by default the machine's own): domains are created only while their RAM fits
 beside every other domain's, and a domain that does not fit is refused with -ENOMEM before anything is allocated
