@@ -45,7 +45,8 @@ def new_domu(
     (unpaused) unless ``start`` is false, since only a domain that has run can issue hypercalls."""
     if hv.abi_control:
         if not features:
-            features = tuple(sorted(hv.release.applicable_features(CreateDomain.for_type(kind).guest_type)))
+            features = tuple(sorted(hv.release.applicable_features(CreateDomain.for_type(kind).guest_type)
+                                    & hv.features))  # fmt: skip
         create = create_with(hv, kind, features, **limits)
     else:
         create = CreateDomain.for_type(kind, **limits)

@@ -193,3 +193,12 @@ def test_guest_memory_write_sets_a_feature(hv: Hypervisor) -> None:
     assert hv.domain(domu).policy.features == frozenset()
     unreadable = HypfsOpArgs(0x2000, len(path), len(mem), 1)
     assert hv.hypercall(0, HYPERVISOR_hypfs_op, HypfsOp.write_contents, unreadable) == -errno.EFAULT
+
+
+def test_no_leaf_for_a_feature_the_boot_options_hide() -> None:
+    """gnttab=max-ver:1: no domain can have grant v2, so there is no leaf to turn it on (and no write can fail)."""
+    hv = Hypervisor("4.14", abi_control=True, gnttab_max_version=1)
+    domid = new_domu(hv, "hvm", start=False)
+    assert hv.hypfs.read(0, f"/domain/{domid}/abi-features/gnttab_v2")[0] == -errno.ENOENT
+    assert hv.hypfs.write(0, f"/domain/{domid}/abi-features/gnttab_v2", b"\1") == -errno.ENOENT
+    assert hv.hypfs.write(0, f"/domain/{domid}/abi-features/evtchn_fifo", b"\0") == 0

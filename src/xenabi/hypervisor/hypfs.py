@@ -140,7 +140,7 @@ class Hypfs:
         features = {
             row.name: self._feature_leaf(d, row)
             for row in REGISTRY
-            if self.hv.release.implements(row) and row.applies_to(d.guest_type)
+            if row.name in self.hv.features and row.applies_to(d.guest_type)  # implemented, not hidden at boot
         }
         return _static({"abi-features": _static(features)})
 

@@ -24,7 +24,10 @@ to 4.8 (the model's PVH included: it is an HVM container in every release) and f
 PIRQ emulation (``X86_EMU_USE_PIRQ``, so never PVH); the hardware domain
 (dom0) gets dom0 11 (in the model dom0 is both domain 0 and the hardware domain, so 4.5's change of that bit's
 meaning shows nothing); memory_op_vnode_supported 13 from 4.6; direct_mapped 17 (PV) or not_direct_mapped 16 from
-4.16; runstate_phys_area 18 and vcpu_time_phys_area 19 from 4.18; dm_msix_all_writes 20 from 4.19.
+4.16; runstate_phys_area 18 and vcpu_time_phys_area 19 from 4.18, which belong to the registry's
+``vcpu_phys_area`` row (``AbiFeature.xenfeat_bits``) and are clear wherever it is hidden; dm_msix_all_writes 20
+from 4.19. Sub-ops 11-14 are the registry's ``xenver_varbuf`` row (4.20): where it is hidden, or before 4.20, the
+hypercall entry answers -ENOSYS before this handler runs.
 Not modelled (``releases.NOT_MODELLED``): bits 3 and 4, stale stack bytes before 4.6, FLASK, debug builds.
 
 ``XENVER_platform_parameters``: a 64-bit caller gets ``HYPERVISOR_VIRT_START``, a 32-bit one (``word_bits`` 32,
