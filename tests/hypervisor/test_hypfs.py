@@ -202,3 +202,15 @@ def test_no_leaf_for_a_feature_the_boot_options_hide() -> None:
     assert hv.hypfs.read(0, f"/domain/{domid}/abi-features/gnttab_v2")[0] == -errno.ENOENT
     assert hv.hypfs.write(0, f"/domain/{domid}/abi-features/gnttab_v2", b"\1") == -errno.ENOENT
     assert hv.hypfs.write(0, f"/domain/{domid}/abi-features/evtchn_fifo", b"\0") == 0
+
+
+def test_a_leaf_write_the_creation_checks_refuse_answers_einval_and_changes_nothing() -> None:
+    """A 4.16 domain created with grant_opts' maximum version 1: turning grant v2 on through hypfs is what the
+    create struct could not ask either (-EINVAL), and the hypercall never raises."""
+    from xenabi.abi.domctl import CreateDomain
+
+    hv = Hypervisor("4.16", abi_control=True)
+    domid = hv.create_domain(CreateDomain.for_type("hvm", grant_opts=1))
+    before = hv.domain(domid).policy
+    assert hv.hypfs.write(0, f"/domain/{domid}/abi-features/gnttab_v2", b"\1") == -errno.EINVAL
+    assert hv.domain(domid).policy == before

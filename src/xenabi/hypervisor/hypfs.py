@@ -51,6 +51,7 @@ from xenabi.abi.hypfs import (
     HypfsType,
     dirlistentry_size,
 )
+from xenabi.errors import XenError
 from xenabi.hypervisor.guestmem import copy_from_guest, copy_to_guest
 
 if TYPE_CHECKING:
@@ -160,7 +161,10 @@ class Hypfs:
                 features.add(row.name)
             else:
                 features.discard(row.name)
-            self.hv.set_domain_features(d, frozenset(features))
+            try:
+                self.hv.set_domain_features(d, frozenset(features))
+            except XenError as exc:  # the creation checks refuse it (grant_opts hides the feature): nothing changes
+                return -exc.errno
             return 0
 
         return Leaf(HypfsType.BOOL, read, write, max_size=1)
