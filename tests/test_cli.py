@@ -82,6 +82,7 @@ def test_config_show_json() -> None:
     report = json.loads(result.output)
     assert report["policy"]["features"] == ["evtchn_fifo", "evtchn_upcall", "gnttab_v2"]
     assert report["create_flags"]["value"] == "0x183"
+    assert report["abi_features"] == {"value": "0x7", "names": ["evtchn_fifo", "evtchn_upcall", "gnttab_v2"]}
     assert report["cpuid"][6] == {
         "leaf": "0x40000006",
         "regs": ["0x00000007", "0x00000000", "0x00000000", "0x00000000"],

@@ -73,6 +73,11 @@ def _print_config_report(report: dict[str, object]) -> None:
     flags = report["create_flags"]
     assert isinstance(flags, dict)
     table.add_row("create flags", f"{flags['value']} = " + (" | ".join(flags["names"]) or "(none)"))
+    mask = report["abi_features"]
+    assert isinstance(mask, dict)
+    table.add_row("abi_features mask", f"{mask['value']} = " + (" | ".join(mask["names"]) or "(none)"))
+    if report["grant_opts"] is not None:
+        table.add_row("grant_opts", str(report["grant_opts"]))
     table.add_row("stored config", "pinned" if report["pinned"] else "not pinned (legacy toolstack)")
     out.print(table)
     cpuid = new_table(title="hypervisor CPUID leaves (vCPU 0)")

@@ -13,6 +13,7 @@ import struct
 from typing import Any
 
 from xenabi.abi.cpuid import XEN_CPUID_FIRST_LEAF
+from xenabi.abi.features import REGISTRY
 from xenabi.abi.hypfs import HypfsDirentry, HypfsType, parse_dirlist
 from xenabi.errors import AbiIncompatible
 from xenabi.hypervisor import Hypervisor
@@ -81,6 +82,9 @@ def config_report(cfg: DomainConfig, release: str, abi_control: bool) -> dict[st
     report["refused"] = []
     report["policy"] = d.policy.to_json()
     report["create_flags"] = {"value": f"{d.config.flags:#x}", "names": flag_names(hv, d.config.flags)}
+    mask = d.config.abi_features
+    report["abi_features"] = {"value": f"{mask:#x}", "names": [row.name for row in REGISTRY if mask >> row.bit & 1]}
+    report["grant_opts"] = d.config.grant_opts  # None: the host's maximum (or no such field before 4.16)
     report["cpuid"] = [
         {"leaf": f"{leaf:#010x}", "regs": [f"{reg:#010x}" for reg in hv.cpuid(domid, leaf)]}
         for leaf in range(XEN_CPUID_FIRST_LEAF, XEN_CPUID_FIRST_LEAF + max_leaf(hv) + 1)
