@@ -154,12 +154,19 @@ def _setup_table(hv: Hypervisor, cur: Domain, addr: int, count: int) -> int:
     return 0 if copy_to_guest(cur, addr, op.pack()) else _EFAULT  # Xen copies only the status field back
 
 
-def _setup_table_status(hv: Hypervisor, cur: Domain, op: SetupTable) -> int:
-    d = hv.lookup(cur, op.dom)
+def _target(hv: Hypervisor, cur: Domain, dom: int) -> Domain | int:
+    """The domain a sub-op names, or the status that refuses it: GNTST_bad_domain, then the default XSM policy's
+    GNTST_permission_denied (XSM_TARGET)."""
+    d = hv.lookup(cur, dom)
     if d is None:
         return Gntst.bad_domain
-    if not xsm_target(cur, d):
-        return Gntst.permission_denied
+    return d if xsm_target(cur, d) else Gntst.permission_denied
+
+
+def _setup_table_status(hv: Hypervisor, cur: Domain, op: SetupTable) -> int:
+    d = _target(hv, cur, op.dom)
+    if isinstance(d, int):
+        return d
     table = d.grant_table
     if op.nr_frames > table.max_frames:
         return Gntst.general_error  # 4.10+: the domain's own limit, checked last
@@ -175,11 +182,9 @@ def _query_size(hv: Hypervisor, cur: Domain, addr: int, count: int) -> int:
     op = _read_one(cur, addr, count, QuerySize)
     if isinstance(op, int):
         return op
-    d = hv.lookup(cur, op.dom)
-    if d is None:
-        op.status = Gntst.bad_domain
-    elif not xsm_target(cur, d):
-        op.status = Gntst.permission_denied
+    d = _target(hv, cur, op.dom)
+    if isinstance(d, int):
+        op.status = d
     else:
         op.nr_frames, op.max_nr_frames, op.status = d.grant_table.nr_frames, d.grant_table.max_frames, Gntst.okay
     return 0 if copy_to_guest(cur, addr, op.pack()) else _EFAULT
@@ -263,11 +268,9 @@ def _get_status_frames(hv: Hypervisor, cur: Domain, addr: int, count: int) -> in
         cur, op.frame_list, op.nr_frames * _FRAME.size
     ):
         return _EFAULT
-    d = hv.lookup(cur, op.dom)
-    if d is None:
-        op.status = Gntst.bad_domain
-    elif not xsm_target(cur, d):
-        op.status = Gntst.permission_denied
+    d = _target(hv, cur, op.dom)
+    if isinstance(d, int):
+        op.status = d
     elif op.nr_frames > d.grant_table.nr_status_frames:
         op.status = Gntst.general_error
     elif not _copy_frames(cur, op.frame_list, range(STATUS_FRAME_BASE, STATUS_FRAME_BASE + op.nr_frames)):

@@ -176,11 +176,12 @@ class Toolstack:
         """Restore a save file or stream; admission first (AbiIncompatible lists every reason), nothing is left
         behind on failure. ``source_gnttab_max_version`` is the operator's word on the source host's boot option
         gnttab=max-ver, for a stream from before 4.16 that cannot say it (``policy_basis`` records what was used)."""
-        options = {"force": force, "paused": paused, "source_gnttab_max_version": source_gnttab_max_version}
         if isinstance(source, str | os.PathLike):
             with open(source, "rb") as stream:
-                return saverestore.restore(self, stream, **options)  # type: ignore[arg-type]
-        return saverestore.restore(self, source, **options)  # type: ignore[arg-type]
+                return self.restore(stream, force=force, paused=paused,
+                                    source_gnttab_max_version=source_gnttab_max_version)  # fmt: skip
+        return saverestore.restore(self, source, force=force, paused=paused,
+                                   source_gnttab_max_version=source_gnttab_max_version)  # fmt: skip
 
     def migrate(
         self,
