@@ -209,8 +209,10 @@ def main() -> None:
     print(f"{'operation':36} {'2 rows calls/s':>15} {'ratio':>6} {'5 rows calls/s':>15} {'ratio':>6}")
     floor_before, floor_after = before["dispatch floor (unknown sub-op)"], after["dispatch floor (unknown sub-op)"]
     for name in after:
-        print(f"{name:36} {before[name]:15,.0f} {before[name] / floor_before:6.2f} "
-              f"{after[name]:15,.0f} {after[name] / floor_after:6.2f}")
+        print(
+            f"{name:36} {before[name]:15,.0f} {before[name] / floor_before:6.2f} "
+            f"{after[name]:15,.0f} {after[name] / floor_after:6.2f}"
+        )
     print(f"# floor after / before: {floor_after / floor_before:.2f}")
 
 

@@ -139,6 +139,15 @@ class Release:
         """Whether this release has a per-domain knob of its own that hides ``feature`` (decision 10)."""
         return bool(feature.xen_knob) and bool(getattr(self, feature.xen_knob))
 
+    def gnttab_max_version_problem(self, value: object) -> str | None:
+        """Why ``gnttab=max-ver:<value>`` cannot be this release's boot option, or None when it can (the host of
+        :class:`~xenabi.hypervisor.Hypervisor` and the fleet inventory's ``gnttab_max_version`` column)."""
+        if isinstance(value, bool) or value not in (1, 2):
+            return f"gnttab=max-ver:{value!r}: the version is 1 or 2"
+        if value != 2 and not self.gnttab_max_version_opt:
+            return f"gnttab=max-ver: Xen {self.name} has no such boot option (4.11, 4.8.5, 4.9.3 and 4.10.2 have it)"
+        return None
+
     @property
     def features(self) -> frozenset[str]:
         """The registry features this release implements."""

@@ -114,7 +114,7 @@ def test_level_with_one_legacy_release_is_that_release() -> None:
 def test_level_impossible_with_two_legacy_releases() -> None:
     inv = fleet(HOSTS, [])
     edge = {lv.guest_type: lv for lv in level(inv, "edge")}
-    assert edge["hvm"].policy is None and "different feature sets" in edge["hvm"].conflict
+    assert edge["hvm"].policy is None and "expose features other hosts lack" in edge["hvm"].conflict
     with pytest.raises(InventoryError):
         level(inv, "nope")
 

@@ -22,7 +22,8 @@ from xenabi.fleet.planner import HostClass, VmClass, class_admission
 from xenabi.fleet.upgrade import MaxParallel, UpgradePlan, plan_upgrade
 from xenabi.policy import get_release
 
-HOST_KEYS = ("name", "pool", "release", "abi_control", "memory_mib", "pcpus", "vcpu_overcommit", "pool_master")
+HOST_KEYS = ("name", "pool", "release", "abi_control", "memory_mib", "pcpus", "vcpu_overcommit", "pool_master",
+             "gnttab_max_version")  # fmt: skip
 VM_KEYS = ("name", "guest_type", "host", "policy", "memory_mib", "vcpus")
 
 
@@ -254,7 +255,7 @@ def test_capacity_columns_are_optional_with_documented_defaults(tmp_path: Path) 
     doc = inv.export_json()
     assert doc["hosts"][0] | {} == {"name": "h1", "pool": "p", "release": "4.14", "abi_control": True,
                                     "memory_mib": 262144, "pcpus": 64, "vcpu_overcommit": 4.0,
-                                    "pool_master": False}  # fmt: skip
+                                    "pool_master": False, "gnttab_max_version": 2}  # fmt: skip
     assert [(v["memory_mib"], v["vcpus"]) for v in doc["vms"]] == [(128, 1), (128, 4)]
 
 
@@ -335,7 +336,7 @@ def test_synthetic_hosts_have_room_for_their_vms() -> None:
 RELEASES = ["4.3", "4.5", "4.14", "4.22"]
 POLICIES = ["pinned:", "pinned:evtchn_fifo", "legacy:4.3", "legacy:4.14", "legacy:4.22"]
 host_st = st.tuples(st.sampled_from(RELEASES), st.booleans(), st.sampled_from([1024, 2048, 4096]), st.integers(1, 4),
-                    st.sampled_from([1.0, 2.0]), st.sampled_from(["p", "q"]))  # fmt: skip
+                    st.sampled_from([1.0, 2.0]), st.sampled_from(["p", "q"]), st.sampled_from([2, 2, 1]))  # fmt: skip
 vm_st = st.tuples(st.sampled_from(["hvm", "pvh", "pv"]), st.sampled_from(POLICIES), st.sampled_from([256, 512, 1024]),
                   st.integers(1, 2), st.integers(0, 100))  # fmt: skip
 request_st = st.tuples(st.lists(st.booleans(), min_size=8, max_size=8), st.sampled_from(["1", "2", "50%"]),
@@ -348,9 +349,11 @@ request_st = st.tuples(st.lists(st.booleans(), min_size=8, max_size=8), st.sampl
 def test_random_fleets_plans_are_safe_and_verify(tmp_path: Path, hosts: list[Any], vms: list[Any],
                                                  request: Any) -> None:  # fmt: skip
     masters = request[6]  # the first host of each pool is its master
-    first = {pool: i for i, (*_rest, pool) in reversed(list(enumerate(hosts)))}
-    rows_h = [(f"h{i}", pool, r, int(c), m, cpus, ratio, int(masters and first[pool] == i))
-              for i, (r, c, m, cpus, ratio, pool) in enumerate(hosts)]  # fmt: skip
+    first = {pool: i for i, (*_rest, pool, _boot) in reversed(list(enumerate(hosts)))}
+    # gnttab=max-ver:1 only where the release has it (4.11 on)
+    rows_h = [(f"h{i}", pool, r, int(c), m, cpus, ratio, int(masters and first[pool] == i),
+               boot if get_release(r).gnttab_max_version_opt else 2)
+              for i, (r, c, m, cpus, ratio, pool, boot) in enumerate(hosts)]  # fmt: skip
     rows_v = [(f"v{i}", t, f"h{h % len(rows_h)}", p, m, min(v, rows_h[h % len(rows_h)][5]))
               for i, (t, p, m, v, h) in enumerate(vms)]  # fmt: skip
     inv = fleet(rows_h, rows_v)
@@ -364,10 +367,10 @@ def test_random_fleets_plans_are_safe_and_verify(tmp_path: Path, hosts: list[Any
         return
     master_of = {r[1]: r[0] for r in rows_h if r[7]}
     upgraded_in: dict[str, int] = {}
-    target = HostClass(release, control)
-    # an independent replay: capacity at every step, admission of every VM that moves or stays
-    host = {r[0]: {"pool": r[1], "cls": HostClass(r[2], bool(r[3])), "mem": r[4], "cpu": int(r[5] * r[6])}
-            for r in rows_h}  # fmt: skip
+    # an independent replay: capacity at every step, admission of every VM that moves or stays; a host keeps its
+    # boot option across the upgrade
+    host = {r[0]: {"pool": r[1], "cls": HostClass(r[2], bool(r[3]), r[8]), "mem": r[4], "cpu": int(r[5] * r[6]),
+                   "after": HostClass(release, control, r[8])} for r in rows_h}  # fmt: skip
     where = {v[0]: v[2] for v in rows_v}
     vm = {v[0]: (VmClass(v[1], v[3]), v[4], v[5]) for v in rows_v}
     over_before = {name for name, h in host.items()
@@ -382,7 +385,7 @@ def test_random_fleets_plans_are_safe_and_verify(tmp_path: Path, hosts: list[Any
             mem, cpu = _used(where, vm, dest)
             assert mem <= host[dest]["mem"] and cpu <= host[dest]["cpu"], f"{dest} over capacity"
         for name, on in wave["suspend"]:
-            assert where[name] == on and not class_admission(vm[name][0], target)
+            assert where[name] == on and not class_admission(vm[name][0], host[on]["after"])
         for name in wave["upgrade"]:
             master = master_of.get(host[name]["pool"])
             if master is not None and master != name and master in names:  # it went first, in an earlier wave
@@ -392,7 +395,7 @@ def test_random_fleets_plans_are_safe_and_verify(tmp_path: Path, hosts: list[Any
             upgraded_in[name] = wave["wave"]
             left = [v for v, h in where.items() if h == name]
             assert sorted(left) == sorted(s[0] for s in wave["suspend"] if s[1] == name)
-            host[name]["cls"] = target
+            host[name]["cls"] = host[name]["after"]
     for name, h in host.items():
         mem, cpu = _used(where, vm, name)
         assert name in over_before or (mem <= h["mem"] and cpu <= h["cpu"])

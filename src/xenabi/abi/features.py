@@ -26,7 +26,7 @@ Create flags are a scarce namespace shared with Xen's own flags (``cdf_bit`` Non
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from xenabi.abi.cpuid import XEN_HVM_CPUID_UPCALL_VECTOR
@@ -154,6 +154,11 @@ class FeatureRegistry:
         for row in self:
             mask |= row.mask_flag
         return mask
+
+    def boot_hidden(self, options: Mapping[str, int]) -> frozenset[str]:
+        """The features a host's boot ``options`` (``{"gnttab_max_version": 1}``) hide from every domain."""
+        return frozenset(row.name for row in self
+                         if row.boot_option and options.get(row.boot_option[0]) == row.boot_option[1])  # fmt: skip
 
     def gating(self, op: int, cmd: int) -> AbiFeature | None:
         """The feature that owns (hypercall, sub-op), whole or late, if any (value gates own one value only)."""

@@ -1,6 +1,7 @@
 """The fleet inventory: hosts and VMs in SQLite (``DESIGN.md`` decision 8; issue 7).
 
-Tables: ``hosts(id, name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit)``, ``policies(id, text)``
+Tables: ``hosts(id, name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit, pool_master,
+gnttab_max_version)``, ``policies(id, text)``
 and ``vms(id, name, guest_type, host_id, policy_id, memory_mib, vcpus)``. A VM's policy is text in one of two
 forms: ``pinned:<feature>,<feature>`` (a VM created by a toolstack with ABI control; ``pinned:`` is the empty policy)
 or ``legacy:<release>`` (a VM created by a toolstack without it, which knows the environment of that release:
@@ -19,8 +20,8 @@ Input rules, each an :class:`~xenabi.errors.InventoryError` with file, line and 
 once per file; CSV fields are at most 128 KiB (the csv module's limit); JSON nests at most as deep as Python's parser
 allows and numbers stay within its digit limit; ``--db`` must be an SQLite file or a path where one can be made.
 CSV files are recognised by their header: ``name,pool,release,abi_control`` for hosts, ``name,guest_type,host,policy``
-for VMs, each optionally followed (in any order) by capacity columns. JSON is ``{"hosts": [...], "vms": [...]}``
-with the same fields (the line of a JSON row is its position).
+for VMs, each optionally followed (in any order) by the optional columns below. JSON is
+``{"hosts": [...], "vms": [...]}`` with the same fields (the line of a JSON row is its position).
 
 Capacity (issue 15) is optional, so inventories written before it still import; a missing or empty value takes the
 documented default of :data:`HOST_DEFAULTS` / :data:`VM_DEFAULTS`:
@@ -36,12 +37,19 @@ documented default of :data:`HOST_DEFAULTS` / :data:`VM_DEFAULTS`:
 
 Capacities are whole numbers of at least 1 (``vcpu_overcommit`` a number above 0); zero, negative, fractional or
 absurd values are errors with file, line and field, and so is a VM larger (in memory or vCPUs) than every host of
-the inventory after the import. An existing inventory file is given the capacity columns, with the defaults, when it
+the inventory after the import. An existing inventory file is given the optional columns, with the defaults, when it
 is opened.
+
+A host's boot options are part of the host (issue 18): ``gnttab_max_version`` is its ``gnttab=max-ver:N``, 2 (Xen's
+default) unless given, and 1 only on a release that has the option (4.11 on; 4.8.5, 4.9.3 and 4.10.2 by backport).
+A host booted with 1 gives no domain grant v2: admission refuses a VM pinned with ``gnttab_v2`` there
+(``host-disabled``), host classes are (release, abi_control, gnttab_max_version), and an upgrade keeps each host's
+boot options.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -67,18 +75,26 @@ CREATE TABLE IF NOT EXISTS vms (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, guest_type TEXT NOT NULL,
     host_id INTEGER NOT NULL REFERENCES hosts(id), policy_id INTEGER NOT NULL REFERENCES policies(id));
 """
-HOST_DEFAULTS: dict[str, int | float] = {"memory_mib": 262144, "pcpus": 64, "vcpu_overcommit": 4.0, "pool_master": 0}
+HOST_DEFAULTS: dict[str, int | float] = {
+    "memory_mib": 262144,
+    "pcpus": 64,
+    "vcpu_overcommit": 4.0,
+    "pool_master": 0,
+    "gnttab_max_version": 2,
+}
 VM_DEFAULTS: dict[str, int | float] = {"memory_mib": 128, "vcpus": 1}
-# The capacity columns, added to inventories made before issue 15 (ALTER TABLE keeps their rows, with the defaults).
-CAPACITY_COLUMNS = (
+# The optional columns, added to inventories made before issues 15 and 18 (ALTER TABLE keeps their rows, with the
+# defaults).
+OPTIONAL_COLUMNS = (
     ("hosts", "memory_mib", "INTEGER"), ("hosts", "pcpus", "INTEGER"), ("hosts", "vcpu_overcommit", "REAL"),
-    ("hosts", "pool_master", "INTEGER"), ("vms", "memory_mib", "INTEGER"), ("vms", "vcpus", "INTEGER"),
+    ("hosts", "pool_master", "INTEGER"), ("hosts", "gnttab_max_version", "INTEGER"),
+    ("vms", "memory_mib", "INTEGER"), ("vms", "vcpus", "INTEGER"),
 )  # fmt: skip
 MAX_MEMORY_MIB = 1 << 31  # 2 PiB: a sanity bound that keeps every sum well inside 64 bits
 MAX_CPUS = 1 << 16
 MAX_OVERCOMMIT = 1000.0
 INDEXES = (
-    "CREATE INDEX IF NOT EXISTS hosts_by_class ON hosts(release, abi_control)",
+    "CREATE INDEX IF NOT EXISTS hosts_by_class ON hosts(release, abi_control, gnttab_max_version)",
     "CREATE INDEX IF NOT EXISTS hosts_by_pool ON hosts(pool)",
     "CREATE INDEX IF NOT EXISTS vms_by_class ON vms(guest_type, policy_id, host_id)",
     "CREATE INDEX IF NOT EXISTS vms_by_host ON vms(host_id, guest_type, policy_id)",
@@ -172,14 +188,17 @@ class Inventory:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=LOCK_TIMEOUT)
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.executescript(SCHEMA)
-            self._add_capacity_columns()
+            self._add_optional_columns()
+            # an index made before issue 18 lacks the boot-option column
+            if "gnttab_max_version" not in {row[2] for row in self.db.execute("PRAGMA index_info(hosts_by_class)")}:
+                self.db.execute("DROP INDEX IF EXISTS hosts_by_class")
             for statement in INDEXES:
                 self.db.execute(statement)
         except sqlite3.Error as exc:
             raise InventoryError(f"cannot open the inventory: {_sqlite_reason(exc)}", file=self.path) from exc
 
-    def _add_capacity_columns(self) -> None:
-        for table, column, kind in CAPACITY_COLUMNS:
+    def _add_optional_columns(self) -> None:
+        for table, column, kind in OPTIONAL_COLUMNS:
             present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if column not in present:
                 default = (HOST_DEFAULTS if table == "hosts" else VM_DEFAULTS)[column]
@@ -225,7 +244,7 @@ class Inventory:
         if row is None:
             return
         last = [(source, line) for source, hosts, _vms in checked for line, values in hosts
-                if values[1] == row[0] and values[-1]]  # fmt: skip
+                if values[1] == row[0] and values[HOST_COLUMNS.index("pool_master")]]  # fmt: skip
         if last:  # the row that made it one too many
             raise InventoryError(f"pool {row[0]!r} would have {row[1]} masters; a pool has one", file=last[-1][0],
                                  line=last[-1][1], field="pool_master")  # fmt: skip
@@ -287,10 +306,11 @@ class Inventory:
             for _source, hosts, _vms in checked:
                 db.executemany(
                     "INSERT INTO hosts(name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit, "
-                    "pool_master) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "pool_master, gnttab_max_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(name) DO UPDATE SET pool = excluded.pool, release = excluded.release, "
                     "abi_control = excluded.abi_control, memory_mib = excluded.memory_mib, pcpus = excluded.pcpus, "
-                    "vcpu_overcommit = excluded.vcpu_overcommit, pool_master = excluded.pool_master",
+                    "vcpu_overcommit = excluded.vcpu_overcommit, pool_master = excluded.pool_master, "
+                    "gnttab_max_version = excluded.gnttab_max_version",
                     [values for _line, values in hosts],
                 )
             self._one_master_per_pool(checked)
@@ -329,15 +349,15 @@ class Inventory:
     def export_json(self) -> dict[str, list[dict[str, Any]]]:
         hosts = [
             {"name": n, "pool": p, "release": r, "abi_control": bool(c), "memory_mib": m, "pcpus": cpus,
-             "vcpu_overcommit": ratio, "pool_master": bool(master)}
-            for n, p, r, c, m, cpus, ratio, master in self.host_rows()
+             "vcpu_overcommit": ratio, "pool_master": bool(master), "gnttab_max_version": max_version}
+            for n, p, r, c, m, cpus, ratio, master, max_version in self.host_rows()
         ]  # fmt: skip
         return {"hosts": hosts, "vms": [dict(zip(VM_COLUMNS, row, strict=True)) for row in self.vm_rows()]}
 
-    def host_rows(self) -> Iterator[tuple[str, str, str, int, int, int, float, int]]:
+    def host_rows(self) -> Iterator[tuple[str, str, str, int, int, int, float, int, int]]:
         yield from self.db.execute(
-            "SELECT name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit, pool_master FROM hosts "
-            "ORDER BY id"
+            "SELECT name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit, pool_master, "
+            "gnttab_max_version FROM hosts ORDER BY id"
         )
 
     def vm_rows(self) -> Iterator[tuple[str, str, str, str, int, int]]:
@@ -349,8 +369,8 @@ class Inventory:
     def export_csv(self, hosts_out: io.TextIOBase, vms_out: io.TextIOBase) -> None:
         writer = csv.writer(hosts_out, lineterminator="\n")
         writer.writerow(HOST_COLUMNS)
-        writer.writerows((n, p, r, c, m, cpus, f"{ratio:g}", master)
-                         for n, p, r, c, m, cpus, ratio, master in self.host_rows())  # fmt: skip
+        writer.writerows((n, p, r, c, m, cpus, f"{ratio:g}", master, max_version)
+                         for n, p, r, c, m, cpus, ratio, master, max_version in self.host_rows())  # fmt: skip
         writer = csv.writer(vms_out, lineterminator="\n")
         writer.writerow(VM_COLUMNS)
         writer.writerows(self.vm_rows())
@@ -576,17 +596,17 @@ def _csv_rows(text: str, source: str) -> tuple[Rows, Rows]:
 
 
 def _csv_kind(header: list[str], source: str) -> str:
-    """The kind of rows, "hosts" or "vms": required columns first, then capacity columns in any order, once each."""
+    """The kind of rows, "hosts" or "vms": required columns first, then optional columns in any order, once each."""
     for kind, required, optional in (("hosts", HOST_FIELDS, HOST_DEFAULTS), ("vms", VM_FIELDS, VM_DEFAULTS)):
         if tuple(header[: len(required)]) != required:
             continue
         extra = header[len(required) :]
         for column in extra:
             if column not in optional:
-                raise InventoryError(f"unknown column {column!r} (capacity columns: {', '.join(optional)})",
+                raise InventoryError(f"unknown column {column!r} (optional columns: {', '.join(optional)})",
                                      file=source, line=1, field=column)  # fmt: skip
         if len(set(extra)) != len(extra):
-            raise InventoryError("a capacity column appears twice", file=source, line=1)
+            raise InventoryError("an optional column appears twice", file=source, line=1)
         return kind
     raise InventoryError(
         f"header {','.join(header)!r} begins with neither {','.join(HOST_FIELDS)!r} nor {','.join(VM_FIELDS)!r}",
@@ -675,6 +695,23 @@ def _optional_bool(row: dict[str, Any], name: str, source: str, line: int) -> in
         raise InventoryError(str(exc)[:200], file=source, line=line, field=name) from None
 
 
+def _boot_option(row: dict[str, Any], release: str, source: str, line: int) -> int:
+    """``gnttab_max_version``: the host's ``gnttab=max-ver:N``, 2 (Xen's default) when absent; 1 only on a release
+    that has the option."""
+    value = row.get("gnttab_max_version")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return int(HOST_DEFAULTS["gnttab_max_version"])
+    number: object = value
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):  # not a whole number: the release's check names it
+            number = _whole(value)
+    problem = get_release(release).gnttab_max_version_problem(number)
+    if problem:
+        raise InventoryError(problem[:200], file=source, line=line, field="gnttab_max_version")
+    assert isinstance(number, int)
+    return number
+
+
 def _whole(value: int | float | str) -> int:
     if isinstance(value, int):
         return value
@@ -692,13 +729,15 @@ def _host_values(row: dict[str, Any], source: str, line: int) -> tuple[Any, ...]
     unknown = set(row) - set(HOST_COLUMNS)
     if unknown:
         raise InventoryError(f"unknown field {sorted(unknown)[0]!r}", file=source, line=line, field=sorted(unknown)[0])
+    release = _checked(parse_release, row, "release", source, line)
     return (
         _field(row, "name", source, line),
         _field(row, "pool", source, line),
-        _checked(parse_release, row, "release", source, line),
+        release,
         _checked(parse_bool, row, "abi_control", source, line),
         *(_capacity(row, column, HOST_DEFAULTS, source, line) for column in CAPACITY_FIELDS),
         _optional_bool(row, "pool_master", source, line),
+        _boot_option(row, release, source, line),
     )
 
 

@@ -22,9 +22,10 @@ on the host the step moves it from; that host is upgraded in this wave and the t
 and (unless the plan is across pools) in the same pool; the target admits the VM now and, when it is upgraded later
 in the plan, after that too; the target has the memory and the vCPUs (never overcommitting memory, at most
 ``floor(pcpus * vcpu_overcommit)`` vCPUs); a suspended VM's host is upgraded in this wave and the target release
-admits it; a host is upgraded once, holding nothing but the VMs suspended on it, after its pool's master (when the
-inventory marks one that is older than the target), and no wave upgrades more hosts of a pool than the plan's
-``max_parallel``. The first step that fails is reported with the wave, the step number, the
+admits it (each host keeps its boot options, so its class after the upgrade is the target release and control
+with its own ``gnttab_max_version``); a host is upgraded once, holding nothing but the VMs suspended on it, after
+its pool's master (when the inventory marks one that is older than the target), and no wave upgrades more hosts of
+a pool than the plan's ``max_parallel``. The first step that fails is reported with the wave, the step number, the
 file's line and the JSON field, and why (typically: the inventory changed after the plan was made).
 
 A file that is not JSON, or not a plan (a missing or mistyped field, an unknown release), is an
@@ -316,11 +317,12 @@ def verify_plan(inv: Inventory, path: str | Path) -> Verdict:
     plan = read_plan(path)
     hosts: dict[str, _Host] = {}
     rows = inv.db.execute("SELECT id, name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit, "
-                          "pool_master FROM hosts")  # fmt: skip
+                          "pool_master, gnttab_max_version FROM hosts")  # fmt: skip
     by_id: dict[int, str] = {}
     masters: dict[str, str] = {}  # pool -> its master
-    for host_id, name, pool, release, control, memory, pcpus, ratio, master in rows:
-        hosts[name] = _Host(host_id, pool, HostClass(release, bool(control)), memory, vcpu_limit(pcpus, ratio), 0)
+    for host_id, name, pool, release, control, memory, pcpus, ratio, master, max_version in rows:
+        cls = HostClass(release, bool(control), max_version)
+        hosts[name] = _Host(host_id, pool, cls, memory, vcpu_limit(pcpus, ratio), 0)
         by_id[host_id] = name
         if master:
             masters[pool] = name
@@ -397,7 +399,7 @@ def verify_plan(inv: Inventory, path: str | Path) -> Verdict:
                     reason = (f"{left} VM(s) would still be on it, neither migrated nor suspended"
                               + (f" (e.g. {', '.join(stuck)})" if stuck else ""))  # fmt: skip
                     return _failed(plan, number, step, f"upgrade {name}", reason, where, steps=step - 1)
-                host.cls = plan.target
+                host.cls = host.cls.upgraded(plan.target)
         except _StepFailed as failed:  # a VM name that resolves to nothing, before any step of the wave ran
             return _failed(plan, number, step, "look up the wave's VMs", failed.reason, failed.path, steps=step)
     doc = plan.doc
@@ -465,9 +467,10 @@ def _migrate(plan: PlanFile, hosts: dict[str, _Host], vms: dict[str, _Vm], locat
         reasons = "; ".join(str(r) for r in class_admission(vm.cls, dst.cls))
         raise _StepFailed(f"{target} ({dst.cls}) does not admit {vm.cls}: {reasons}", (*where, 2))
     later = upgraded_in.get(target)
-    if later is not None and later > number and not admitted(vm.cls, plan.target):
-        reasons = "; ".join(str(r) for r in class_admission(vm.cls, plan.target))
-        raise _StepFailed(f"{target} is upgraded in wave {later + 1} to {plan.target}, which does not admit "
+    after = dst.cls.upgraded(plan.target)
+    if later is not None and later > number and not admitted(vm.cls, after):
+        reasons = "; ".join(str(r) for r in class_admission(vm.cls, after))
+        raise _StepFailed(f"{target} is upgraded in wave {later + 1} to {after}, which does not admit "
                           f"{vm.cls}: {reasons}", (*where, 2))  # fmt: skip
     if dst.free_memory < vm.memory:
         raise _StepFailed(f"{target} has {max(dst.free_memory, 0)} MiB free; {name} needs {vm.memory} MiB",
@@ -498,9 +501,10 @@ def _suspend(plan: PlanFile, hosts: dict[str, _Host], vms: dict[str, _Vm], locat
         return f"{name} is on {now}, not {host_name}"
     if host_name not in upgrading:
         return f"{host_name} is not upgraded in this wave"
-    if not admitted(vm.cls, plan.target):
-        reasons = "; ".join(str(r) for r in class_admission(vm.cls, plan.target))
-        return f"{plan.target} does not admit {vm.cls}, so it cannot resume there: {reasons}"
+    after = hosts[host_name].cls.upgraded(plan.target)
+    if not admitted(vm.cls, after):
+        reasons = "; ".join(str(r) for r in class_admission(vm.cls, after))
+        return f"{after} does not admit {vm.cls}, so it cannot resume there: {reasons}"
     return ""
 
 

@@ -1,13 +1,13 @@
 """Fleet planning: where each VM may run, the levelled default for a pool, and safe rolling upgrades.
 
-Admission is :func:`xenabi.policy.admission` (decision 8), the same function the toolstack calls on restore; a
-VM's policy is its pinned set, or the legacy policy of the release it knows (decision 7). The planner never asks it
-about single VMs and hosts: VMs are grouped by (guest type, policy) into *VM classes* and hosts by (release,
-abi_control) into *host classes*, admission is decided once per pair of classes, and the answer is expanded with
-counts from SQL. A fleet of millions of VMs has a few dozen classes of each kind, so the work is classes x classes
-plus a few grouped scans of the inventory, with memory bounded by the number of classes (and, for an upgrade plan,
-by the number of hosts being upgraded). :func:`direct_admissible_hosts` is the per-pair evaluation the tests and the
-benchmark compare against.
+Admission is :func:`xenabi.policy.admission` (decision 8), the same function the toolstack calls on restore; a VM's
+policy is its pinned set, or the legacy policy of the release it knows (decision 7). The planner never asks it about
+single VMs and hosts: VMs are grouped by (guest type, policy) into *VM classes* and hosts by (release, abi_control, the
+boot option gnttab_max_version) into *host classes*, admission is decided once per pair of classes, and the answer is
+expanded with counts from SQL. A fleet of millions of VMs has a few dozen classes of each kind, so the work is classes x
+classes plus a few grouped scans of the inventory, with memory bounded by the number of classes (and, for an upgrade
+plan, by the number of hosts being upgraded). :func:`direct_admissible_hosts` is the per-pair evaluation the tests and
+the benchmark compare against.
 
 Upgrade plans, with capacity and waves, are :mod:`xenabi.fleet.upgrade`; they use :func:`class_admission` too.
 """
@@ -35,12 +35,28 @@ class HostClass:
     sort_key: tuple[int, ...] = field(init=False, repr=False)
     release: str
     abi_control: bool
+    # the host's boot option gnttab=max-ver:N (2, Xen's default, unless the inventory says 1)
+    gnttab_max_version: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sort_key", (*get_release(self.release).point, len(self.release)))
 
+    @property
+    def boot_hidden(self) -> frozenset[str]:
+        """The features this class's boot options hide from every domain."""
+        return REGISTRY.boot_hidden({"gnttab_max_version": self.gnttab_max_version})
+
+    def upgraded(self, target: HostClass) -> HostClass:
+        """This host after an upgrade to ``target``'s release and control: its boot options stay as they were."""
+        return HostClass(target.release, target.abi_control, self.gnttab_max_version)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"release": self.release, "abi_control": self.abi_control,
+                "gnttab_max_version": self.gnttab_max_version}  # fmt: skip
+
     def __str__(self) -> str:
-        return f"Xen {self.release} {'with' if self.abi_control else 'without'} ABI control"
+        boot = "" if self.gnttab_max_version == 2 else f", booted with gnttab=max-ver:{self.gnttab_max_version}"
+        return f"Xen {self.release} {'with' if self.abi_control else 'without'} ABI control{boot}"
 
 
 @dataclass(frozen=True, order=True)
@@ -59,15 +75,17 @@ class VmClass:
 @cache
 def class_admission(vm: VmClass, host: HostClass) -> tuple[Refusal, ...]:
     """Decision 8 for a pair of classes (the one call per pair the planner makes)."""
-    return admission(AbiPolicy(vm.features), host.release, host.abi_control, vm.guest_type)
+    return admission(AbiPolicy(vm.features), host.release, host.abi_control, vm.guest_type, host.boot_hidden)
 
 
 # --- grouped reads -------------------------------------------------------------------------------------------------
 def host_classes(inv: Inventory, where: str = "", args: Iterable[Any] = ()) -> dict[HostClass, int]:
     rows = inv.db.execute(
-        f"SELECT release, abi_control, COUNT(*) FROM hosts {where} GROUP BY release, abi_control", tuple(args)
+        f"SELECT release, abi_control, gnttab_max_version, COUNT(*) FROM hosts {where} "
+        "GROUP BY release, abi_control, gnttab_max_version",
+        tuple(args),
     )
-    return {HostClass(r, bool(c)): n for r, c, n in rows}
+    return {HostClass(r, bool(c), v): n for r, c, v, n in rows}
 
 
 def vm_classes(inv: Inventory) -> dict[VmClass, int]:
@@ -106,21 +124,11 @@ class Placement:
             "host": self.host,
             "admissible_hosts": self.admissible_hosts,
             "admissible": [
-                {
-                    "release": hc.release,
-                    "abi_control": hc.abi_control,
-                    "hosts": n,
-                    "examples": self.examples.get(hc, []),
-                }
+                {**hc.to_json(), "hosts": n, "examples": self.examples.get(hc, [])}
                 for hc, n in sorted(self.admissible.items())
             ],
             "refused": [
-                {
-                    "release": hc.release,
-                    "abi_control": hc.abi_control,
-                    "hosts": self.refused_hosts[hc],
-                    "reasons": [r.to_json() for r in reasons],
-                }
+                {**hc.to_json(), "hosts": self.refused_hosts[hc], "reasons": [r.to_json() for r in reasons]}
                 for hc, reasons in sorted(self.refused.items())
             ],
         }
@@ -141,8 +149,9 @@ def where(inv: Inventory, vm: str, *, examples: int = 5) -> Placement:
             placement.examples[hc] = [
                 row[0]
                 for row in inv.db.execute(
-                    "SELECT name FROM hosts WHERE release = ? AND abi_control = ? ORDER BY id LIMIT ?",
-                    (hc.release, int(hc.abi_control), examples),
+                    "SELECT name FROM hosts WHERE release = ? AND abi_control = ? AND gnttab_max_version = ? "
+                    "ORDER BY id LIMIT ?",
+                    (hc.release, int(hc.abi_control), hc.gnttab_max_version, examples),
                 )
             ]
     return placement
@@ -165,8 +174,7 @@ class ClassSummary:
             "admissible_hosts": self.admissible_hosts,
             "stranded_vms": self.stranded_vms,
             "refused": [
-                {"release": hc.release, "abi_control": hc.abi_control, "reasons": [str(r) for r in reasons]}
-                for hc, reasons in sorted(self.refused.items())
+                {**hc.to_json(), "reasons": [str(r) for r in reasons]} for hc, reasons in sorted(self.refused.items())
             ],
         }
 
@@ -175,7 +183,8 @@ def summary(inv: Inventory) -> list[ClassSummary]:
     """For every VM class: how many VMs, how many hosts may take them, and which host classes refuse and why."""
     hosts = host_classes(inv)
     host_class = {
-        hid: HostClass(r, bool(c)) for hid, r, c in inv.db.execute("SELECT id, release, abi_control FROM hosts")
+        hid: HostClass(r, bool(c), v)
+        for hid, r, c, v in inv.db.execute("SELECT id, release, abi_control, gnttab_max_version FROM hosts")
     }
     policies = dict(inv.db.execute("SELECT id, text FROM policies"))
     # One pass over the covering index (host, type, policy): a row per host and VM class on it, no table lookups.
@@ -201,13 +210,21 @@ def summary(inv: Inventory) -> list[ClassSummary]:
 
 def direct_admissible_hosts(inv: Inventory, vm_names: Iterable[str]) -> dict[str, int]:
     """The per-pair evaluation: for each VM, admission against every host, one call per (VM, host)."""
-    hosts = list(inv.db.execute("SELECT release, abi_control FROM hosts"))
+    hosts = list(inv.db.execute("SELECT release, abi_control, gnttab_max_version FROM hosts"))
     out = {}
     for name in vm_names:
         guest_type, _host, policy = inv.vm(name)
         features = parse_policy(policy).features(guest_type)
         out[name] = sum(
-            1 for release, control in hosts if not admission(AbiPolicy(features), release, bool(control), guest_type)
+            1
+            for release, control, max_version in hosts
+            if not admission(
+                AbiPolicy(features),
+                release,
+                bool(control),
+                guest_type,
+                REGISTRY.boot_hidden({"gnttab_max_version": max_version}),
+            )
         )
     return out
 
@@ -249,24 +266,25 @@ def level(inv: Inventory, pool: str) -> list[Level]:
     total = sum(classes.values())
     out = []
     for kind in GuestType:
-        applicable = {hc: get_release(hc.release).applicable_features(kind) for hc in classes}
-        union = frozenset().union(*applicable.values())
-        uncontrolled = {applicable[hc] for hc in classes if not hc.abi_control}
-        conflict = ""
-        if len(uncontrolled) > 1:
-            policy = None
-            conflict = "hosts without ABI control expose different feature sets: " + "; ".join(
-                f"{hc}: {', '.join(sorted(applicable[hc])) or 'none'}" for hc in sorted(classes) if not hc.abi_control
-            )
-        else:
-            policy = frozenset.intersection(*applicable.values())
-            if uncontrolled and next(iter(uncontrolled)) != policy:
-                conflict = "hosts without ABI control expose features other hosts lack"
-                policy = None
+        offered = {hc: get_release(hc.release).applicable_features(kind) - hc.boot_hidden for hc in classes}
+        union = frozenset().union(*offered.values())
+        richest: frozenset[str] | None = frozenset.intersection(*offered.values())
+        assert richest is not None
+        # what a host without ABI control shows every domain: its features, less those a knob of its own hides
+        forced = {hc: frozenset(f for f in offered[hc] if not get_release(hc.release).can_hide(REGISTRY[f]))
+                  for hc in classes if not hc.abi_control}  # fmt: skip
+        extra = {hc: shown - richest for hc, shown in sorted(forced.items()) if shown - richest}
+        policy = None if extra else richest
+        conflict = (
+            ""
+            if not extra
+            else "hosts without ABI control expose features other hosts lack: "
+            + "; ".join(f"{hc}: {', '.join(sorted(more))}" for hc, more in extra.items())
+        )
         if policy is not None:
             assert all(not class_admission(VmClass(kind.value, _pinned(policy)), hc) for hc in classes)
         limiting = {
-            feature: sorted(hc for hc in classes if feature not in applicable[hc] or not hc.abi_control)
+            feature: sorted(hc for hc in classes if feature not in offered[hc] or not hc.abi_control)
             for feature in sorted(union - (policy or frozenset()))
         }
         out.append(Level(pool, kind.value, total, policy, limiting, conflict))

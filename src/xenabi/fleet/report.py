@@ -53,14 +53,15 @@ def matrix_svg(vms: dict[VmClass, int], hosts: dict[HostClass, int], target: Hos
     if target is not None and target not in hosts:
         columns.append(target)
     rows = sorted(vms)
-    longest = max([len(f"{hc.release} legacy (target)") for hc in columns] + [4])
+    longest = max([len(f"{hc.release} legacy max-ver:1 (target)") for hc in columns] + [4])
     cell, left, top = 18, 330, 24 + int(longest * 5.6)  # the column labels are slanted 60 degrees
     width, height = left + cell * len(columns) + 160, top + cell * len(rows) + 10  # room for the slanted labels
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
              'aria-label="admission of VM classes by host classes">']  # fmt: skip
     for x, hc in enumerate(columns):
         count = hosts.get(hc, 0)
-        label = f"{hc.release} {'ctl' if hc.abi_control else 'legacy'}" + (" (target)" if hc == target else "")
+        boot = "" if hc.gnttab_max_version == 2 else f" max-ver:{hc.gnttab_max_version}"
+        label = f"{hc.release} {'ctl' if hc.abi_control else 'legacy'}{boot}" + (" (target)" if hc == target else "")
         cx = left + x * cell + cell // 2
         parts.append(f'<text transform="translate({cx},{top - 6}) rotate(-60)">{_e(label)}'
                      f'<title>{_e(hc)}: {count:,} hosts{" (the upgrade target)" if hc == target else ""}</title>'

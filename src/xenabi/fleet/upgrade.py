@@ -1,10 +1,12 @@
 """Rolling upgrades an operator can execute: capacity, waves, and every VM moved or accounted for (issue 15).
 
-The hosts named by the operator move to a target class (release, ABI control). A host is upgraded by rebooting it
-into the new Xen, so every VM on it is first either **migrated** to another host (the default: XAPI's rolling pool
-upgrade evacuates each host before it upgrades it) or, with ``suspend_in_place``, **suspended and resumed** on the
-same host, which is allowed only for a VM the target class admits (otherwise its environment would change across the
-reboot; the VMs it does not admit still migrate). Admission is decision 8, decided once per (VM class, host class)
+The hosts named by the operator move to a target release and ABI control; each keeps its boot options (the inventory's
+``gnttab_max_version``), so a host's *target class* is the target release and control with its own boot options
+(:meth:`~xenabi.fleet.planner.HostClass.upgraded`), and hosts of one plan may have different ones. A host is upgraded by
+rebooting it into the new Xen, so every VM on it is first either **migrated** to another host (the default: XAPI's
+rolling pool upgrade evacuates each host before it upgrades it) or, with ``suspend_in_place``, **suspended and resumed**
+on the same host, which is allowed only for a VM the target class admits (otherwise its environment would change across
+the reboot; the VMs it does not admit still migrate). Admission is decision 8, decided once per (VM class, host class)
 pair as in :mod:`xenabi.fleet.planner`.
 
 **Where a VM may go.** VMs migrate within their pool: a pool shares storage and networks, and a rolling upgrade does
@@ -244,11 +246,11 @@ class _Fleet:
 def _load(inv: Inventory, upgrading: npt.NDArray[np.bool_], host_row: dict[int, int]) -> _Fleet:
     db = inv.db
     rows = list(db.execute("SELECT id, name, pool, release, abi_control, memory_mib, pcpus, vcpu_overcommit, "
-                           "pool_master FROM hosts ORDER BY id"))  # fmt: skip
+                           "pool_master, gnttab_max_version FROM hosts ORDER BY id"))  # fmt: skip
     classes: dict[HostClass, int] = {}
     class_code = np.empty(len(rows), dtype=np.int32)
-    for index, (_id, _name, _pool, release, control, *_capacity) in enumerate(rows):
-        class_code[index] = classes.setdefault(HostClass(release, bool(control)), len(classes))
+    for index, (_id, _name, _pool, release, control, *_capacity, _master, max_version) in enumerate(rows):
+        class_code[index] = classes.setdefault(HostClass(release, bool(control), max_version), len(classes))
     memory = np.array([r[5] for r in rows], dtype=np.int64)
     vcpus = np.array([vcpu_limit(r[6], r[7]) for r in rows], dtype=np.int64)
     lookup = np.full(max(host_row, default=0) + 1, -1, dtype=np.int64)
@@ -287,12 +289,13 @@ def _load(inv: Inventory, upgrading: npt.NDArray[np.bool_], host_row: dict[int, 
 class _Pool:
     """The simulation of one placement domain (a pool, or the whole fleet with ``across_pools``)."""
 
-    def __init__(self, fleet: _Fleet, hosts: IntArray, admits: npt.NDArray[np.bool_], target_code: int,
-                 suspend: bool) -> None:  # fmt: skip
+    def __init__(self, fleet: _Fleet, hosts: IntArray, admits: npt.NDArray[np.bool_],
+                 target_codes: npt.NDArray[np.int32], suspend: bool) -> None:  # fmt: skip
         self.fleet = fleet
         self.hosts = hosts  # global host indices, by inventory id
         self.admits = admits  # [VM class, host class]
-        self.target_code = target_code
+        # each host's class once upgraded: the target release and control, with the host's own boot options
+        self.target = target_codes[hosts]
         self.suspend = suspend
         self.free_memory = fleet.memory[hosts] - fleet.used_memory[hosts]
         self.free_vcpus = fleet.vcpus[hosts] - fleet.used_vcpus[hosts]
@@ -321,16 +324,17 @@ class _Pool:
     def vms_of(self, local: int) -> IntArray:
         return np.concatenate(self.members[local])
 
-    def leaving(self, vms: IntArray) -> npt.NDArray[np.bool_]:
-        """Which of these VMs must migrate (all, unless suspended in place where the target class admits them)."""
+    def leaving(self, vms: IntArray, source: IntArray | int) -> npt.NDArray[np.bool_]:
+        """Which of these VMs (on local hosts ``source``) must migrate: all, unless suspended in place where their
+        host's upgraded class admits them."""
         if not self.suspend:
             return np.ones(len(vms), dtype=bool)
-        admitted: npt.NDArray[np.bool_] = self.admits[self.fleet.vm_class[vms], self.target_code]
+        admitted: npt.NDArray[np.bool_] = self.admits[self.fleet.vm_class[vms], self.target[source]]
         return ~admitted
 
     def need(self, local: int) -> int:
         vms = self.vms_of(local)
-        return int(self.fleet.vm_memory[vms][self.leaving(vms)].sum())
+        return int(self.fleet.vm_memory[vms][self.leaving(vms, local)].sum())
 
     def place(self, vms: IntArray) -> IntArray:
         """First-fit decreasing of ``vms`` onto the hosts that are up; their local target, or -1. Updates the free
@@ -354,7 +358,7 @@ class _Pool:
             mask = masks.get(vm_class)
             if mask is None:
                 mask = self.admits[vm_class, self.code[candidates]]
-                mask[len(final) :] &= self.admits[vm_class, self.target_code]
+                mask[len(final) :] &= self.admits[vm_class, self.target[waiting]]
                 masks[vm_class] = mask
             room = np.minimum(self.free_memory[candidates] // need_memory, self.free_vcpus[candidates] // need_vcpus)
             room = np.where(mask, np.maximum(room, 0), 0)
@@ -385,7 +389,7 @@ class _Pool:
         parts = [self.vms_of(local) for local in wave]
         vms = np.concatenate(parts)
         source = np.repeat(np.array(wave, dtype=np.int64), [len(p) for p in parts])
-        leaving = self.leaving(vms)
+        leaving = self.leaving(vms, source)
         targets = np.full(len(vms), -2, dtype=np.int64)  # -2: suspended in place
         targets[leaving] = self.place(vms[leaving])
         failed = sorted(set(source[targets == -1].tolist()))
@@ -478,7 +482,7 @@ def _run_pool(pool: _Pool, upgrading: list[int], limit: int, waves: dict[int, Wa
             pool.free_vcpus[local] += int(fleet.vm_vcpus[vms[out]].sum())
             pool.members[local] = [vms[mine & staying]]
             pool.state[local] = UPGRADED
-            pool.code[local] = pool.target_code
+            pool.code[local] = pool.target[local]
             wave.hosts.append(int(pool.hosts[local]))
         for target in set(targets[going].tolist()):  # VMs that landed on hosts still waiting move with them later
             if pool.state[target] == PENDING:
@@ -509,7 +513,8 @@ def _settle_if_hopeless(pool: _Pool, local: int, attempt: tuple[IntArray, IntArr
     that stays, and takes other hosts' VMs from then on). Its VMs that did not fit are stranded."""
     vms, _source, targets, _failed = attempt
     unplaced = vms[targets == -1]
-    if pool.admits[pool.fleet.vm_class[unplaced], pool.target_code].all():
+    later = np.unique(pool.target[pool.state != SETTLED])  # the classes the pool's upgraded hosts will have
+    if pool.admits[np.ix_(pool.fleet.vm_class[unplaced], later)].any(axis=1).all():
         return False  # every VM that did not fit may go to an upgraded host later: the host waits
     up = pool.state != IN_WAVE
     up[local] = True
@@ -542,12 +547,15 @@ def _stranded_vm(pool: _Pool, vm: int, local: int, up: npt.NDArray[np.bool_]) ->
     others = up.copy()
     others[local] = False
     admitting = others & pool.admits[vm_class, pool.code]
-    admitting &= (pool.state != PENDING) | pool.admits[vm_class, pool.target_code]
+    admitting &= (pool.state != PENDING) | pool.admits[vm_class, pool.target]
     cls = fleet.vm_classes[vm_class]
     host = int(pool.hosts[local])
     if not admitting.any():
-        refusals = class_admission(cls, fleet.classes[pool.target_code])
-        why = "; ".join(str(r) for r in refusals) if refusals else "its own release is the only one that admits it"
+        # the classes the other hosts have now and, for those still to be upgraded, after their upgrade
+        codes = [*pool.code[others].tolist(), *pool.target[others & (pool.state == PENDING)].tolist()]
+        reasons = dict.fromkeys(str(r) for code in sorted(set(codes))
+                                for r in class_admission(cls, fleet.classes[code]))  # fmt: skip
+        why = "; ".join(reasons) if reasons else "its own release is the only one that admits it"
         reason = f"no other host of the pool admits it ({why})"
     else:
         capacity = fleet.memory[pool.hosts[admitting]]
@@ -597,9 +605,11 @@ def plan_upgrade(
             requested.append(index)
     fleet = _load(inv, upgrading, host_row)
     _masters_first(fleet, requested, target)
-    target_code = fleet.classes.index(target) if target in fleet.classes else len(fleet.classes)
-    if target_code == len(fleet.classes):
-        fleet.classes.append(target)
+    upgraded = [cls.upgraded(target) for cls in fleet.classes]  # each host keeps its boot options
+    for cls in upgraded:
+        if cls not in fleet.classes:
+            fleet.classes.append(cls)
+    target_codes = np.array([fleet.classes.index(cls) for cls in upgraded], dtype=np.int32)[fleet.class_code]
     admits = np.array(
         [[not class_admission(vmc, hc) for hc in fleet.classes] for vmc in fleet.vm_classes], dtype=bool
     ).reshape(len(fleet.vm_classes), len(fleet.classes))
@@ -624,7 +634,7 @@ def plan_upgrade(
     twice = 0
     for domain in sorted(wanted):
         members = np.array(domains[domain], dtype=np.int64)
-        pool = _Pool(fleet, members, admits, target_code, suspend_in_place)
+        pool = _Pool(fleet, members, admits, target_codes, suspend_in_place)
         pool.start(wanted[domain], vm_range)
         more, least = _run_pool(pool, wanted[domain], limit_rule.limit(len(members)), waves, domain, moved,
                                 stranded, blocked, notes)  # fmt: skip

@@ -102,12 +102,9 @@ class Hypervisor:
         self.release = get_release(release)
         self.abi_control = abi_control
         self.cmdline: str = cmdline  # Xen's boot command line, as XENVER_commandline reads it
-        if gnttab_max_version not in (1, 2) or isinstance(gnttab_max_version, bool):
-            raise XenError(errno.EINVAL, f"gnttab=max-ver:{gnttab_max_version!r}: the version is 1 or 2",
-                           field="gnttab_max_version")  # fmt: skip
-        if gnttab_max_version != 2 and not self.release.gnttab_max_version_opt:
-            raise XenError(errno.EINVAL, f"gnttab=max-ver: Xen {self.release.name} has no such boot option (4.11, "
-                           "4.8.5, 4.9.3 and 4.10.2 have it)", field="gnttab_max_version")  # fmt: skip
+        problem = self.release.gnttab_max_version_problem(gnttab_max_version)
+        if problem:
+            raise XenError(errno.EINVAL, problem, field="gnttab_max_version")
         # The boot option gnttab=max-ver:N (XSA-226): the highest grant version any domain of this host may use.
         self.gnttab_max_version = gnttab_max_version
         if memory_mb is None:
@@ -144,8 +141,7 @@ class Hypervisor:
     def boot_hidden(self) -> frozenset[str]:
         """The registry features this host's boot options hide from every domain (``AbiFeature.boot_option``:
         ``gnttab=max-ver:1`` hides grant v2)."""
-        return frozenset(row.name for row in REGISTRY
-                         if row.boot_option and getattr(self, row.boot_option[0]) == row.boot_option[1])  # fmt: skip
+        return REGISTRY.boot_hidden({"gnttab_max_version": self.gnttab_max_version})
 
     @property
     def features(self) -> frozenset[str]:

@@ -130,7 +130,7 @@ def arrival_features(info: StreamInfo, source_gnttab_max_version: int | None = N
     elif source.gnttab_grant_opts:
         basis += " (its libxl JSON sets no grant limit: the release default)"
     elif source_gnttab_max_version == 1:
-        hidden = {row.name for row in REGISTRY if row.boot_option == ("gnttab_max_version", 1)}
+        hidden = REGISTRY.boot_hidden({"gnttab_max_version": 1})
         features -= hidden
         basis += f", with the operator's gnttab=max-ver:1 for the source host (no {', '.join(sorted(hidden))})"
     else:
