@@ -75,16 +75,21 @@ class XlCfgError(XenabiError):
 
 
 class ConfigError(XenabiError):
-    """A domain configuration that parses but is not valid. ``key`` and ``value`` name the offending entry;
-    ``line`` is where the key was set in an xl.cfg, when the config came from one."""
+    """A domain configuration that parses but is not valid. ``key`` and ``value`` name the offending entry (for a
+    device, ``disk[1]`` and its ``field``); ``line`` and ``column`` are where it was written in an xl.cfg, when the
+    config came from one."""
 
-    def __init__(self, message: str, *, key: str, value: object = None, line: int | None = None) -> None:
+    def __init__(self, message: str, *, key: str, value: object = None, line: int | None = None,
+                 column: int | None = None, field: str | None = None) -> None:  # fmt: skip
         self.message = message
         self.key = key
         self.value = value
         self.line = line
-        where = f"line {line}: " if line is not None else ""
-        super().__init__(f"{where}{key}: {message}")
+        self.column = column
+        self.field = field
+        where = "" if line is None else f"line {line}, column {column}: " if column is not None else f"line {line}: "
+        name = f"{key} ({field})" if field else key
+        super().__init__(f"{where}{name}: {message}")
 
 
 class AbiIncompatible(XenabiError):

@@ -256,7 +256,7 @@ def test_capacity_columns_are_optional_with_documented_defaults(tmp_path: Path) 
     assert doc["hosts"][0] | {} == {"name": "h1", "pool": "p", "release": "4.14", "abi_control": True,
                                     "memory_mib": 262144, "pcpus": 64, "vcpu_overcommit": 4.0,
                                     "pool_master": False, "gnttab_max_version": 2}  # fmt: skip
-    assert [(v["memory_mib"], v["vcpus"]) for v in doc["vms"]] == [(128, 1), (128, 4)]
+    assert [(v["memory_mib"], v["vcpus"]) for v in doc["vms"]] == [(32, 1), (32, 4)]
 
 
 def test_an_inventory_from_before_capacity_gets_the_columns(tmp_path: Path) -> None:
@@ -276,7 +276,7 @@ def test_an_inventory_from_before_capacity_gets_the_columns(tmp_path: Path) -> N
     db.commit()
     db.close()
     with Inventory(path) as inv:
-        assert inv.export_json()["vms"][0]["memory_mib"] == 128 and inv.largest_host() == (262144, 256)
+        assert inv.export_json()["vms"][0]["memory_mib"] == 32 and inv.largest_host() == (262144, 256)
 
 
 CAPACITY_ERRORS = [

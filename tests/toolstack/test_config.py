@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from xenabi.abi.domctl import GuestType, XEN_DOMCTL_CDF_evtchn_fifo, XEN_DOMCTL_
 from xenabi.errors import ConfigError, XlCfgError
 from xenabi.hypervisor import Hypervisor
 from xenabi.policy import get_release
-from xenabi.toolstack import DomainConfig
+from xenabi.toolstack import DomainConfig, xlkeys
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "xl"
 # Xen's own example files, beside the repository where the project's shared folder is: read if present
@@ -28,7 +29,10 @@ def test_hvm_example_fields() -> None:
     cfg = DomainConfig.from_xl((SHARED / "xlexample.hvm").read_text())
     assert (cfg.name, cfg.guest_type, cfg.memory_mb, cfg.vcpus) == ("example.hvm", GuestType.HVM, 128, 2)
     assert cfg.max_event_channels == 1023 and cfg.abi_features is None and cfg.pinned_features is None
-    assert cfg.xl_settings == {"vif": [""], "disk": ["/dev/vg/guest-volume,raw,xvda,rw"], "sdl": 1}
+    assert cfg.xl_settings == {}  # issue 19: every key of the example reaches a libxl field
+    disk = {"pdev_path": "/dev/vg/guest-volume", "vdev": "xvda", "format": "raw", "readwrite": 1}
+    assert cfg.libxl["disks"] == [disk] and cfg.libxl["nics"] == [{"devid": 0}]
+    assert cfg.libxl["b_info"]["type.hvm"]["sdl"] == {"enable": "True"}
 
 
 @needs_xen_examples
@@ -213,10 +217,11 @@ def test_libxl_json_shape() -> None:
         .pinned(frozenset({"evtchn_fifo"}))
         .to_json()
     )
-    assert doc["c_info"] == {"type": "hvm", "name": "vm"}
+    assert doc["c_info"] == {"type": "hvm", "name": "vm", "run_hotplug_scripts": "True"}  # xl.c's default
     b_info = doc["b_info"]
     assert (b_info["max_vcpus"], b_info["avail_vcpus"], b_info["target_memkb"]) == (2, [0, 1], 64 * 1024)
-    assert b_info["event_channels"] == 1023 and b_info["type.hvm"] == {}
+    assert b_info["event_channels"] == 1023 and b_info["type.hvm"] == {"vga": {}, "vnc": {}, "sdl": {}, "spice": {},
+                                                                        "rdm": {}}  # fmt: skip
     assert b_info["xen_abi_features"] == ["!evtchn_upcall"] and b_info["xen_abi_features_pinned"] == ["evtchn_fifo"]
 
 
@@ -232,6 +237,10 @@ def test_libxl_json_shape() -> None:
         ('{"c_info": {"name": "x"}, "b_info": {"event_channels": true}}', "b_info.event_channels"),
         ('{"c_info": {"name": "x"}, "b_info": {"xen_abi_features_pinned": ["bogus"]}}', "xen_abi_features_pinned"),
         ('{"c_info": {"name": "x"}, "b_info": {"xen_abi_features": ["bogus"]}}', "xen_abi_features"),
+        ('{"c_info": {"name": "x", "uuid": "abc"}, "b_info": {}}', "uuid"),
+        ('{"c_info": {"name": "x"}, "b_info": {}, "on_crash": "explode"}', "on_crash"),
+        ('{"c_info": {"name": "x"}, "b_info": {}, "disks": {"vdev": "xvda"}}', "disks"),
+        ('{"c_info": {"name": "x"}, "b_info": {}, "nics": [{"mtu": 1.5}]}', "nics[0].mtu"),
     ],
 )
 def test_bad_json_names_the_key(doc: str, key: str) -> None:
@@ -240,11 +249,16 @@ def test_bad_json_names_the_key(doc: str, key: str) -> None:
     assert info.value.key == key
 
 
-def test_json_ignores_libxl_keys_it_does_not_model() -> None:
-    cfg = DomainConfig.from_json(
-        '{"c_info": {"name": "x", "uuid": "abc"}, "b_info": {"sched_params": {}}, "disks": []}'
-    )
-    assert cfg.name == "x" and cfg.guest_type is GuestType.PV
+def test_json_keeps_libxl_keys_it_does_not_interpret() -> None:
+    """Issue 19: a field xenabi does not interpret is kept as it came, and written back where libxl has it."""
+    doc = ('{"c_info": {"name": "x", "uuid": "0D34EBA5-971A-4C96-B82D-BE432E80C792", "pool_name": "p"}, '
+           '"b_info": {"sched_params": {"weight": 256}}, "disks": [], "pcidevs": [{"func": 1}]}')  # fmt: skip
+    cfg = DomainConfig.from_json(doc)
+    assert cfg.name == "x" and cfg.guest_type is GuestType.PV and cfg.uuid == "0d34eba5-971a-4c96-b82d-be432e80c792"
+    out = cfg.to_json()
+    assert out["c_info"]["pool_name"] == "p" and out["b_info"]["sched_params"] == {"weight": 256}
+    assert out["disks"] == [] and out["pcidevs"] == [{"func": 1}]
+    assert list(out) == ["c_info", "b_info", "disks", "pcidevs"]  # libxl's order
 
 
 configs = st.builds(
@@ -259,11 +273,18 @@ configs = st.builds(
     cmdline=st.none() | st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20),
     abi_features=st.none() | st.sampled_from([(), ("all",), ("!evtchn_upcall",), ("evtchn_fifo", "!evtchn_upcall")]),
     pinned_features=st.none() | st.sets(st.sampled_from(["evtchn_fifo", "evtchn_upcall"])).map(frozenset),
-    xl_settings=st.dictionaries(st.sampled_from(["vif", "disk", "sdl", "on_crash"]), st.lists(st.text(max_size=5))),
+    # keys that reach no libxl field here (issue 19 maps disk, vif, sdl, on_crash, ...)
+    xl_settings=st.dictionaries(
+        st.sampled_from(["pci", "vtpm", "channel", "cpus_soft"]), st.lists(st.text(max_size=5))
+    ),
 )
 
 
 @given(configs)
 def test_json_and_xl_round_trip(cfg: DomainConfig) -> None:
     assert DomainConfig.from_json(cfg.dumps()) == cfg
-    assert DomainConfig.from_xl(cfg.to_xl()) == cfg
+    # xl.cfg text always gains xl's defaults (run_hotplug_scripts, claim_mode, the actions): from then on it is fixed
+    again = DomainConfig.from_xl(cfg.to_xl())
+    assert replace(again, libxl={}) == cfg
+    assert again.libxl == xlkeys.xl_defaults(cfg.guest_type) | {"on_reboot": "restart", "on_soft_reset": "soft_reset"}
+    assert DomainConfig.from_xl(again.to_xl()) == again == DomainConfig.from_json(again.dumps())

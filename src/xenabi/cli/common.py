@@ -127,7 +127,7 @@ def fail(exc: Exception, as_json: bool) -> None:
 
 def error_json(exc: Exception) -> dict[str, object]:
     doc: dict[str, object] = {"type": type(exc).__name__, "message": str(exc)}
-    for attr in ("line", "column", "key", "value", "source", "name"):
+    for attr in ("line", "column", "key", "field", "value", "source", "name"):
         if getattr(exc, attr, None) is not None:
             doc[attr] = getattr(exc, attr)
     return doc

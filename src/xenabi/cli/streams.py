@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from xenabi.cli.common import console, error_json, fail, json_option, visible
 from xenabi.errors import XenabiError
+
+if TYPE_CHECKING:
+    from xenabi.toolstack.streams.reader import StreamInfo
 
 release_option = click.option(
     "--release",
@@ -188,6 +191,7 @@ def stream_verify(file: str, fmt: str, verbose: bool, as_json: bool) -> None:
             sys.exit(1)
     summary = {
         "ok": True,
+        "policy": _policy_basis(info),
         "bytes": info.length,
         "xen_version": "{}.{}".format(*info.xen_version),
         "pages": info.pages,
@@ -203,10 +207,24 @@ def stream_verify(file: str, fmt: str, verbose: bool, as_json: bool) -> None:
     for line in lines if verbose else []:
         click.echo(line)
     pinned = info.config.pinned_features if info.config else None
-    policy = "not pinned" if pinned is None else f"pinned: {', '.join(sorted(pinned)) or '(none)'}"
+    policy = summary["policy"] if pinned is None else f"pinned: {', '.join(sorted(pinned)) or '(none)'}"
     click.echo(
         f"{file}: valid, {info.length:,} bytes, {info.pages:,} pages from Xen {summary['xen_version']}; {policy}"
     )
+
+
+def _policy_basis(info: StreamInfo) -> str:
+    """Where a restore would take this stream's ABI policy from (decision 7): its pin, or the legacy policy of the
+    release that wrote it, as ``restore`` reports it."""
+    from xenabi.errors import StreamError
+    from xenabi.toolstack.arrival import arrival_features
+
+    if info.config is None:
+        return "no domain config in the stream: restore needs one (xl restore CFG FILE)"
+    try:
+        return arrival_features(info)[1]
+    except StreamError as exc:
+        return exc.message
 
 
 @click.group()

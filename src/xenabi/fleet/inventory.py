@@ -30,7 +30,7 @@ documented default of :data:`HOST_DEFAULTS` / :data:`VM_DEFAULTS`:
   its physical CPUs, default 64; ``vcpu_overcommit`` the operator's limit on vCPUs per physical CPU, default 4. The
   planner never puts more than ``floor(pcpus * vcpu_overcommit)`` vCPUs on a host, and never overcommits memory
   (Xen does not: a domain's RAM is allocated when it is built).
-- a VM's ``memory_mib`` and ``vcpus`` default to what xl gives a config that names neither: 128 MiB and 1 vCPU
+- a VM's ``memory_mib`` and ``vcpus`` default to what xl gives a config that names neither: 32 MiB and 1 vCPU
   (:data:`xenabi.toolstack.config.DEFAULT_MEMORY_MB`).
 - a host's ``pool_master`` (a boolean, default false) marks its pool's master, as XAPI has one per pool; a rolling
   upgrade takes it first. A pool has at most one.
@@ -82,7 +82,7 @@ HOST_DEFAULTS: dict[str, int | float] = {
     "pool_master": 0,
     "gnttab_max_version": 2,
 }
-VM_DEFAULTS: dict[str, int | float] = {"memory_mib": 128, "vcpus": 1}
+VM_DEFAULTS: dict[str, int | float] = {"memory_mib": 32, "vcpus": 1}
 # The optional columns, added to inventories made before issues 15 and 18 (ALTER TABLE keeps their rows, with the
 # defaults).
 OPTIONAL_COLUMNS = (

@@ -2,7 +2,7 @@
 
 Keys read from xl.cfg (``docs/man/xl.cfg.5.pod.in``; ``spec/streams.md`` §5): ``name`` (required), ``type`` (``hvm``,
 ``pv``, ``pvh``; the old ``builder = "hvm"`` also means HVM; neither means PV, as xl decides), ``memory`` (MiB,
-default 128), ``maxmem``, ``vcpus`` (default 1), ``maxvcpus``, ``max_event_channels`` (default 1023),
+default 32, libxl's), ``maxmem``, ``vcpus`` (default 1), ``maxvcpus``, ``max_event_channels`` (default 1023),
 ``max_grant_frames``, ``max_maptrack_frames``, ``max_grant_version`` (4.16: 1 or 2), ``kernel``, ``ramdisk``,
 ``extra`` / ``cmdline``, and ``xen_abi_features`` (v5 series, ``spec/abi-control.md`` §1.4-§1.5). Every other
 key is kept as written (``xl`` settings such as ``vif`` and ``disk``) so that nothing the operator wrote is lost on
@@ -31,6 +31,7 @@ libxl never had these keys (the series was not merged), so they are xenabi's; th
 from __future__ import annotations
 
 import json
+import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -39,23 +40,32 @@ from xenabi.abi.domctl import CreateDomain, GuestType
 from xenabi.abi.features import REGISTRY
 from xenabi.errors import ConfigError
 from xenabi.policy import AbiPolicy, Release, default_features, get_release
-from xenabi.toolstack import xlcfg
+from xenabi.toolstack import libxljson, xlcfg, xldevices, xlkeys
 
 ABI_KEY = "xen_abi_features"
 PINNED_KEY = "xen_abi_features_pinned"
 ALL = "all"
-DEFAULT_MEMORY_MB = 128
+DEFAULT_MEMORY_MB = 32  # libxl__domain_build_info_setdefault (libxl_create.c): max_memkb 32 MiB, target = max
 DEFAULT_EVENT_CHANNELS = 1023
 MODELLED_XL_KEYS = frozenset(
     {
         "name", "type", "builder", "memory", "maxmem", "vcpus", "maxvcpus", "max_event_channels",
         "max_grant_frames", "max_maptrack_frames", "max_grant_version", "kernel", "ramdisk", "extra", "cmdline",
-        ABI_KEY, PINNED_KEY,
+        "root", "uuid", ABI_KEY, PINNED_KEY,
     }
 )  # fmt: skip
 KNOB_SETTINGS: dict[str, tuple[str, int]] = {"gnttab_grant_opts": ("max_grant_version", 1)}
 """A per-domain Xen knob (``AbiFeature.xen_knob``) -> the DomainConfig field and value that use it to hide."""
 MAX_GRANT_VERSIONS = (1, 2)
+INTERPRETED = (
+    ("c_info", "type"), ("c_info", "name"), ("c_info", "uuid"),
+    *(("b_info", key) for key in ("max_vcpus", "avail_vcpus", "max_memkb", "target_memkb", "event_channels",
+                                  "max_grant_frames", "max_maptrack_frames", "max_grant_version", "kernel",
+                                  "ramdisk", "cmdline", ABI_KEY, PINNED_KEY)),
+)  # fmt: skip
+"""The libxl JSON fields DomainConfig reads into its own attributes; every other field is kept in ``libxl``."""
+CONTAINERS = (*(("b_info", f"type.{kind.value}") for kind in GuestType), ("b_info",), ("c_info",))
+"""Objects :meth:`DomainConfig.to_json` writes anyway: not kept when nothing else is in them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +129,19 @@ class DomainConfig:
     cmdline: str | None = None
     abi_features: tuple[str, ...] | None = None
     pinned_features: frozenset[str] | None = None
+    uuid: str | None = None  # c_info.uuid; the toolstack gives one at the VM's first creation (as xl does)
+    # libxl JSON fields kept as they came, not interpreted here: devices, actions, display, xl's defaults, ...
+    libxl: dict[str, Any] = field(default_factory=dict, hash=False)
+    # xl.cfg keys that reach no libxl field here: not modelled, carried under "xenabi.xl"
     xl_settings: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "guest_type", GuestType(self.guest_type))
         if not self.name:
             raise ConfigError("a domain name must be given", key="name", value=self.name)
+        if self.uuid is not None:
+            object.__setattr__(self, "uuid", xlkeys.parse_uuid(self.uuid, "uuid"))
+        libxljson.check(self.libxl)
         _check_int("memory", self.memory_mb, 1)
         _check_int("vcpus", self.vcpus, 1)
         _check_int("max_event_channels", self.max_event_channels, 1, 0xFFFFFFFF)
@@ -243,7 +260,12 @@ class DomainConfig:
             max_evtchn_port=self.max_event_channels,
             max_grant_frames=grant_frames,
             max_maptrack_frames=-1 if self.max_maptrack_frames is None else self.max_maptrack_frames,
+            handle=bytes(16) if self.uuid is None else uuidlib.UUID(self.uuid).bytes,
         )
+
+    def with_uuid(self) -> DomainConfig:
+        """This config, with a fresh random UUID if it has none (``libxl_uuid_generate``, as xl does at creation)."""
+        return self if self.uuid is not None else replace(self, uuid=str(uuidlib.uuid4()))
 
     def pinned(self, features: frozenset[str], limits: tuple[int, int] | None = None) -> DomainConfig:
         """Decision 5: this config with its effective features written down explicitly, and (decision 10) the
@@ -271,16 +293,21 @@ class DomainConfig:
             raise ConfigError("a domain name must be given", key="name")
         entries = cfg.get_string_list(ABI_KEY)
         pinned = cfg.get_string_list(PINNED_KEY)
+        libxl = xlkeys.read(cfg, guest_type)
+        libxl |= xldevices.read(cfg, guest_type)
         kwargs: dict[str, Any] = {
             "name": name,
             "guest_type": guest_type,
-            "kernel": cfg.get_string("kernel"),
+            "kernel": _kernel(cfg, guest_type),
             "ramdisk": cfg.get_string("ramdisk"),
-            "cmdline": cfg.get_string("cmdline") if "cmdline" in cfg else cfg.get_string("extra"),
+            "cmdline": _cmdline(cfg),
+            "uuid": _uuid(cfg),
             "abi_features": tuple(entries) if entries is not None else None,
             "pinned_features": frozenset(pinned) if pinned is not None else None,
-            "xl_settings": {key: _typed(cfg.settings[key].value) for key in cfg if key not in MODELLED_XL_KEYS},
-        }
+            "libxl": libxl,
+            "xl_settings": {key: _typed(cfg.settings[key].value) for key in cfg if key not in MODELLED_XL_KEYS
+                            and key not in xlkeys.MAPPED_KEYS and key not in xldevices.DEVICE_KEYS},
+        }  # fmt: skip
         for attr, key, lowest in (
             ("memory_mb", "memory", 1),
             ("max_memory_mb", "maxmem", 0),
@@ -305,6 +332,8 @@ class DomainConfig:
     def to_xl(self) -> str:
         """xl.cfg text that reads back as this config (:meth:`from_xl`), the pinned set included."""
         lines = [f"name = {xlcfg.quote(self.name)}", f"type = {xlcfg.quote(self.guest_type.value)}"]
+        if self.uuid is not None:
+            lines.append(f"uuid = {xlcfg.quote(self.uuid)}")
         lines.append(f"memory = {self.memory_mb}")
         if self.max_memory_mb is not None:
             lines.append(f"maxmem = {self.max_memory_mb}")
@@ -325,6 +354,8 @@ class DomainConfig:
         if self.pinned_features is not None:
             pinned = sorted(self.pinned_features, key=lambda name: REGISTRY[name].bit)
             lines.append(f"{PINNED_KEY} = {xlcfg.render(pinned)}")
+        lines += xlkeys.to_xl(self.libxl, self.guest_type)
+        lines += xldevices.to_xl(self.libxl)
         for key, value in self.xl_settings.items():
             lines.append(f"{key} = {xlcfg.render(value)}")
         return "\n".join(lines) + "\n"
@@ -347,7 +378,10 @@ class DomainConfig:
         if self.pinned_features is not None:
             b_info[PINNED_KEY] = sorted(self.pinned_features, key=lambda name: REGISTRY[name].bit)
         b_info[f"type.{self.guest_type.value}"] = {}
-        doc: dict[str, Any] = {"c_info": {"type": self.guest_type.value, "name": self.name}, "b_info": b_info}
+        c_info: dict[str, Any] = {"type": self.guest_type.value, "name": self.name}
+        if self.uuid is not None and self.uuid != xlkeys.NIL_UUID:  # libxl leaves the nil UUID out
+            c_info["uuid"] = self.uuid
+        doc = libxljson.merge({"c_info": c_info, "b_info": b_info}, self.libxl)
         if self.xl_settings:
             doc["xenabi"] = {"xl": self.xl_settings}
         return doc
@@ -357,7 +391,8 @@ class DomainConfig:
 
     @classmethod
     def from_json(cls, doc: str | bytes | dict[str, Any]) -> DomainConfig:
-        """The inverse of :meth:`to_json`; keys libxl writes that xenabi does not model are ignored."""
+        """The inverse of :meth:`to_json`. Fields xenabi does not interpret are kept as they came
+        (:attr:`libxl`), so that a domain real xl described keeps every device and action."""
         if isinstance(doc, str | bytes):
             try:
                 doc = json.loads(doc)
@@ -369,6 +404,8 @@ class DomainConfig:
         kwargs: dict[str, Any] = {
             "name": _get(c_info, "c_info.name", str),
             "guest_type": _guest_type_name(_get(c_info, "c_info.type", str, default="pv"), "c_info.type"),
+            "uuid": _get(c_info, "c_info.uuid", str, default=None),
+            "libxl": libxljson.without({k: v for k, v in doc.items() if k != "xenabi"}, INTERPRETED, CONTAINERS),
         }
         max_vcpus = _get(b_info, "b_info.max_vcpus", int, default=1)
         avail = _get(b_info, "b_info.avail_vcpus", list, default=None)
@@ -401,6 +438,41 @@ class DomainConfig:
             raise ConfigError("must be an object", key="xenabi.xl", value=xl)
         kwargs["xl_settings"] = xl
         return cls(**kwargs)
+
+
+def _kernel(cfg: xlcfg.XlConfig, guest_type: GuestType) -> str | None:
+    """``kernel``; on HVM a kernel named ``hvmloader`` is dropped with xl's warning (it overrode the firmware once)."""
+    kernel = cfg.get_string("kernel")
+    if kernel is not None and guest_type is GuestType.HVM and kernel.rsplit("/", 1)[-1] == "hvmloader":
+        cfg.warnings.append('WARNING: you seem to be using "kernel" directive to override HVM guest firmware. '
+                            'Ignore that. Use "firmware_override" instead if you really want a non-default firmware')
+        return None
+    return kernel
+
+
+def _cmdline(cfg: xlcfg.XlConfig) -> str | None:
+    """xl's ``parse_cmdline``: ``cmdline``, else ``root=ROOT EXTRA`` from ``root`` and ``extra`` (cmdline wins, with
+    a warning when either of the others is given too)."""
+    cmdline, root, extra = cfg.get_string("cmdline"), cfg.get_string("root"), cfg.get_string("extra")
+    if cmdline is not None:
+        if root is not None or extra is not None:
+            cfg.warnings.append("Warning: ignoring root= and extra= in favour of cmdline=")
+        return cmdline
+    if root is not None:
+        return f"root={root} {extra}" if extra is not None else f"root={root}"
+    return extra
+
+
+def _uuid(cfg: xlcfg.XlConfig) -> str | None:
+    """``uuid``, as libuuid reads it; absent (or a list, which xl warns about) means one is made at creation."""
+    setting = cfg.settings.get("uuid")
+    if setting is None:
+        return None
+    if isinstance(setting.value, xlcfg.XlList):
+        cfg.warnings.append(f"{cfg.source}:{setting.line}: warning: parameter `uuid' is a list but should be a "
+                            "single value")  # fmt: skip
+        return None
+    return xlkeys.parse_uuid(setting.value.text, "uuid", setting.line, setting.value.column)
 
 
 def _typed(value: xlcfg.XlValue) -> Any:

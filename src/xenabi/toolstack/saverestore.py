@@ -26,21 +26,19 @@ import socket
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from xenabi.abi.domctl import GuestType
-from xenabi.abi.features import REGISTRY
 from xenabi.errors import AbiIncompatible, MigrationError, NotModelled, StreamError
 from xenabi.hypervisor.domain import XEN_PAGES, Domain, Lifecycle
-from xenabi.policy import Refusal, features_of_version, get_release, legacy_limits
+from xenabi.policy import Refusal
+from xenabi.toolstack.arrival import arrival_config, arrival_features
 from xenabi.toolstack.streams.framing import VectorOutput
 from xenabi.toolstack.streams.reader import Log, PageTarget, StreamInfo, StreamReader
 from xenabi.toolstack.streams.writer import write_stream
 
 if TYPE_CHECKING:
-    from xenabi.toolstack.config import DomainConfig
     from xenabi.toolstack.toolstack import Toolstack
 
 PAGE_SIZE = 4096
@@ -105,54 +103,6 @@ def _page_target(d: Domain) -> PageTarget:
     return target
 
 
-def arrival_features(info: StreamInfo, source_gnttab_max_version: int | None = None) -> tuple[frozenset[str], str]:
-    """Decision 7: the pinned policy, or the legacy policy of the source release; and where it came from, for the
-    report. Grant v2 on a legacy stream: a 4.16+ stream's libxl JSON says whether its guest was allowed it
-    (``max_grant_version``); before 4.16 the source host's boot option decided, which the stream cannot say, so
-    the release default (v2 allowed) holds unless the operator says the source host had gnttab=max-ver:1."""
-    cfg = info.config
-    assert cfg is not None
-    if cfg.pinned_features is not None:
-        return cfg.pinned_features, "pinned policy from the stream"
-    if info.xen_version[0] == 0:
-        raise StreamError(
-            "a legacy-converted stream does not say which Xen wrote it, so its ABI policy cannot be inferred; "
-            "restore it with a config that pins xen_abi_features",
-            layer="libxc",
-            record="domain header",
-            offset=info.domain_header_offset,
-        )
-    source = get_release("{}.{}".format(*info.xen_version))
-    features = features_of_version(info.xen_version, cfg.guest_type) - cfg.knob_hidden
-    basis = f"no pinned policy: inferred from Xen {source.line}"
-    if cfg.knob_hidden:
-        basis += f", whose libxl JSON hides {', '.join(sorted(cfg.knob_hidden))}"
-    elif source.gnttab_grant_opts:
-        basis += " (its libxl JSON sets no grant limit: the release default)"
-    elif source_gnttab_max_version == 1:
-        hidden = REGISTRY.boot_hidden({"gnttab_max_version": 1})
-        features -= hidden
-        basis += f", with the operator's gnttab=max-ver:1 for the source host (no {', '.join(sorted(hidden))})"
-    else:
-        basis += " (the release default; the source host's gnttab=max-ver was not given)"
-    return features, basis
-
-
-def arrival_config(info: StreamInfo) -> DomainConfig:
-    """The config a restore works from: a stream without a pinned policy gets the grant limits its source
-    release's toolstack gave a VM whose config named none (decision 7 for limits)."""
-    cfg = info.config
-    assert cfg is not None
-    if cfg.pinned_features is not None or info.xen_version[0] == 0:
-        return cfg
-    grant, maptrack = legacy_limits("{}.{}".format(*info.xen_version))
-    return replace(
-        cfg,
-        max_grant_frames=grant if cfg.max_grant_frames is None else cfg.max_grant_frames,
-        max_maptrack_frames=maptrack if cfg.max_maptrack_frames is None else cfg.max_maptrack_frames,
-    )
-
-
 def restore(
     ts: Toolstack,
     source: BinaryIO,
@@ -180,7 +130,7 @@ def restore(
         cfg = info.config
         if cfg is None:
             raise StreamError("no domain config: a restore needs the xl header", layer="xl", record="header", offset=0)
-        cfg = arrival_config(info)
+        cfg = arrival_config(info).with_uuid()
         features, basis = arrival_features(info, source_gnttab_max_version)
         policy = cfg.policy(features)
         with lock:

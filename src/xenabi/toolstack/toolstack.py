@@ -106,6 +106,7 @@ class Toolstack:
         """Create the VM, paused (``start`` unpauses it). :class:`~xenabi.errors.AbiIncompatible` with every
         reason if this host cannot give it its policy, before anything is created (``force`` overrides; the
         overridden reasons are kept in ``overrides``)."""
+        cfg = cfg.with_uuid()  # xl gives a VM without one a fresh UUID when it creates it; it keeps it from then on
         policy = self.effective_policy(cfg)
         overridden = self.admit(policy, cfg, force=force)
         domid = self.create_domain(cfg, self.grantable(policy.features, cfg, overridden))
