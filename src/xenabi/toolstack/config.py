@@ -293,15 +293,15 @@ class DomainConfig:
             raise ConfigError("a domain name must be given", key="name")
         entries = cfg.get_string_list(ABI_KEY)
         pinned = cfg.get_string_list(PINNED_KEY)
-        libxl = xlkeys.read(cfg, guest_type)
-        libxl |= xldevices.read(cfg, guest_type)
+        uuid = _uuid(cfg)  # xl reads it before the rest, so its error comes first
+        libxl = xlkeys.read(cfg, guest_type, lambda: xldevices.read(cfg, guest_type))
         kwargs: dict[str, Any] = {
             "name": name,
             "guest_type": guest_type,
             "kernel": _kernel(cfg, guest_type),
             "ramdisk": cfg.get_string("ramdisk"),
             "cmdline": _cmdline(cfg),
-            "uuid": _uuid(cfg),
+            "uuid": uuid,
             "abi_features": tuple(entries) if entries is not None else None,
             "pinned_features": frozenset(pinned) if pinned is not None else None,
             "libxl": libxl,
@@ -321,6 +321,8 @@ class DomainConfig:
             value = cfg.get_long(key, lowest, 0xFFFFFFFF)
             if value is not None:
                 kwargs[attr] = value
+        if "memory_mb" not in kwargs and "max_memory_mb" in kwargs:  # libxl: the target defaults to the maximum
+            kwargs["memory_mb"] = kwargs.pop("max_memory_mb")
         try:
             return cls(**kwargs)
         except ConfigError as exc:

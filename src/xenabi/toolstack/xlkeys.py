@@ -31,7 +31,7 @@ empty objects libxl always writes (``sched_params``, ``arch_arm``, ``arch_x86``,
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -76,6 +76,7 @@ class XlKey:
     fold_case: bool = False  # enum names compared without case (libxl's *_from_string)
     error: str = ""  # enum: xl's message for another name ({value} is the text)
     omit: str | None = None  # enum: the libxl value left out of the JSON (the IDL's init_val)
+    late: bool = False  # xl reads it after the devices (so a device's error comes first)
 
 
 def _hvm(*path: str) -> Path:
@@ -109,7 +110,8 @@ XL_KEYS: tuple[XlKey, ...] = (
     XlKey("spice_streaming_video", _hvm("spice", "streaming_video"), "string", HVM_ONLY),
     # graphics card, firmware, boot, devices of the emulated platform
     XlKey("vga", _hvm("vga", "kind"), "enum", HVM_ONLY,
-          {"stdvga": "std", "cirrus": "cirrus", "none": "none", "qxl": "qxl"}, error='Unknown vga "{value}" specified'),
+          {"stdvga": "std", "cirrus": "cirrus", "none": "none", "qxl": "qxl"}, error='Unknown vga "{value}" specified',
+          late=True),
     XlKey("boot", _hvm("boot"), "string", HVM_ONLY),
     XlKey("bios", _hvm("bios"), "enum", HVM_ONLY, {**BIOS, "unknown": "unknown"}, fold_case=True,
           error='invalid value "{value}" for "bios"', omit="unknown"),
@@ -118,7 +120,7 @@ XL_KEYS: tuple[XlKey, ...] = (
     XlKey("smbios_firmware", _hvm("smbios_firmware"), "string", HVM_ONLY),
     XlKey("acpi_firmware", _hvm("acpi_firmware"), "string", HVM_ONLY),
     XlKey("hdtype", _hvm("hdtype"), "enum", HVM_ONLY, {"ide": "ide", "ahci": "ahci"}, fold_case=True,
-          error='invalid value "{value}" for "hdtype"', omit="ide"),
+          error='invalid value "{value}" for "hdtype"', omit="ide", late=True),
     XlKey("usb", _hvm("usb"), "defbool", HVM_ONLY),
     XlKey("usbversion", _hvm("usbversion"), "long", HVM_ONLY),
     XlKey("soundhw", _hvm("soundhw"), "string", HVM_ONLY),
@@ -133,7 +135,7 @@ XL_KEYS: tuple[XlKey, ...] = (
     XlKey("acpi_laptop_slate", _hvm("acpi_laptop_slate"), "defbool", HVM_ONLY),
     XlKey("apic", ("b_info", "apic"), "defbool", HVM_ONLY),
     XlKey("vendor_device", _hvm("vendor_device"), "enum", HVM_ONLY, {"none": "none", "xenserver": "xenserver"},
-          error="xl: unknown vendor_device '{value}'", omit="none"),
+          fold_case=True, error="xl: unknown vendor_device '{value}'", omit="none", late=True),
     # every guest type
     XlKey("acpi", ("b_info", "acpi"), "defbool"),
     XlKey("videoram", ("b_info", "video_memkb"), "memkb"),
@@ -149,7 +151,7 @@ XL_KEYS: tuple[XlKey, ...] = (
     XlKey("driver_domain", ("c_info", "driver_domain"), "defbool"),
     XlKey("device_model_version", ("b_info", "device_model_version"), "enum", ALL_TYPES,
           {"qemu-xen-traditional": "qemu_xen_traditional", "qemu-xen": "qemu_xen"},
-          error='Unknown device_model_version "{value}" specified'),
+          error='Unknown device_model_version "{value}" specified', late=True),
     XlKey("device_model_override", ("b_info", "device_model"), "string"),
     XlKey("pool", ("c_info", "pool_name"), "string"),
     # the actions (checked in this order: the first bad one is xl's error)
@@ -237,9 +239,11 @@ class Reader:
             self.put(row.path, value)
 
 
-def read(cfg: XlConfig, guest_type: GuestType) -> dict[str, Any]:
+def read(cfg: XlConfig, guest_type: GuestType,
+         devices: Callable[[], dict[str, Any]] = dict) -> dict[str, Any]:  # fmt: skip
     """Every mapped key of ``cfg`` as xl 4.17 puts it into libxl's JSON (a fragment to lay over the rest), with xl's
-    defaults; xl's warnings are added to ``cfg.warnings``."""
+    defaults, and the fields ``devices`` reads (the disks and NICs), at the point where xl reads them, so that of
+    two errors the one xl reports first is raised; xl's warnings are added to ``cfg.warnings``."""
     reader = Reader(cfg, guest_type, xl_defaults(guest_type))
     for key, default in ACTION_DEFAULTS.items():  # xl reads the actions before the platform keys
         setting = cfg.settings.get(key)
@@ -248,17 +252,22 @@ def read(cfg: XlConfig, guest_type: GuestType) -> dict[str, Any]:
         if absent and ACTIONS[default] != ACTION_INIT:
             reader.put((key,), ACTIONS[default])
     for row in XL_KEYS:
-        if row.key not in ACTION_DEFAULTS:
+        if row.key not in ACTION_DEFAULTS and not row.late:
+            reader.read_row(row)
+    if guest_type is HVM:
+        _viridian(reader)
+        _hvm_firmware(reader)
+    reader.out |= devices()
+    if guest_type is PV:
+        _pv_framebuffer(reader)
+    for row in XL_KEYS:
+        if row.late:
             reader.read_row(row)
     if guest_type is HVM:
         _vga(reader)
         _string_or_list(reader, "serial", "serial_list")
         _string_or_list(reader, "usbdevice", "usbdevice_list")
-        _viridian(reader)
-        _hvm_firmware(reader)
         _display_clash(reader)
-    elif guest_type is PV:
-        _pv_framebuffer(reader)
     return reader.out
 
 
