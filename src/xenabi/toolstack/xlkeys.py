@@ -76,7 +76,6 @@ class XlKey:
     fold_case: bool = False  # enum names compared without case (libxl's *_from_string)
     error: str = ""  # enum: xl's message for another name ({value} is the text)
     omit: str | None = None  # enum: the libxl value left out of the JSON (the IDL's init_val)
-    late: bool = False  # xl reads it after the devices (so a device's error comes first)
 
 
 def _hvm(*path: str) -> Path:
@@ -110,8 +109,7 @@ XL_KEYS: tuple[XlKey, ...] = (
     XlKey("spice_streaming_video", _hvm("spice", "streaming_video"), "string", HVM_ONLY),
     # graphics card, firmware, boot, devices of the emulated platform
     XlKey("vga", _hvm("vga", "kind"), "enum", HVM_ONLY,
-          {"stdvga": "std", "cirrus": "cirrus", "none": "none", "qxl": "qxl"}, error='Unknown vga "{value}" specified',
-          late=True),
+          {"stdvga": "std", "cirrus": "cirrus", "none": "none", "qxl": "qxl"}, error='Unknown vga "{value}" specified'),
     XlKey("boot", _hvm("boot"), "string", HVM_ONLY),
     XlKey("bios", _hvm("bios"), "enum", HVM_ONLY, {**BIOS, "unknown": "unknown"}, fold_case=True,
           error='invalid value "{value}" for "bios"', omit="unknown"),
@@ -120,7 +118,7 @@ XL_KEYS: tuple[XlKey, ...] = (
     XlKey("smbios_firmware", _hvm("smbios_firmware"), "string", HVM_ONLY),
     XlKey("acpi_firmware", _hvm("acpi_firmware"), "string", HVM_ONLY),
     XlKey("hdtype", _hvm("hdtype"), "enum", HVM_ONLY, {"ide": "ide", "ahci": "ahci"}, fold_case=True,
-          error='invalid value "{value}" for "hdtype"', omit="ide", late=True),
+          error='invalid value "{value}" for "hdtype"', omit="ide"),
     XlKey("usb", _hvm("usb"), "defbool", HVM_ONLY),
     XlKey("usbversion", _hvm("usbversion"), "long", HVM_ONLY),
     XlKey("soundhw", _hvm("soundhw"), "string", HVM_ONLY),
@@ -135,7 +133,7 @@ XL_KEYS: tuple[XlKey, ...] = (
     XlKey("acpi_laptop_slate", _hvm("acpi_laptop_slate"), "defbool", HVM_ONLY),
     XlKey("apic", ("b_info", "apic"), "defbool", HVM_ONLY),
     XlKey("vendor_device", _hvm("vendor_device"), "enum", HVM_ONLY, {"none": "none", "xenserver": "xenserver"},
-          fold_case=True, error="xl: unknown vendor_device '{value}'", omit="none", late=True),
+          fold_case=True, error="xl: unknown vendor_device '{value}'", omit="none"),
     # every guest type
     XlKey("acpi", ("b_info", "acpi"), "defbool"),
     XlKey("videoram", ("b_info", "video_memkb"), "memkb"),
@@ -151,7 +149,7 @@ XL_KEYS: tuple[XlKey, ...] = (
     XlKey("driver_domain", ("c_info", "driver_domain"), "defbool"),
     XlKey("device_model_version", ("b_info", "device_model_version"), "enum", ALL_TYPES,
           {"qemu-xen-traditional": "qemu_xen_traditional", "qemu-xen": "qemu_xen"},
-          error='Unknown device_model_version "{value}" specified', late=True),
+          error='Unknown device_model_version "{value}" specified'),
     XlKey("device_model_override", ("b_info", "device_model"), "string"),
     XlKey("pool", ("c_info", "pool_name"), "string"),
     # the actions (checked in this order: the first bad one is xl's error)
@@ -159,6 +157,8 @@ XL_KEYS: tuple[XlKey, ...] = (
             omit=ACTION_INIT) for key in ACTION_DEFAULTS),
 )  # fmt: skip
 BY_KEY = {row.key: row for row in XL_KEYS}
+LATE_KEYS = ("device_model_version", "vga", "hdtype", "vendor_device")
+"""Rows xl reads after the devices, in its order (so that of two errors, xenabi raises the one xl reports)."""
 SPECIAL_KEYS = frozenset({"stdvga", "serial", "usbdevice", "viridian", "firmware", "uuid"})
 """Keys read by their own functions below (the rows cannot say what they do)."""
 MAPPED_KEYS = frozenset(BY_KEY) | SPECIAL_KEYS
@@ -252,7 +252,7 @@ def read(cfg: XlConfig, guest_type: GuestType,
         if absent and ACTIONS[default] != ACTION_INIT:
             reader.put((key,), ACTIONS[default])
     for row in XL_KEYS:
-        if row.key not in ACTION_DEFAULTS and not row.late:
+        if row.key not in ACTION_DEFAULTS and row.key not in LATE_KEYS:
             reader.read_row(row)
     if guest_type is HVM:
         _viridian(reader)
@@ -260,14 +260,14 @@ def read(cfg: XlConfig, guest_type: GuestType,
     reader.out |= devices()
     if guest_type is PV:
         _pv_framebuffer(reader)
-    for row in XL_KEYS:
-        if row.late:
-            reader.read_row(row)
+    for key in LATE_KEYS[:3]:
+        reader.read_row(BY_KEY[key])
     if guest_type is HVM:
         _vga(reader)
         _string_or_list(reader, "serial", "serial_list")
         _string_or_list(reader, "usbdevice", "usbdevice_list")
         _display_clash(reader)
+    reader.read_row(BY_KEY[LATE_KEYS[3]])
     return reader.out
 
 
