@@ -55,6 +55,10 @@ def _print_config_report(report: dict[str, object]) -> None:
     requested = report["requested_policy"]
     assert isinstance(requested, dict)
     out.print(f"requested features: {', '.join(requested['features']) or '(none)'}")
+    not_modelled = report["not_modelled"]
+    assert isinstance(not_modelled, list)
+    if not_modelled:
+        out.print(f"not modelled (real libxl drops them): {', '.join(not_modelled)}")
     refused = report["refused"]
     assert isinstance(refused, list)
     if refused:

@@ -142,6 +142,8 @@ class DomainConfig:
         if self.uuid is not None:
             object.__setattr__(self, "uuid", xlkeys.parse_uuid(self.uuid, "uuid"))
         libxljson.check(self.libxl)
+        # what to_json writes anyway is not kept empty, so that every way of building a config compares the same
+        object.__setattr__(self, "libxl", libxljson.without(self.libxl, (), CONTAINERS))
         _check_int("memory", self.memory_mb, 1)
         _check_int("vcpus", self.vcpus, 1)
         _check_int("max_event_channels", self.max_event_channels, 1, 0xFFFFFFFF)
@@ -446,8 +448,10 @@ def _kernel(cfg: xlcfg.XlConfig, guest_type: GuestType) -> str | None:
     """``kernel``; on HVM a kernel named ``hvmloader`` is dropped with xl's warning (it overrode the firmware once)."""
     kernel = cfg.get_string("kernel")
     if kernel is not None and guest_type is GuestType.HVM and kernel.rsplit("/", 1)[-1] == "hvmloader":
-        cfg.warnings.append('WARNING: you seem to be using "kernel" directive to override HVM guest firmware. '
-                            'Ignore that. Use "firmware_override" instead if you really want a non-default firmware')
+        cfg.warnings.append(
+            'WARNING: you seem to be using "kernel" directive to override HVM guest firmware. '
+            'Ignore that. Use "firmware_override" instead if you really want a non-default firmware'
+        )
         return None
     return kernel
 

@@ -71,6 +71,8 @@ def config_report(cfg: DomainConfig, release: str, abi_control: bool) -> dict[st
     report: dict[str, Any] = {
         "host": {"release": hv.release.name, "abi_control": abi_control},
         "config": cfg.to_json(),
+        # xl.cfg keys that reach no libxl field here: kept under "xenabi.xl", which real libxl drops
+        "not_modelled": sorted(cfg.xl_settings),
         "requested_policy": policy.to_json(),
     }
     try:

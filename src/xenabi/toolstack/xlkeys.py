@@ -405,6 +405,10 @@ def to_xl(libxl: dict[str, Any], guest_type: GuestType) -> list[str]:
         if guest_type not in row.types:
             continue
         value = _at(libxl, row.path)
+        if row.key in ACTION_DEFAULTS:  # absent is libxl's destroy; write it where xl's default differs
+            value = value or ACTION_INIT
+            if value == ACTIONS[ACTION_DEFAULTS[row.key]]:
+                continue
         if value is None:
             continue
         lines.append(f"{row.key} = {_xl_value(row, value)}")
@@ -415,8 +419,16 @@ def to_xl(libxl: dict[str, Any], guest_type: GuestType) -> list[str]:
         elif list_field in hvm:
             lines.append(f"{key} = [ {', '.join(quote(item) for item in hvm[list_field])} ]")
     entries = ["defaults"] if hvm.get("viridian") == "True" else []
-    entries += [VIRIDIAN[bit] for bit in hvm.get("viridian_enable", []) if bit < len(VIRIDIAN)]
-    entries += ["!" + VIRIDIAN[bit] for bit in hvm.get("viridian_disable", []) if bit < len(VIRIDIAN)]
+    enable, disable = set(hvm.get("viridian_enable", [])), set(hvm.get("viridian_disable", []))
+    named = set(range(len(VIRIDIAN)))
+    if enable >= set(range(len(VIRIDIAN), VIRIDIAN_WIDTH)):  # bits no name reaches: only "all" sets them
+        # "all" sets every enable bit and leaves the disable bits; "!x" after it clears x again
+        missing = named - enable
+        entries += ["!" + VIRIDIAN[bit] for bit in sorted(disable & named - missing)]
+        entries += ["all", *("!" + VIRIDIAN[bit] for bit in sorted(missing))]
+    else:
+        entries += [VIRIDIAN[bit] for bit in sorted(enable & named)]
+        entries += ["!" + VIRIDIAN[bit] for bit in sorted(disable & named)]
     if entries:
         lines.append(f"viridian = [ {', '.join(quote(e) for e in entries)} ]")
     elif hvm.get("viridian") == "False":
@@ -424,8 +436,8 @@ def to_xl(libxl: dict[str, Any], guest_type: GuestType) -> list[str]:
     if guest_type is PV and libxl.get("vfbs"):
         vfb = libxl["vfbs"][0]
         for row in XL_KEYS:
-            if row.path[:3] in (_hvm("vnc"), _hvm("sdl")) and _at(vfb, row.path[3:]) is not None:
-                lines.append(f"{row.key} = {_xl_value(row, _at(vfb, row.path[3:]))}")
+            if row.path[:3] in (_hvm("vnc"), _hvm("sdl")) and _at(vfb, row.path[2:]) is not None:
+                lines.append(f"{row.key} = {_xl_value(row, _at(vfb, row.path[2:]))}")
         if "keymap" in vfb:
             lines.append(f"keymap = {quote(vfb['keymap'])}")
     return lines
@@ -451,4 +463,3 @@ def _at(doc: Any, path: Path) -> Any:
             return None
         doc = doc.get(step)
     return doc
-
