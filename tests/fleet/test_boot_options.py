@@ -8,7 +8,6 @@ the upgrade planner and the replay of a plan file.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ from xenabi.fleet.planner import HostClass, VmClass, class_admission, direct_adm
 from xenabi.fleet.upgrade import plan_upgrade
 from xenabi.hypervisor import Hypervisor
 from xenabi.policy import RefusalKind
+
+from .test_upgrade import issue7_inventory
 
 V2 = "pinned:evtchn_fifo,evtchn_upcall,gnttab_v2"
 NO_V2 = "pinned:evtchn_fifo,evtchn_upcall"
@@ -84,19 +85,8 @@ def test_csv_column_round_trips_and_defaults_to_2(tmp_path: Path) -> None:
 
 
 def test_an_inventory_from_before_issue_18_gets_the_column_and_its_index(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite"
-    db = sqlite3.connect(path)
-    db.executescript(
-        "CREATE TABLE hosts (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, pool TEXT NOT NULL, release TEXT NOT "
-        "NULL, abi_control INTEGER NOT NULL);"
-        "CREATE TABLE policies (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);"
-        "CREATE TABLE vms (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, guest_type TEXT NOT NULL, host_id "
-        "INTEGER NOT NULL, policy_id INTEGER NOT NULL);"
-        "CREATE INDEX hosts_by_class ON hosts(release, abi_control);"
-        "INSERT INTO hosts VALUES (1, 'h', 'p', '4.14', 1);"
-    )
-    db.commit()
-    db.close()
+    path = issue7_inventory(tmp_path / "old.sqlite", "CREATE INDEX hosts_by_class ON hosts(release, abi_control);"
+                            "INSERT INTO hosts VALUES (1, 'h', 'p', '4.14', 1);")  # fmt: skip
     with Inventory(path) as inv:
         assert inv.export_json()["hosts"][0]["gnttab_max_version"] == 2
         columns = [row[2] for row in inv.db.execute("PRAGMA index_info(hosts_by_class)")]

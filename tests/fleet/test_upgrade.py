@@ -259,22 +259,27 @@ def test_capacity_columns_are_optional_with_documented_defaults(tmp_path: Path) 
     assert [(v["memory_mib"], v["vcpus"]) for v in doc["vms"]] == [(32, 1), (32, 4)]
 
 
-def test_an_inventory_from_before_capacity_gets_the_columns(tmp_path: Path) -> None:
+def issue7_inventory(path: Path, rows: str) -> Path:
+    """An inventory file as issue 7 made them (no capacity or boot-option columns), with ``rows`` (SQL) in it."""
     import sqlite3
 
-    path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
     db.executescript(
         "CREATE TABLE hosts (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, pool TEXT NOT NULL, release TEXT NOT "
         "NULL, abi_control INTEGER NOT NULL);"
         "CREATE TABLE policies (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);"
         "CREATE TABLE vms (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, guest_type TEXT NOT NULL, host_id "
-        "INTEGER NOT NULL, policy_id INTEGER NOT NULL);"
-        "INSERT INTO hosts VALUES (1, 'h', 'p', '4.14', 0); INSERT INTO policies VALUES (1, 'legacy:4.14');"
-        "INSERT INTO vms VALUES (1, 'v', 'hvm', 1, 1);"
+        "INTEGER NOT NULL, policy_id INTEGER NOT NULL);" + rows
     )
     db.commit()
     db.close()
+    return path
+
+
+def test_an_inventory_from_before_capacity_gets_the_columns(tmp_path: Path) -> None:
+    rows = ("INSERT INTO hosts VALUES (1, 'h', 'p', '4.14', 0); INSERT INTO policies VALUES (1, 'legacy:4.14'); "
+            "INSERT INTO vms VALUES (1, 'v', 'hvm', 1, 1);")  # fmt: skip
+    path = issue7_inventory(tmp_path / "old.sqlite", rows)
     with Inventory(path) as inv:
         assert inv.export_json()["vms"][0]["memory_mib"] == 32 and inv.largest_host() == (262144, 256)
 
