@@ -33,7 +33,7 @@ from xenabi.toolstack import DomainConfig, Toolstack
 from xenabi.toolstack.streams import xl
 
 from ..oracle import xl_dryrun
-from .test_xl_json_differential import compare, config
+from .xlgen import compare, config
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).with_name("golden")

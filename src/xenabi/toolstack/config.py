@@ -3,10 +3,14 @@
 Keys read from xl.cfg (``docs/man/xl.cfg.5.pod.in``; ``spec/streams.md`` §5): ``name`` (required), ``type`` (``hvm``,
 ``pv``, ``pvh``; the old ``builder = "hvm"`` also means HVM; neither means PV, as xl decides), ``memory`` (MiB,
 default 32, libxl's), ``maxmem``, ``vcpus`` (default 1), ``maxvcpus``, ``max_event_channels`` (default 1023),
-``max_grant_frames``, ``max_maptrack_frames``, ``max_grant_version`` (4.16: 1 or 2), ``kernel``, ``ramdisk``,
-``extra`` / ``cmdline``, and ``xen_abi_features`` (v5 series, ``spec/abi-control.md`` §1.4-§1.5). Every other
-key is kept as written (``xl`` settings such as ``vif`` and ``disk``) so that nothing the operator wrote is lost on
-the way to JSON and back.
+``max_grant_frames``, ``max_maptrack_frames``, ``max_grant_version`` (4.16: 1 or 2), ``kernel`` (on HVM, one named
+``hvmloader`` is dropped, with xl's warning), ``ramdisk``, ``cmdline`` or ``root`` and ``extra`` (xl's
+``parse_cmdline``), ``uuid``, and ``xen_abi_features`` (v5 series, ``spec/abi-control.md`` §1.4-§1.5). The devices
+(:mod:`~xenabi.toolstack.xldevices`) and the display, firmware, platform and action keys
+(:mod:`~xenabi.toolstack.xlkeys`) go into libxl's own JSON fields, as xl 4.17 puts them (issue 19), and are kept in
+:attr:`DomainConfig.libxl` with every libxl field xenabi does not interpret (:mod:`~xenabi.toolstack.libxljson`).
+Any other key is kept as written, under ``xenabi.xl`` in the JSON (not modelled: real libxl drops it), so that
+nothing the operator wrote is lost on the way to JSON and back.
 
 ``xen_abi_features`` entries: a feature name enables it, ``!name`` disables it, ``all`` enables every feature
 that applies. Features not mentioned take the host's default (decision 6). Errors, each naming the entry: an unknown
@@ -25,7 +29,10 @@ means exactly that set on every later boot, restore and migration, whatever the 
 libxl never had these keys (the series was not merged), so they are xenabi's; the other keys are libxl's own
 (``c_info.type``/``name``, ``b_info.max_vcpus``, ``max_memkb``, ``target_memkb``, ``event_channels``,
 ``max_grant_frames``, ``max_maptrack_frames``, ``kernel``, ``ramdisk``, ``cmdline``, the keyed union
-``type.hvm``/``type.pv``/``type.pvh``). xl settings with no libxl counterpart here travel under ``xenabi.xl``.
+``type.hvm``/``type.pv``/``type.pvh``).
+
+A VM without a ``uuid`` has none until the toolstack first creates it (:meth:`DomainConfig.with_uuid`, as xl's
+``libxl_uuid_generate``); from then on its stored config carries it, and it is the domain's handle.
 """
 
 from __future__ import annotations
