@@ -29,13 +29,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from xenabi.abi.xen import VIRQ_TIMER
 from xenabi.errors import AbiIncompatible, MigrationError
 from xenabi.guest.backends import Backend
 from xenabi.guest.linux import Fingerprint, LinuxKernel
 from xenabi.hypervisor import Hypervisor
+from xenabi.hypervisor.trace import HypercallTrace
 from xenabi.policy import legacy_policy
 from xenabi.toolstack import DomainConfig, Toolstack
 
@@ -87,8 +88,10 @@ class ScenarioResult:
 class Run:
     """One scenario on one kind of host: the VM, its kernel, its backends, and what was sent."""
 
-    def __init__(self, name: str, controlled: bool, workdir: Path, *, rounds: int, **kernel: bool) -> None:
+    def __init__(self, name: str, controlled: bool, workdir: Path, *, rounds: int, trace: IO[str] | None = None,
+                 **kernel: bool) -> None:  # fmt: skip
         self.name = name
+        self.trace = trace  # where every host of the run writes its hypercall trace, as JSON lines (None: off)
         self.controlled = controlled
         self.workdir = workdir
         self.rounds = rounds
@@ -108,6 +111,10 @@ class Run:
         """A host of ``release``; ``new`` hosts have ABI control in the controlled run, and there a host in a
         ``pool`` of releases creates new VMs with the pool's levelled default (decision 6)."""
         hv = Hypervisor(release, abi_control=self.controlled and new)
+        if self.trace is not None:
+            label = {"scenario": self.name, "run": "controlled" if self.controlled else "uncontrolled",
+                     "host": f"{release}{'+control' if hv.abi_control else ''}"}  # fmt: skip
+            hv.start_trace(HypercallTrace(out=self.trace, label=label))
         default = None
         if self.controlled and pool:
             default = frozenset.intersection(*(legacy_policy(member).features for member in pool))
@@ -313,12 +320,13 @@ SCENARIOS: tuple[Scenario, ...] = (
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
 
-def run_scenario(name: str, controlled: bool, *, rounds: int = 50) -> ScenarioResult:
+def run_scenario(name: str, controlled: bool, *, rounds: int = 50, trace: IO[str] | None = None) -> ScenarioResult:
+    """Run one scenario on one kind of host; ``trace`` receives every host's hypercalls as JSON lines."""
     scenario = next((s for s in SCENARIOS if s.name == name), None)
     if scenario is None:
         raise KeyError(f"unknown scenario {name!r} (known: {', '.join(SCENARIO_NAMES)})")
     with tempfile.TemporaryDirectory(prefix="xenabi-scenario-") as workdir:
-        run = Run(scenario.name, controlled, Path(workdir), rounds=rounds, **scenario.options)
+        run = Run(scenario.name, controlled, Path(workdir), rounds=rounds, trace=trace, **scenario.options)
         try:
             scenario.flow(run)
             return run.result(scenario.name, scenario.kernel)
@@ -327,5 +335,7 @@ def run_scenario(name: str, controlled: bool, *, rounds: int = 50) -> ScenarioRe
                 ts.hv.close()
 
 
-def run_all(names: tuple[str, ...] = SCENARIO_NAMES, *, rounds: int = 50) -> list[ScenarioResult]:
-    return [run_scenario(name, kind == "controlled", rounds=rounds) for name in names for kind in HOST_KINDS]
+def run_all(names: tuple[str, ...] = SCENARIO_NAMES, *, rounds: int = 50,
+            trace: IO[str] | None = None) -> list[ScenarioResult]:  # fmt: skip
+    return [run_scenario(name, kind == "controlled", rounds=rounds, trace=trace) for name in names
+            for kind in HOST_KINDS]  # fmt: skip

@@ -81,7 +81,7 @@ class GnttabOpArg(CStruct):
     addr: int = 0
 
 
-@cstruct("H2xIh6xQ")
+@cstruct("H2xIh6xQ", out=("status",))
 class SetupTable(CStruct):
     """``struct gnttab_setup_table`` (24 bytes): dom, nr_frames; out status; frame_list a handle (guest address)."""
 
@@ -91,7 +91,7 @@ class SetupTable(CStruct):
     frame_list: int = 0
 
 
-@cstruct("H2xIIh2x")
+@cstruct("H2xIIh2x", out=("nr_frames", "max_nr_frames", "status"))
 class QuerySize(CStruct):
     """``struct gnttab_query_size`` (16 bytes)."""
 
@@ -101,14 +101,14 @@ class QuerySize(CStruct):
     status: int = 0
 
 
-@cstruct("I")
+@cstruct("I", out=("version",))
 class SetVersion(CStruct):
     """``struct gnttab_set_version`` (4 bytes): in the version asked, out the table's version."""
 
     version: int = 0
 
 
-@cstruct("IHhQ")
+@cstruct("IHhQ", out=("status",))
 class GetStatusFrames(CStruct):
     """``struct gnttab_get_status_frames`` (16 bytes)."""
 
@@ -118,7 +118,7 @@ class GetStatusFrames(CStruct):
     frame_list: int = 0
 
 
-@cstruct("HHI")
+@cstruct("HHI", out=("version",))
 class GetVersion(CStruct):
     """``struct gnttab_get_version`` (8 bytes)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import IO
 
 import click
 
@@ -15,7 +16,9 @@ from xenabi.cli.common import console, new_table, styled
 @click.option("--scenario", "names", multiple=True, help="Run only this scenario (repeatable).")
 @click.option("--rounds", default=50, show_default=True, help="Rounds of traffic in each phase of a scenario.")
 @click.option("-v", "--verbose", is_flag=True, help="Print each run's steps.")
-def demo(as_json: bool, names: tuple[str, ...], rounds: int, verbose: bool) -> None:
+@click.option("--trace", "trace_file", type=click.File("w", lazy=False), default=None,
+              help="Write every hypercall of every host to this file as JSON lines ('-': stdout).")  # fmt: skip
+def demo(as_json: bool, names: tuple[str, ...], rounds: int, verbose: bool, trace_file: IO[str] | None) -> None:
     """Run the scenarios that motivated ABI control on uncontrolled and controlled hosts; exit 0 when every
     controlled run is safe (fine, or refused before anything changed)."""
     from xenabi.scenarios import SCENARIO_NAMES, SCENARIOS, run_all
@@ -23,7 +26,7 @@ def demo(as_json: bool, names: tuple[str, ...], rounds: int, verbose: bool) -> N
     unknown = [name for name in names if name not in SCENARIO_NAMES]
     if unknown:
         raise click.BadParameter(f"unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIO_NAMES)})")
-    results = run_all(tuple(names) or SCENARIO_NAMES, rounds=rounds)
+    results = run_all(tuple(names) or SCENARIO_NAMES, rounds=rounds, trace=trace_file)
     safe = all(r.safe for r in results if r.host == "controlled")
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))

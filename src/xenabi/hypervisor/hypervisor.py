@@ -37,6 +37,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import replace
+from types import MethodType
 
 from xenabi.abi import errno
 from xenabi.abi.domctl import (
@@ -61,6 +62,7 @@ from xenabi.hypervisor.domain import MAX_PAUSE_COUNT, UNBOUND, XEN_PAGES, Chan, 
 from xenabi.hypervisor.evtchn_fifo import Fifo, fifo_destroy
 from xenabi.hypervisor.gnttab import GrantTable, new_grant_table
 from xenabi.hypervisor.hypfs import Hypfs
+from xenabi.hypervisor.trace import HypercallTrace, traced_hypercall, traced_hypercall_raw
 from xenabi.hypervisor.vcpu import set_runstate
 from xenabi.policy import AbiPolicy, Release, get_release
 
@@ -118,6 +120,7 @@ class Hypervisor:
         # The domains whose vCPUs have run, i.e. those that can issue hypercalls (the dispatch looks callers up
         # here, so a never-run caller costs the hot path nothing).
         self._callers: dict[int, Domain] = {}
+        self.trace: HypercallTrace | None = None  # a hypercall trace while one is recording (start_trace)
         # Decides whether a long-running hypercall is preempted at a preemption point; a hook may issue
         # hypercalls itself, standing for what runs before the continuation (evtchn reset, §3.11).
         self.preempt_check: Callable[[], bool] = lambda: False
@@ -622,6 +625,32 @@ class Hypervisor:
         if rc == 0 and arg_type.OUT:
             return 0, arg.pack() + data[size:]
         return rc, data
+
+    # --- tracing ---------------------------------------------------------------------------------------------------
+    def start_trace(self, trace: HypercallTrace | None = None) -> HypercallTrace:
+        """Record every hypercall this host answers from now on (:mod:`xenabi.hypervisor.trace`); returns the
+        trace. The recording wrappers are instance attributes in front of the class's methods, so a host that is
+        not traced runs the dispatch floor unchanged. (They are set and reset as attributes, never through
+        ``__dict__``: reaching for the instance dict would make CPython materialise it, and every later method
+        lookup on this host about 7% slower.)"""
+        self.stop_trace()
+        self.trace = HypercallTrace() if trace is None else trace
+        cls = type(self)
+        self.hypercall = traced_hypercall(self, self.trace, MethodType(cls.hypercall, self))  # type: ignore[method-assign]
+        self.hypercall_raw = traced_hypercall_raw(  # type: ignore[method-assign]
+            self, self.trace, MethodType(cls.hypercall_raw, self)
+        )
+        return self.trace
+
+    def stop_trace(self) -> HypercallTrace | None:
+        """Stop recording; returns the trace that was recording, if any. The host's own methods answer again (as
+        bound methods in the same attributes, which look up as fast as the class's)."""
+        trace, self.trace = self.trace, None
+        if trace is not None:
+            cls = type(self)
+            self.hypercall = MethodType(cls.hypercall, self)  # type: ignore[method-assign]
+            self.hypercall_raw = MethodType(cls.hypercall_raw, self)  # type: ignore[method-assign]
+        return trace
 
     def _not_a_caller(self, caller: int) -> int:
         """A hypercall from a domain that is not running guest code: none at all (-ESRCH, as the model has always
