@@ -17,7 +17,7 @@ from xenabi.abi.domctl import CreateDomain, GuestType
 from xenabi.abi.features import ALL_GUEST_TYPES, REGISTRY, AbiFeature
 from xenabi.abi.xen import HYPERVISOR_event_channel_op
 from xenabi.errors import XenError
-from xenabi.guest.probe import gate_answers
+from xenabi.fingerprint import gate_answers
 from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.dispatch import DISPATCH
 from xenabi.toolstack import DomainConfig, Toolstack

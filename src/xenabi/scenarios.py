@@ -6,7 +6,9 @@ pinning, no admission), which is the world the series was written for. *Controll
 have ABI control and every toolstack is xenabi's (it pins where it can and admits before creating). Xen 4.3 hosts
 never have ABI control. VMs are created from xl.cfg text, moved with the real stream formats, and run the Linux-like
 kernel of :mod:`xenabi.guest.linux`; dom0 backends and timer and IPI traffic send a known number of events, and the
-kernel counts what it handles. Nothing in a scenario decides an outcome: it is read off the run.
+kernel counts what it handles. Nothing in a scenario decides an outcome: it is read off the run. Whether the guest's
+ABI changed is the harness's own measurement (:mod:`xenabi.fingerprint`), taken after each boot and on each
+arrival, before the kernel resumes: the guest kernel never probes.
 
 1. ``hibernate-across-upgrade``: booted on 4.3, hibernated, the host upgraded in place to 4.14, booted again.
 2. ``migrate-up``: running on 4.3, live-migrated to 4.14 (fingerprint compared), then hibernated and booted there.
@@ -33,8 +35,9 @@ from typing import IO, Any
 
 from xenabi.abi.xen import VIRQ_TIMER
 from xenabi.errors import AbiIncompatible, MigrationError
+from xenabi.fingerprint import Fingerprint, take_fingerprint
 from xenabi.guest.backends import Backend
-from xenabi.guest.linux import Fingerprint, LinuxKernel
+from xenabi.guest.linux import LinuxKernel
 from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.trace import HypercallTrace
 from xenabi.policy import legacy_policy
@@ -105,6 +108,8 @@ class Run:
         self.refusals: list[str] = []
         self.crashes: list[str] = []
         self.hosts: list[Toolstack] = []  # every host this run started, closed when it ends
+        # the harness's ABI fingerprints (xenabi.fingerprint): after each boot, and on arrival after each move
+        self.fingerprints: list[tuple[str, Fingerprint]] = []
 
     # --- hosts ------------------------------------------------------------------------------------------------
     def host(self, release: str, *, new: bool, pool: tuple[str, ...] = ()) -> Toolstack:
@@ -136,7 +141,14 @@ class Run:
     def boot(self, disk: Path | None) -> None:
         assert self.ts is not None and self.domid is not None
         self.kernel = LinuxKernel.boot(self.ts.hv, self.domid, disk=disk, **self.kernel_options)
+        if self.kernel.running:
+            self.fingerprint("boot")
         self._after_kernel_change()
+
+    def fingerprint(self, label: str) -> None:
+        """The ABI the domain can reach now, as the harness measures it (the guest never probes)."""
+        assert self.ts is not None and self.domid is not None
+        self.fingerprints.append((label, take_fingerprint(self.ts.hv, self.domid)))
 
     def _abi(self) -> str:
         assert self.kernel is not None and self.ts is not None and self.domid is not None
@@ -202,6 +214,7 @@ class Run:
             self.log(f"migration to {dest.name} refused; still running on {self.ts.name}: {exc}")
             return
         self.ts, self.domid = dest, new
+        self.fingerprint(f"arrived on {dest.name}")  # before the kernel resumes: what the new host offers it
         self.kernel = LinuxKernel.attach(dest.hv, new)
         self.kernel.resume()
         if self.kernel.state.phase == "running":
@@ -227,7 +240,7 @@ class Run:
     def result(self, scenario: str, kernel_label: str) -> ScenarioResult:
         kernel = self.kernel
         assert kernel is not None
-        prints = [Fingerprint.from_json(fp) for _label, fp in kernel.state.fingerprints]
+        prints = [fp for _label, fp in self.fingerprints]
         sent, handled = sum(self.sent.values()), self.handled
         lost = sent - handled
         if self.crashes:

@@ -22,13 +22,10 @@ What it does, as Linux does:
   guests lack), so a FIFO resume kernel after a FIFO boot kernel finds its vCPUs' control blocks already
   registered: init_control answers -EINVAL and ``evtchn_fifo_resume`` BUG()s. That is not an ABI change, and ABI
   control does not touch it.
-- **Fingerprint**, at boot and after every resume: which registry features' operations answer something other
-  than -ENOSYS (probed with arguments that fail harmlessly), and which features the CPUID ABI leaf advertises
-  (None where the host has no such leaf). Two fingerprints differ when the operations differ, or when both have the
-  leaf and it differs: a leaf that appears describes what the guest already had, and a guest that never saw it
-  cannot depend on it.
+- The kernel never probes which operations exist, as Linux does not: the scenarios' ABI fingerprint is taken by
+  the harness (:mod:`xenabi.fingerprint`).
 
-Every piece of kernel state (ABI, control blocks, array pages, heap, bindings, counters, fingerprints, errors) is
+Every piece of kernel state (ABI, control blocks, array pages, heap, bindings, counters, errors) is
 kept in two pages of guest RAM at :data:`KERNEL_STATE_GFN` and reloaded by :meth:`LinuxKernel.attach`, so save,
 restore, migration and hibernation carry it exactly as they carry a real kernel's memory. A hypercall that fails
 gets Xen's errno, and the kernel records what it did about it (``errors``); nothing it does can make the hypervisor
@@ -46,9 +43,8 @@ from typing import Any
 
 from xenabi.abi import errno
 from xenabi.abi import evtchn as E
-from xenabi.abi.cpuid import XEN_CPUID_FIRST_LEAF, XEN_CPUID_LEAF_ABI_FEATURES, XEN_CPUID_LEAF_PV, abi_feature_bits
+from xenabi.abi.cpuid import XEN_CPUID_FIRST_LEAF, XEN_CPUID_LEAF_PV
 from xenabi.abi.errno import errno_name
-from xenabi.abi.features import REGISTRY
 from xenabi.abi.gnttab import GnttabOp, SetVersion
 from xenabi.abi.hvm import (
     HVM_PARAM_CONSOLE_EVTCHN,
@@ -73,7 +69,6 @@ from xenabi.abi.xen import (
 from xenabi.guest.evtchn_2l import TwoLevelGuest
 from xenabi.guest.evtchn_fifo import FifoGuest
 from xenabi.guest.pages import FIRST_FREE_GFN, PageAllocator
-from xenabi.guest.probe import usable_features
 from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.domain import XEN_PAGES
 
@@ -87,7 +82,6 @@ IMAGE_USED = b"XENABI-SWSUSP-0\n"  # the signature swsusp leaves once an image h
 IMAGE_HEADER = struct.Struct("<16sII")
 LINUX_UPCALL_VECTOR = 0xF3  # HYPERVISOR_CALLBACK_VECTOR
 MAX_ERRORS = 16
-MAX_FINGERPRINTS = 8
 AREA_STRIDE = 64  # each vCPU's runstate area (48 bytes) in the areas page; time areas in its second half
 TIME_AREAS = PAGE_SIZE // 2
 TOOLSTACK_CHANNELS = ("xenstore", "console")
@@ -95,43 +89,6 @@ TOOLSTACK_CHANNELS = ("xenstore", "console")
 
 class KernelStateMissing(Exception):
     """No kernel state in the domain's memory (nothing booted there)."""
-
-
-# --- the ABI fingerprint -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Fingerprint:
-    operations: tuple[str, ...]  # features whose operations answer (not -ENOSYS)
-    cpuid: tuple[str, ...] | None  # features the ABI CPUID leaf advertises; None: the host has no such leaf
-
-    def differs_from(self, other: Fingerprint) -> bool:
-        if self.operations != other.operations:
-            return True
-        return self.cpuid is not None and other.cpuid is not None and self.cpuid != other.cpuid
-
-    def to_json(self) -> dict[str, Any]:
-        return {"operations": list(self.operations), "cpuid": None if self.cpuid is None else list(self.cpuid)}
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Fingerprint:
-        cpuid = doc["cpuid"]
-        return cls(tuple(doc["operations"]), None if cpuid is None else tuple(cpuid))
-
-    def __str__(self) -> str:
-        ops = ", ".join(self.operations) or "none"
-        leaf = "no leaf" if self.cpuid is None else ", ".join(self.cpuid) or "none"
-        return f"operations: {ops}; CPUID leaf: {leaf}"
-
-
-def take_fingerprint(hv: Hypervisor, domid: int) -> Fingerprint:
-    """Probe every gated operation harmlessly (:mod:`xenabi.guest.probe`) and read the ABI leaf."""
-    present = list(usable_features(hv, domid))
-    top = hv.cpuid(domid, XEN_CPUID_FIRST_LEAF)[0]
-    leaf = XEN_CPUID_FIRST_LEAF + XEN_CPUID_LEAF_ABI_FEATURES
-    cpuid = None
-    if top >= leaf:
-        bits = abi_feature_bits(hv.cpuid(domid, leaf))
-        cpuid = tuple(row.name for row in REGISTRY if row.bit in bits)
-    return Fingerprint(tuple(present), cpuid)
 
 
 # --- the state in guest memory ------------------------------------------------------------------------------------
@@ -153,7 +110,6 @@ class KernelState:
     handled: dict[str, int] = field(default_factory=dict)
     spurious: int = 0
     errors: list[list[str]] = field(default_factory=list)  # [operation, errno, what the kernel did]
-    fingerprints: list[list[Any]] = field(default_factory=list)  # [label, fingerprint]
     crash: str = ""
     boots: int = 0
     resumes: int = 0
@@ -233,7 +189,6 @@ class LinuxKernel:
         kernel._bind_all()
         kernel._gnttab_request_version()
         kernel.state.boots += 1
-        kernel._fingerprint("boot")
         kernel._save()
         if disk is not None and image_on(disk):
             return kernel._resume_from_image(disk)
@@ -272,7 +227,6 @@ class LinuxKernel:
         else:
             s.cursors = [list(c) for c in self.ops.cursor]
         s.errors = s.errors[-MAX_ERRORS:]
-        s.fingerprints = s.fingerprints[-MAX_FINGERPRINTS:]
         blob = s.to_bytes()
         room = KERNEL_STATE_PAGES * PAGE_SIZE - STATE_HEADER.size
         if len(blob) > room:
@@ -282,9 +236,6 @@ class LinuxKernel:
 
     def _error(self, operation: str, rc: int, reaction: str) -> None:
         self.state.errors.append([operation, errno_name(rc), reaction])
-
-    def _fingerprint(self, label: str) -> None:
-        self.state.fingerprints.append([label, take_fingerprint(self.hv, self.domid).to_json()])
 
     # --- hypercalls -------------------------------------------------------------------------------------------
     def _evtchn(self, cmd: int, arg: object) -> int:
@@ -528,14 +479,6 @@ class LinuxKernel:
         self._save()
         return count
 
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return Fingerprint.from_json(self.state.fingerprints[-1][1])
-
-    @property
-    def first_fingerprint(self) -> Fingerprint:
-        return Fingerprint.from_json(self.state.fingerprints[0][1])
-
     # --- suspend, resume, crash -----------------------------------------------------------------------------------
     def suspend(self) -> None:
         """``xen_suspend``, before the toolstack saves or migrates the domain."""
@@ -577,7 +520,6 @@ class LinuxKernel:
         self._bind_all()
         s.phase = "running"
         s.resumes += 1
-        self._fingerprint("resume")
         self._save()
 
     def _words(self) -> int:
@@ -585,7 +527,6 @@ class LinuxKernel:
         return len(self.ops.array_gfns) * E.EVTCHN_FIFO_EVENT_WORDS_PER_PAGE
 
     def crash(self, reason: str) -> None:
-        self._fingerprint("crash")  # what the kernel saw when it died
         self.state.phase = "crashed"
         self.state.crash = reason
         self._save()
