@@ -174,3 +174,16 @@ def test_the_cli_package_has_no_import_circle() -> None:
             text = module.read_text()
             assert "from xenabi.cli import" not in text, module.name
             assert "from xenabi.cli.common import" in text, module.name
+
+
+def test_demo_takes_each_kernel_and_names_the_known_ones_for_another() -> None:
+    """Issue 21: --kernel 5.10 / 6.1 (repeatable); an unknown version is a usage error naming both."""
+    ran = CliRunner().invoke(main, ["demo", "--json", "--rounds", "2", "--scenario", "migrate-down",
+                                    "--kernel", "5.10", "--kernel", "6.1"])  # fmt: skip
+    assert ran.exit_code == 0
+    assert [(r["kernel"], r["host"]) for r in json.loads(ran.output)] == [
+        ("Linux 5.10", "uncontrolled"), ("Linux 5.10", "controlled"),
+        ("Linux 6.1", "uncontrolled"), ("Linux 6.1", "controlled"),
+    ]  # fmt: skip
+    bad = CliRunner().invoke(main, ["demo", "--kernel", "7.0"])
+    assert bad.exit_code == 2 and "unknown guest kernel '7.0' (known: 5.10, 6.1)" in bad.output

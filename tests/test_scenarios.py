@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from xenabi.abi.xen import VIRQ_TIMER
 from xenabi.errors import AbiIncompatible
 from xenabi.fingerprint import take_fingerprint
+from xenabi.guest import kernels as guest_kernels
 from xenabi.guest.backends import Backend
 from xenabi.guest.linux import LinuxKernel
 from xenabi.hypervisor import Hypervisor
@@ -33,11 +34,13 @@ EXPECTED = {
 CRASH_LOSES = {"migrate-down": {"evtchn_fifo", "evtchn_upcall"}, "phys-area-down": {"vcpu_phys_area"}}
 
 
+@pytest.mark.parametrize("kernel", list(guest_kernels.KERNELS))
 @pytest.mark.parametrize("name", SCENARIO_NAMES)
-def test_scenario_outcomes(name: str) -> None:
+def test_scenario_outcomes(name: str, kernel: str) -> None:
     uncontrolled, changed, controlled = EXPECTED[name]
-    bad = run_scenario(name, controlled=False, rounds=5)
-    good = run_scenario(name, controlled=True, rounds=5)
+    bad = run_scenario(name, controlled=False, rounds=5, kernel=kernel)
+    good = run_scenario(name, controlled=True, rounds=5, kernel=kernel)
+    assert bad.kernel.startswith(f"Linux {kernel}") and good.kernel.startswith(f"Linux {kernel}")
     assert (bad.outcome, bad.fingerprint_changed) == (uncontrolled, changed), bad.steps
     assert (good.outcome, good.fingerprint_changed, good.lost) == (controlled, False, 0), good.steps
     assert good.sent > 0 and good.handled == good.sent
@@ -58,7 +61,8 @@ def test_hibernation_loses_exactly_the_events_after_the_hand_over() -> None:
 
 # --- the invariant, on controlled hosts -----------------------------------------------------------------------
 RELEASE_NAMES = list(RELEASES)
-KERNELS = [{}, {"fifo_events": False}, {"fifo_support": False}]
+KERNEL_OPTIONS = [{}, {"fifo_events": False}, {"fifo_support": False}]
+VERSIONS = list(guest_kernels.KERNELS)
 steps = st.lists(
     st.tuples(st.sampled_from(["exercise", "save-restore", "migrate", "hibernate", "upgrade"]),
               st.sampled_from(RELEASE_NAMES)),
@@ -70,12 +74,13 @@ steps = st.lists(
 class Guest:
     """One VM on controlled hosts, with the traffic it was sent."""
 
-    def __init__(self, release: str, kernel: dict[str, bool], workdir: Path) -> None:
+    def __init__(self, release: str, kernel: dict[str, bool], workdir: Path, version: str) -> None:
         self.workdir = workdir
         self.ts = self.host(release)
         cfg = DomainConfig.from_xl('name = "p"\ntype = "hvm"\nmemory = 4\nvcpus = 2\n')
         self.options = kernel
-        self.kernel = LinuxKernel.boot(self.ts.hv, self.ts.create(cfg, start=True), **kernel)
+        self.version = version
+        self.kernel = LinuxKernel.boot(self.ts.hv, self.ts.create(cfg, start=True), kernel=version, **kernel)
         self.sent = 0
 
     def host(self, release: str) -> Toolstack:
@@ -133,7 +138,8 @@ class Guest:
         self.ts.shutdown(self.kernel.domid)
         if upgrade_to is not None and release_key(upgrade_to) > self.ts.hv.release.version:
             self.ts.upgrade(upgrade_to, abi_control=True)
-        self.kernel = LinuxKernel.boot(self.ts.hv, self.ts.start("p"), disk=disk, **self.options)
+        self.kernel = LinuxKernel.boot(self.ts.hv, self.ts.start("p"), disk=disk, kernel=self.version,
+                                       **self.options)  # fmt: skip
 
 
 def release_key(name: str) -> tuple[int, int]:
@@ -141,11 +147,14 @@ def release_key(name: str) -> tuple[int, int]:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(start=st.sampled_from(RELEASE_NAMES), kernel=st.sampled_from(KERNELS), plan=steps)
+@given(start=st.sampled_from(RELEASE_NAMES), kernel=st.sampled_from(KERNEL_OPTIONS), plan=steps,
+       version=st.sampled_from(VERSIONS))  # fmt: skip
 def test_on_controlled_hosts_the_guest_never_sees_its_abi_change(
-    start: str, kernel: dict[str, bool], plan: list[tuple[str, str]], tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    guest = Guest(start, kernel, tmp_path_factory.mktemp("guest"))
+    start: str, kernel: dict[str, bool], plan: list[tuple[str, str]], version: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:  # fmt: skip
+    """Every Linux version of the table, every kernel option, any path through releases and moves."""
+    guest = Guest(start, kernel, tmp_path_factory.mktemp("guest"), version)
     first = take_fingerprint(guest.ts.hv, guest.kernel.domid)
     for action, release in plan:
         if action == "exercise":

@@ -189,3 +189,7 @@ class InventoryError(XenabiError):
 
 def _errno_name(errno: int) -> str:
     return ERRNO_NAMES.get(errno, f"errno {errno}")
+
+
+class UnknownKernel(XenabiError):
+    """A guest kernel name that is not in :data:`xenabi.guest.kernels.KERNELS`; the message names the known ones."""

@@ -37,6 +37,7 @@ from xenabi.abi.xen import VIRQ_TIMER
 from xenabi.errors import AbiIncompatible, MigrationError
 from xenabi.fingerprint import Fingerprint, take_fingerprint
 from xenabi.guest.backends import Backend
+from xenabi.guest.kernels import DEFAULT_KERNEL, get_kernel
 from xenabi.guest.linux import LinuxKernel
 from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.trace import HypercallTrace
@@ -92,13 +93,14 @@ class Run:
     """One scenario on one kind of host: the VM, its kernel, its backends, and what was sent."""
 
     def __init__(self, name: str, controlled: bool, workdir: Path, *, rounds: int, trace: IO[str] | None = None,
-                 **kernel: bool) -> None:  # fmt: skip
+                 kernel: str = DEFAULT_KERNEL, **options: bool) -> None:  # fmt: skip
         self.name = name
         self.trace = trace  # where every host of the run writes its hypercall trace, as JSON lines (None: off)
         self.controlled = controlled
         self.workdir = workdir
         self.rounds = rounds
-        self.kernel_options = kernel
+        self.kernel_version = get_kernel(kernel).name  # the Linux version every boot of this run uses
+        self.kernel_options = options
         self.steps: list[str] = []
         self.sent: Counter[str] = Counter()
         self.ts: Toolstack | None = None
@@ -140,7 +142,8 @@ class Run:
 
     def boot(self, disk: Path | None) -> None:
         assert self.ts is not None and self.domid is not None
-        self.kernel = LinuxKernel.boot(self.ts.hv, self.domid, disk=disk, **self.kernel_options)
+        self.kernel = LinuxKernel.boot(self.ts.hv, self.domid, disk=disk, kernel=self.kernel_version,
+                                       **self.kernel_options)  # fmt: skip
         if self.kernel.running:
             self.fingerprint("boot")
         self._after_kernel_change()
@@ -237,7 +240,7 @@ class Run:
             self.log(f"booted again on {self.ts.name} and resumed the image: {self._abi()}")
 
     # --- the verdict ----------------------------------------------------------------------------------------------
-    def result(self, scenario: str, kernel_label: str) -> ScenarioResult:
+    def result(self, scenario: str, variant: str) -> ScenarioResult:
         kernel = self.kernel
         assert kernel is not None
         prints = [fp for _label, fp in self.fingerprints]
@@ -257,7 +260,7 @@ class Run:
         return ScenarioResult(
             scenario=scenario,
             host="controlled" if self.controlled else "uncontrolled",
-            kernel=kernel_label,
+            kernel=f"Linux {self.kernel_version}" + (f" {variant}" if variant else ""),
             sent=sent,
             handled=handled,
             lost=lost,
@@ -313,42 +316,46 @@ def phys_area_down(run: Run) -> None:
 class Scenario:
     name: str
     flow: Callable[[Run], None]
-    kernel: str
+    variant: str  # how the kernel differs from the one asked for ("without FIFO"), or ""
     options: dict[str, bool] = field(default_factory=dict)
     summary: str = ""
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("hibernate-across-upgrade", hibernate_across_upgrade, "linux",
+    Scenario("hibernate-across-upgrade", hibernate_across_upgrade, "",
              summary="booted and hibernated on 4.3, host upgraded in place to 4.14, booted again"),
-    Scenario("migrate-up", migrate_up, "linux", summary="migrated from 4.3 to 4.14, then hibernated there"),
-    Scenario("migrate-down", migrate_down, "linux", summary="a FIFO guest on 4.14 migrated to 4.3"),
-    Scenario("no-fifo-kernel", migrate_up, "linux without FIFO", {"fifo_support": False},
+    Scenario("migrate-up", migrate_up, "", summary="migrated from 4.3 to 4.14, then hibernated there"),
+    Scenario("migrate-down", migrate_down, "", summary="a FIFO guest on 4.14 migrated to 4.3"),
+    Scenario("no-fifo-kernel", migrate_up, "without FIFO", {"fifo_support": False},
              summary="migrate-up with a kernel built without FIFO support"),
-    Scenario("fifo-events-0", migrate_up, "linux xen.fifo_events=0", {"fifo_events": False},
+    Scenario("fifo-events-0", migrate_up, "xen.fifo_events=0", {"fifo_events": False},
              summary="migrate-up with xen.fifo_events=0 on the kernel command line"),
-    Scenario("phys-area-down", phys_area_down, "linux",
+    Scenario("phys-area-down", phys_area_down, "",
              summary="booted on 4.18 (XENFEAT 18/19: vCPU areas by physical address), migrated to 4.17"),
 )  # fmt: skip
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
 
-def run_scenario(name: str, controlled: bool, *, rounds: int = 50, trace: IO[str] | None = None) -> ScenarioResult:
-    """Run one scenario on one kind of host; ``trace`` receives every host's hypercalls as JSON lines."""
+def run_scenario(name: str, controlled: bool, *, rounds: int = 50, trace: IO[str] | None = None,
+                 kernel: str = DEFAULT_KERNEL) -> ScenarioResult:  # fmt: skip
+    """Run one scenario on one kind of host with a guest of Linux ``kernel`` (:data:`xenabi.guest.kernels.KERNELS`);
+    ``trace`` receives every host's hypercalls as JSON lines."""
     scenario = next((s for s in SCENARIOS if s.name == name), None)
     if scenario is None:
         raise KeyError(f"unknown scenario {name!r} (known: {', '.join(SCENARIO_NAMES)})")
     with tempfile.TemporaryDirectory(prefix="xenabi-scenario-") as workdir:
-        run = Run(scenario.name, controlled, Path(workdir), rounds=rounds, trace=trace, **scenario.options)
+        run = Run(scenario.name, controlled, Path(workdir), rounds=rounds, trace=trace, kernel=kernel,
+                  **scenario.options)  # fmt: skip
         try:
             scenario.flow(run)
-            return run.result(scenario.name, scenario.kernel)
+            return run.result(scenario.name, scenario.variant)
         finally:
             for ts in run.hosts:  # their domains' RAM goes back now, not when the collector next runs
                 ts.hv.close()
 
 
-def run_all(names: tuple[str, ...] = SCENARIO_NAMES, *, rounds: int = 50,
-            trace: IO[str] | None = None) -> list[ScenarioResult]:  # fmt: skip
-    return [run_scenario(name, kind == "controlled", rounds=rounds, trace=trace) for name in names
-            for kind in HOST_KINDS]  # fmt: skip
+def run_all(names: tuple[str, ...] = SCENARIO_NAMES, *, rounds: int = 50, trace: IO[str] | None = None,
+            kernels: tuple[str, ...] = (DEFAULT_KERNEL,)) -> list[ScenarioResult]:  # fmt: skip
+    """Every scenario of ``names`` on both kinds of host, with a guest of each of ``kernels``."""
+    return [run_scenario(name, kind == "controlled", rounds=rounds, trace=trace, kernel=kernel) for name in names
+            for kernel in kernels for kind in HOST_KINDS]  # fmt: skip

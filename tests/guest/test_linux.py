@@ -10,7 +10,7 @@ import pytest
 from xenabi.abi import errno
 from xenabi.abi import evtchn as E
 from xenabi.abi.xen import VIRQ_TIMER, HYPERVISOR_event_channel_op
-from xenabi.errors import AbiIncompatible
+from xenabi.errors import AbiIncompatible, UnknownKernel
 from xenabi.fingerprint import Fingerprint, take_fingerprint
 from xenabi.guest.backends import Backend
 from xenabi.guest.linux import (
@@ -22,6 +22,7 @@ from xenabi.guest.linux import (
 )
 from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.domain import Lifecycle
+from xenabi.hypervisor.trace import HypercallTrace
 from xenabi.toolstack import DomainConfig, Toolstack
 
 BOTH = ("evtchn_fifo", "evtchn_upcall")
@@ -59,14 +60,21 @@ def handled(kernel: LinuxKernel) -> int:
 
 
 # --- boot (§5.8) ----------------------------------------------------------------------------------------------------
-def test_section_5_8_boot_prefers_fifo_and_binds_everything() -> None:
+PER_CPU = ("timer", "resched", "callfunc", "callfuncsingle")
+
+
+@pytest.mark.parametrize(("kernel", "debug"), [("5.10", True), ("6.1", False)])
+def test_section_5_8_boot_prefers_fifo_and_binds_everything(kernel: str, debug: bool) -> None:
+    """xen_smp_intr_init: three IPIs per CPU, VIRQ_DEBUG under FIFO on 5.10 only; no per-vCPU upcall vector on
+    4.14 for either kernel (CPUID leaf 4 bit 6 is 4.17's)."""
     ts = host()
-    kernel = LinuxKernel.boot(ts.hv, vm(ts))
-    assert kernel.state.abi == "fifo" == ts.hv.domain(kernel.domid).evtchn_abi
-    assert set(kernel.state.control_blocks) == {0, 1} and kernel.state.upcall_vector == [True, True]
-    names = {name for name, _vcpu in kernel.state.bindings.values()}
-    assert names == {"timer0", "timer1", "resched0", "resched1", "xenstore", "console", "net"}
-    assert take_fingerprint(ts.hv, kernel.domid) == Fingerprint(ALL_414, ALL_414) and kernel.state.errors == []
+    booted = LinuxKernel.boot(ts.hv, vm(ts), kernel=kernel)
+    assert booted.state.abi == "fifo" == ts.hv.domain(booted.domid).evtchn_abi and booted.state.kernel == kernel
+    assert set(booted.state.control_blocks) == {0, 1} and booted.state.upcall_vector == [False, False]
+    names = {name for name, _vcpu in booted.state.bindings.values()}
+    per_cpu = PER_CPU + (("debug",) if debug else ())
+    assert names == {f"{n}{vcpu}" for n in per_cpu for vcpu in (0, 1)} | {"xenstore", "console", "net"}
+    assert take_fingerprint(ts.hv, booted.domid) == Fingerprint(ALL_414, ALL_414) and booted.state.errors == []
 
 
 def test_section_5_8_any_negative_result_means_2_level() -> None:
@@ -87,7 +95,7 @@ def test_kernels_that_never_try_fifo(option: str) -> None:
 def test_controlled_host_hides_fifo_and_the_kernel_falls_back() -> None:
     ts = host()
     kernel = LinuxKernel.boot(ts.hv, vm(ts, 'xen_abi_features = [ "!evtchn_fifo" ]'))
-    assert kernel.state.abi == "2l" and kernel.state.upcall_vector == [True, True]
+    assert kernel.state.abi == "2l" and kernel.state.upcall_vector == [False, False]
     expected = Fingerprint(("evtchn_upcall", "gnttab_v2"), ("evtchn_upcall", "gnttab_v2"))
     assert take_fingerprint(ts.hv, kernel.domid) == expected
 
@@ -354,3 +362,52 @@ def test_v2_guest_resumed_where_v2_is_hidden_panics() -> None:
     with pytest.raises(AbiIncompatible) as info:  # a toolstack that admits refuses it, naming the feature
         src.migrate(again.domid, Toolstack(Hypervisor("4.14", abi_control=True, gnttab_max_version=1)))
     assert [(r.feature, r.kind.value) for r in info.value.reasons] == [("gnttab_v2", "host-disabled")]
+
+
+# --- issue 21: the kernels of the table (xenabi.guest.kernels) --------------------------------------------------------
+def traced_boot(release: str, kernel: str, body: str = "", **options: bool) -> tuple[LinuxKernel, HypercallTrace]:
+    ts = host(release)
+    domid = vm(ts, body)
+    trace = ts.hv.start_trace()
+    return LinuxKernel.boot(ts.hv, domid, kernel=kernel, **options), trace
+
+
+@pytest.mark.parametrize(("release", "kernel", "body", "vectors"), [
+    ("4.17", "5.10", "", False),  # 5.10 never calls it
+    ("4.17", "6.1", "", True),  # leaf 4 bit 6 set from 4.17, and vCPU 0's call succeeds
+    ("4.14", "6.1", "", False),  # the hypercall exists since 4.6, but CPUID does not say so before 4.17
+    ("4.17", "6.1", 'xen_abi_features = [ "!evtchn_upcall" ]', False),  # hidden: the leaf bit is clear too
+])  # fmt: skip
+def test_xen_init_setup_upcall_vector_by_kernel(release: str, kernel: str, body: str, vectors: bool) -> None:
+    """Linux 6.1 ``xen_init_setup_upcall_vector`` asks CPUID leaf 0x40000x04 EAX bit 6 first; Linux 5.10 has no
+    such code and takes every event through the domain-wide callback."""
+    booted, trace = traced_boot(release, kernel, body)
+    calls = [cmd for _op, cmd, _rc in trace.calls(booted.domid)]
+    assert booted.state.upcall_vector == [vectors, vectors]
+    assert calls.count("set_evtchn_upcall_vector") == (2 if vectors else 0)
+
+
+@pytest.mark.parametrize(("kernel", "fifo", "debug"), [("5.10", True, True), ("5.10", False, True),
+                                                       ("6.1", True, False), ("6.1", False, True)])  # fmt: skip
+def test_xen_smp_intr_init_virq_debug_by_kernel_and_abi(kernel: str, fifo: bool, debug: bool) -> None:
+    """Linux 5.10 ``xen_smp_intr_init`` binds VIRQ_DEBUG on every CPU; Linux 6.1 only under 2-level."""
+    booted, _trace = traced_boot("4.14", kernel, fifo_events=fifo)
+    assert booted.state.abi == ("fifo" if fifo else "2l")
+    assert (booted.port_of("debug0") is not None, booted.port_of("debug1") is not None) == (debug, debug)
+
+
+@pytest.mark.parametrize("fifo", [True, False])
+def test_xen_setup_timer_sets_the_timer_priority_and_ignores_enosys(fifo: bool) -> None:
+    """Linux ``xen_setup_timer`` -> ``xen_set_irq_priority(XEN_IRQ_PRIORITY_MAX)``: EVTCHNOP_set_priority on each
+    vCPU's timer port; under 2-level Xen answers -ENOSYS and the kernel carries on without an error."""
+    booted, trace = traced_boot("4.14", "6.1", fifo_events=fifo)
+    calls = [r for r in trace.records if r["cmd"] == "set_priority"]
+    timers = [booted.port_of("timer0"), booted.port_of("timer1")]
+    assert [r["args"] for r in calls] == [{"port": port, "priority": 0} for port in timers]
+    assert {r["rc"] for r in calls} == ({0} if fifo else {-errno.ENOSYS}) and booted.state.errors == []
+
+
+def test_an_unknown_kernel_is_an_error_naming_the_known_ones() -> None:
+    ts = host()
+    with pytest.raises(UnknownKernel, match=r"unknown guest kernel '4.19' \(known: 5.10, 6.1\)"):
+        LinuxKernel.boot(ts.hv, vm(ts), kernel="4.19")

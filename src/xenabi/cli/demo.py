@@ -18,15 +18,27 @@ from xenabi.cli.common import console, new_table, styled
 @click.option("-v", "--verbose", is_flag=True, help="Print each run's steps.")
 @click.option("--trace", "trace_file", type=click.File("w", lazy=False), default=None,
               help="Write every hypercall of every host to this file as JSON lines ('-': stdout).")  # fmt: skip
-def demo(as_json: bool, names: tuple[str, ...], rounds: int, verbose: bool, trace_file: IO[str] | None) -> None:
+@click.option("--kernel", "kernels", multiple=True, metavar="VERSION",
+              help="The guests' Linux version: 5.10 (the default) or 6.1; repeat it to run each.")  # fmt: skip
+def demo(as_json: bool, names: tuple[str, ...], rounds: int, verbose: bool, trace_file: IO[str] | None,
+         kernels: tuple[str, ...]) -> None:  # fmt: skip
     """Run the scenarios that motivated ABI control on uncontrolled and controlled hosts; exit 0 when every
     controlled run is safe (fine, or refused before anything changed)."""
+    from xenabi.errors import UnknownKernel
+    from xenabi.guest.kernels import DEFAULT_KERNEL, get_kernel
     from xenabi.scenarios import SCENARIO_NAMES, SCENARIOS, run_all
+
+    try:
+        for kernel in kernels:
+            get_kernel(kernel)
+    except UnknownKernel as exc:
+        raise click.BadParameter(str(exc), param_hint="--kernel") from None
 
     unknown = [name for name in names if name not in SCENARIO_NAMES]
     if unknown:
         raise click.BadParameter(f"unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIO_NAMES)})")
-    results = run_all(tuple(names) or SCENARIO_NAMES, rounds=rounds, trace=trace_file)
+    results = run_all(tuple(names) or SCENARIO_NAMES, rounds=rounds, trace=trace_file,
+                      kernels=tuple(kernels) or (DEFAULT_KERNEL,))  # fmt: skip
     safe = all(r.safe for r in results if r.host == "controlled")
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))

@@ -3,12 +3,19 @@
 
 What it does, as Linux does:
 
+- **The kernel's version** (:mod:`xenabi.guest.kernels`: Linux 5.10 or 6.1) decides where they differ; it is kept
+  in the kernel's state, so a restored or resumed kernel is the same version.
 - **Boot** (``xen_init_IRQ``): with ``xen.fifo_events`` on and FIFO support built in, a control block for each vCPU
   and EVTCHNOP_init_control; any negative result on the boot vCPU means 2-level (mask every port). Then, on HVM,
-  the per-vCPU upcall vector where the hypervisor offers it (else the domain-wide callback). Then the bindings:
-  VIRQ_TIMER and a reschedule IPI per vCPU, the xenstore and console ports the toolstack put in the HVM params, and
-  one frontend channel (allocated unbound for a dom0 backend). FIFO array pages come from the kernel's own heap and
-  grow as ports need them.
+  the per-vCPU upcall vector as ``xen_init_setup_upcall_vector`` does it (6.1 only, when CPUID leaf 4 bit 6 says
+  Xen offers it and vCPU 0's call succeeds; else the domain-wide callback). Then the bindings, per vCPU as
+  ``xen_smp_intr_init`` and ``xen_setup_timer`` make them: the RESCHEDULE, CALL_FUNCTION and CALL_FUNCTION_SINGLE
+  IPIs, VIRQ_DEBUG (5.10 always, 6.1 under 2-level only), VIRQ_TIMER with EVTCHNOP_set_priority at the highest
+  priority (-ENOSYS under 2-level, ignored); then the xenstore and console ports the toolstack put in the HVM
+  params, and one frontend channel (allocated unbound for a dom0 backend). FIFO array pages come from the kernel's
+  own heap and grow as ports need them. Still to be made Linux's (issue 21): the boot CPU's control block alone at
+  IRQ set-up and each secondary CPU's at its bring-up, ``HVM_PARAM_CALLBACK_IRQ``, ``VCPUOP_register_vcpu_info``,
+  the 2-level handler's timer-first rule, the resume order, the hibernation hand-over and kexec.
 - **Events**: the upcall loop and the 2-level or FIFO consumer of :mod:`xenabi.guest.evtchn_2l` /
   :mod:`xenabi.guest.evtchn_fifo`; each delivered event is counted against the binding that owns the port.
 - **Suspend and resume** (``xen_irq_resume``), after a restore or migration: mask everything; for FIFO re-issue
@@ -43,7 +50,12 @@ from typing import Any
 
 from xenabi.abi import errno
 from xenabi.abi import evtchn as E
-from xenabi.abi.cpuid import XEN_CPUID_FIRST_LEAF, XEN_CPUID_LEAF_PV
+from xenabi.abi.cpuid import (
+    XEN_CPUID_FIRST_LEAF,
+    XEN_CPUID_LEAF_HVM,
+    XEN_CPUID_LEAF_PV,
+    XEN_HVM_CPUID_UPCALL_VECTOR,
+)
 from xenabi.abi.errno import errno_name
 from xenabi.abi.gnttab import GnttabOp, SetVersion
 from xenabi.abi.hvm import (
@@ -59,6 +71,7 @@ from xenabi.abi.version import FeatureInfo, Xenfeat, XenVer
 from xenabi.abi.xen import (
     DOMID_SELF,
     PAGE_SIZE,
+    VIRQ_DEBUG,
     VIRQ_TIMER,
     HYPERVISOR_event_channel_op,
     HYPERVISOR_grant_table_op,
@@ -68,6 +81,7 @@ from xenabi.abi.xen import (
 )
 from xenabi.guest.evtchn_2l import TwoLevelGuest
 from xenabi.guest.evtchn_fifo import FifoGuest
+from xenabi.guest.kernels import DEFAULT_KERNEL, get_kernel
 from xenabi.guest.pages import FIRST_FREE_GFN, PageAllocator
 from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.domain import XEN_PAGES
@@ -85,6 +99,7 @@ MAX_ERRORS = 16
 AREA_STRIDE = 64  # each vCPU's runstate area (48 bytes) in the areas page; time areas in its second half
 TIME_AREAS = PAGE_SIZE // 2
 TOOLSTACK_CHANNELS = ("xenstore", "console")
+IPIS = ("resched", "callfunc", "callfuncsingle")  # XEN_RESCHEDULE, XEN_CALL_FUNCTION, XEN_CALL_FUNCTION_SINGLE
 
 
 class KernelStateMissing(Exception):
@@ -94,6 +109,7 @@ class KernelStateMissing(Exception):
 # --- the state in guest memory ------------------------------------------------------------------------------------
 @dataclass
 class KernelState:
+    kernel: str = DEFAULT_KERNEL  # the Linux version (xenabi.guest.kernels): where 5.10 and 6.x differ
     fifo_events: bool = True  # the xen.fifo_events boot parameter
     fifo_support: bool = True  # built with FIFO support (Linux 3.14 and later)
     vcpus: int = 1
@@ -161,6 +177,7 @@ class LinuxKernel:
         self.domid = domid
         self.d = hv.domain(domid)
         self.state = state
+        self.version = get_kernel(state.kernel)
         self.on_event: Callable[[str], None] | None = None  # sees each delivered event's binding (not persisted)
         self._load_ops()
 
@@ -175,24 +192,27 @@ class LinuxKernel:
         fifo_support: bool = True,
         gnttab_version: int = 0,
         disk: Path | None = None,
+        kernel: str = DEFAULT_KERNEL,
     ) -> LinuxKernel:
         """Boot a kernel; if ``disk`` holds a hibernation image, hand over to the kernel in it and return that.
-        ``gnttab_version`` is the ``grant_table.version=`` parameter (0: Linux's own choice)."""
+        ``gnttab_version`` is the ``grant_table.version=`` parameter (0: Linux's own choice); ``kernel`` the
+        Linux version (:data:`xenabi.guest.kernels.KERNELS`; :class:`~xenabi.errors.UnknownKernel` otherwise)."""
+        version = get_kernel(kernel)
         d = hv.domain(domid)
-        state = KernelState(fifo_events=fifo_events, fifo_support=fifo_support, vcpus=d.max_vcpus,
-                            gnttab_param=gnttab_version)  # fmt: skip
-        kernel = cls(hv, domid, state)
-        kernel._setup_features()
-        kernel._setup_vcpu_areas()
-        kernel._xen_init_irq()
-        kernel._setup_upcall_vectors()
-        kernel._bind_all()
-        kernel._gnttab_request_version()
-        kernel.state.boots += 1
-        kernel._save()
+        state = KernelState(kernel=version.name, fifo_events=fifo_events, fifo_support=fifo_support,
+                            vcpus=d.max_vcpus, gnttab_param=gnttab_version)  # fmt: skip
+        booted = cls(hv, domid, state)
+        booted._setup_features()
+        booted._setup_vcpu_areas()
+        booted._xen_init_irq()
+        booted._setup_upcall_vectors()
+        booted._bind_all()
+        booted._gnttab_request_version()
+        booted.state.boots += 1
+        booted._save()
         if disk is not None and image_on(disk):
-            return kernel._resume_from_image(disk)
-        return kernel
+            return booted._resume_from_image(disk)
+        return booted
 
     @classmethod
     def attach(cls, hv: Hypervisor, domid: int) -> LinuxKernel:
@@ -341,20 +361,45 @@ class LinuxKernel:
         self.ops = TwoLevelGuest(self.hv, self.domid)
         self.ops.mask_all()
 
+    def _upcall_vector_offered(self) -> bool:
+        """CPUID leaf 0x40000x04 EAX bit 6 (``XEN_HVM_CPUID_UPCALL_VECTOR``): how 6.x learns the vector exists."""
+        top = self.hv.cpuid(self.domid, XEN_CPUID_FIRST_LEAF)[0]
+        if top < XEN_CPUID_FIRST_LEAF + XEN_CPUID_LEAF_HVM:
+            return False
+        eax = self.hv.cpuid(self.domid, XEN_CPUID_FIRST_LEAF + XEN_CPUID_LEAF_HVM)[0]
+        return bool(eax & XEN_HVM_CPUID_UPCALL_VECTOR)
+
     def _setup_upcall_vectors(self) -> None:
+        """``xen_init_setup_upcall_vector`` (6.x; 5.10 has none): only when CPUID says Xen offers the per-vCPU
+        vector, and only if vCPU 0's call succeeds; the other vCPUs follow. Otherwise every vCPU takes its events
+        through the domain-wide callback."""
         s = self.state
         s.upcall_vector = [False] * s.vcpus
-        if not self.d.is_hvm:
+        if not self.d.is_hvm or not self.version.upcall_vector or not self._upcall_vector_offered():
             return
         for vcpu in range(s.vcpus):
             arg = EvtchnUpcallVector(vcpu=vcpu, vector=LINUX_UPCALL_VECTOR)
             rc = self.hv.hypercall(self.domid, HYPERVISOR_hvm_op, HVMOP_set_evtchn_upcall_vector, arg)
-            s.upcall_vector[vcpu] = rc == 0  # else the domain-wide callback, as before 4.6
+            s.upcall_vector[vcpu] = rc == 0
+            if rc and vcpu == 0:
+                self._error("HVMOP_set_evtchn_upcall_vector", rc, "the domain-wide callback on every vCPU")
+                return
 
     def _bind_all(self) -> None:
+        """Per vCPU, as ``xen_smp_intr_init`` and ``xen_setup_timer`` do: the RESCHEDULE, CALL_FUNCTION and
+        CALL_FUNCTION_SINGLE IPIs, VIRQ_DEBUG (5.10 always; 6.x only under 2-level), VIRQ_TIMER at the highest FIFO
+        priority (``xen_set_irq_priority``: -ENOSYS under 2-level, ignored); then the toolstack's ports and the
+        network frontend's."""
+        debug = self.state.abi == "2l" or self.version.virq_debug_with_fifo
         for vcpu in range(self.state.vcpus):
-            self.bind_virq(VIRQ_TIMER, vcpu, f"timer{vcpu}")
-            self.bind_ipi(vcpu, f"resched{vcpu}")
+            for ipi in IPIS:
+                self.bind_ipi(vcpu, f"{ipi}{vcpu}")
+            if debug:
+                self.bind_virq(VIRQ_DEBUG, vcpu, f"debug{vcpu}")
+            if self.bind_virq(VIRQ_TIMER, vcpu, f"timer{vcpu}") == 0:
+                port = self.port_of(f"timer{vcpu}")
+                assert port is not None
+                self._evtchn(E.EVTCHNOP_set_priority, E.SetPriority(port, E.EVTCHN_FIFO_PRIORITY_MAX))
         for name, param in (("xenstore", HVM_PARAM_STORE_EVTCHN), ("console", HVM_PARAM_CONSOLE_EVTCHN)):
             port = self._param(param)
             if port:

@@ -1,0 +1,54 @@
+"""Linux guest kernels as data (issue 21): where Linux 5.10 and 6.x differ as Xen guests, a field of this table.
+
+A guest kernel is named by its version, as a Xen release is, and :class:`~xenabi.guest.linux.LinuxKernel` reads the
+fields; no code compares versions. The facts are ``spec/linux-guests.md`` §1, §2 and §8 (from
+``arch/x86/xen/enlighten_hvm.c``, ``arch/x86/xen/smp.c``, ``arch/x86/xen/time.c`` and
+``drivers/xen/events/events_base.c``); the Linux sources themselves were not re-read for this table yet, and the
+spec's *(recalled)* facts are not used here.
+
+- **The per-vCPU upcall vector** (``xen_init_setup_upcall_vector``): 5.10 never calls
+  ``HVMOP_set_evtchn_upcall_vector``. 6.x (from 6.0) calls it only when CPUID leaf 0x40000x04 EAX bit 6
+  (``XEN_HVM_CPUID_UPCALL_VECTOR``, which Xen sets from 4.17, and clears where ABI control hides ``evtchn_upcall``)
+  is set, and only goes on to the other vCPUs when vCPU 0's call succeeds.
+- **VIRQ_DEBUG** (``xen_smp_intr_init``): 5.10 binds it on every CPU; from 5.11 only under 2-level.
+- Common to both, and so not fields: per CPU the RESCHEDULE, CALL_FUNCTION and CALL_FUNCTION_SINGLE IPIs and
+  VIRQ_TIMER, whose priority is then set to the highest with ``EVTCHNOP_set_priority`` (-ENOSYS under 2-level,
+  which Linux ignores); FIFO by one ``init_control`` on the boot CPU, any negative answer meaning 2-level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xenabi.errors import UnknownKernel
+
+
+@dataclass(frozen=True)
+class LinuxVersion:
+    """One Linux guest kernel: its name and how it behaves as a Xen guest where versions differ."""
+
+    name: str
+    upcall_vector: bool  # uses HVMOP_set_evtchn_upcall_vector when CPUID leaf 4 bit 6 says Xen offers it
+    virq_debug_with_fifo: bool  # binds VIRQ_DEBUG under FIFO too (not only under 2-level)
+    era: str = ""
+
+    def __str__(self) -> str:
+        return f"Linux {self.name}"
+
+
+KERNELS: dict[str, LinuxVersion] = {
+    kernel.name: kernel
+    for kernel in (
+        LinuxVersion("5.10", upcall_vector=False, virq_debug_with_fifo=True, era="December 2020, the seed's era"),
+        LinuxVersion("6.1", upcall_vector=True, virq_debug_with_fifo=False, era="a 6.x LTS (6.0 added the vector)"),
+    )
+}
+DEFAULT_KERNEL = "5.10"
+
+
+def get_kernel(name: str) -> LinuxVersion:
+    """The kernel of that name (:class:`UnknownKernel` naming the known ones)."""
+    try:
+        return KERNELS[name]
+    except (KeyError, TypeError):
+        raise UnknownKernel(f"unknown guest kernel {name!r} (known: {', '.join(KERNELS)})") from None
