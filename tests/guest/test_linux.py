@@ -411,3 +411,17 @@ def test_an_unknown_kernel_is_an_error_naming_the_known_ones() -> None:
     ts = host()
     with pytest.raises(UnknownKernel, match=r"unknown guest kernel '4.19' \(known: 5.10, 6.1\)"):
         LinuxKernel.boot(ts.hv, vm(ts), kernel="4.19")
+
+
+def test_evtchn_2l_handle_events_serves_this_cpus_timer_first() -> None:
+    """Linux ``evtchn_2l_handle_events``: "timer interrupt has highest priority": this vCPU's VIRQ_TIMER port is
+    handled before the selector scan, even when a lower-numbered port is pending too."""
+    ts = host()
+    kernel = LinuxKernel.boot(ts.hv, vm(ts), fifo_events=False)
+    resched, timer = kernel.port_of("resched0"), kernel.port_of("timer0")
+    assert resched is not None and timer is not None and resched < timer
+    order: list[str] = []
+    kernel.on_event = order.append
+    assert kernel.send_ipi(0) and ts.hv.send_virq(kernel.domid, VIRQ_TIMER, 0)
+    kernel.run(0)
+    assert order == ["timer0", "resched0"]

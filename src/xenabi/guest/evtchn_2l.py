@@ -1,10 +1,11 @@
 """The guest side of the 2-level ABI, as Linux's ``events_2l.c`` does it (``spec/evtchn.md`` §4.5).
 
-Upcall loop: clear ``evtchn_upcall_pending``, handle events, repeat while it was set again. Handling takes the
-selector with an exchange, scans words round-robin from a per-vCPU cursor (the starting word twice: its upper
-part first, then whole), takes ``pending & ~mask`` restricted to the ports this vCPU owns, acks each event by
-clearing PENDING, then delivers it. Masking is local; unmasking follows Linux (a hypercall for a port owned by
-another vCPU or for a pending HVM port, local emulation for a pending PV port).
+Upcall loop: clear ``evtchn_upcall_pending``, handle events, repeat while it was set again. Handling first serves
+this vCPU's VIRQ_TIMER port if it is active ("timer interrupt has highest priority", ``evtchn_2l_handle_events``;
+issue 21), then takes the selector with an exchange, scans words round-robin from a per-vCPU cursor (the starting
+word twice: its upper part first, then whole), takes ``pending & ~mask`` restricted to the ports this vCPU owns,
+acks each event by clearing PENDING, then delivers it. Masking is local; unmasking follows Linux (a hypercall for a
+port owned by another vCPU or for a pending HVM port, local emulation for a pending PV port).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class TwoLevelGuest:
         self.d = hv.domain(domid)
         self.cursor = [(0, 0)] * self.d.max_vcpus
         self.owner: dict[int, int] = {}  # port -> vCPU it is bound to in the guest; default vCPU0
+        self.timer_port: dict[int, int] = {}  # vCPU -> its VIRQ_TIMER port, served before the selector scan
         self._words: memoryview | None = None
         self._words_bits = 0
 
@@ -106,13 +108,20 @@ class TwoLevelGuest:
         full = (1 << bits) - 1
         words_view = self._word_view()
         nbytes = bits // 8
+        handled = 0
+        timer = self.timer_port.get(vcpu)
+        if timer is not None:  # the timer first, if it is active on this vCPU; the selector is left alone
+            word, bit = divmod(timer, bits)
+            if self._active_bits(vcpu, word, words_view) >> bit & 1:
+                words_view[d.shinfo_pending // nbytes + word] &= ~(1 << bit)
+                deliver(timer)
+                handled = 1
         sel = (d.vcpus[vcpu].info_offset + d.pending_sel) // nbytes
         pending_words = words_view[sel]
         words_view[sel] = 0  # xchg(&vcpu_info->evtchn_pending_sel, 0)
         pending_base = d.shinfo_pending // nbytes
         start_word, start_bit = self.cursor[vcpu]
         word_idx, first_pass = start_word, True
-        handled = 0
         while pending_words:
             words = pending_words & (full << word_idx) & full
             if not words:

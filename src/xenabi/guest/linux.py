@@ -235,6 +235,7 @@ class LinuxKernel:
             if s.cursors:
                 two.cursor = [(w, b) for w, b in s.cursors]
             two.owner = {port: vcpu for port, (_name, vcpu) in s.bindings.items()}
+            two.timer_port = {vcpu: port for port, (name, vcpu) in s.bindings.items() if name == f"timer{vcpu}"}
             self.ops = two
 
     def _save(self) -> None:
@@ -438,6 +439,8 @@ class LinuxKernel:
                 return rc
         else:
             self.ops.owner[port] = vcpu
+            if name == f"timer{vcpu}":
+                self.ops.timer_port[vcpu] = port
         self.state.bindings[port] = [name, vcpu]
         self.state.handled.setdefault(name, 0)
         rc = self.ops.unmask(port) if isinstance(self.ops, FifoGuest) else self.ops.unmask(port, vcpu)
@@ -448,12 +451,16 @@ class LinuxKernel:
 
     def unbind(self, name: str) -> int:
         """``unbind_from_irq``: close the port bound under ``name`` (Xen's answer is recorded, not raised)."""
-        for port, (bound, _vcpu) in list(self.state.bindings.items()):
+        for port, (bound, vcpu) in list(self.state.bindings.items()):
             if bound == name:
                 rc = self._evtchn(E.EVTCHNOP_close, E.Close(port))
                 if rc:
                     self._error("EVTCHNOP_close", rc, f"{name}: port {port} forgotten anyway")
                 del self.state.bindings[port]
+                if isinstance(self.ops, TwoLevelGuest):
+                    self.ops.owner.pop(port, None)
+                    if self.ops.timer_port.get(vcpu) == port:
+                        del self.ops.timer_port[vcpu]
                 self._save()
                 return rc
         return -errno.ENOENT
@@ -561,6 +568,7 @@ class LinuxKernel:
         s.bindings = {}
         if isinstance(self.ops, TwoLevelGuest):
             self.ops.owner = {}
+            self.ops.timer_port = {}
         self._setup_upcall_vectors()
         self._bind_all()
         s.phase = "running"
