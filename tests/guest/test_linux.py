@@ -9,6 +9,7 @@ import pytest
 
 from xenabi.abi import errno
 from xenabi.abi import evtchn as E
+from xenabi.abi.hvm import EvtchnUpcallVector
 from xenabi.abi.xen import VIRQ_TIMER, HYPERVISOR_event_channel_op
 from xenabi.errors import AbiIncompatible, UnknownKernel
 from xenabi.fingerprint import Fingerprint, take_fingerprint
@@ -425,3 +426,72 @@ def test_evtchn_2l_handle_events_serves_this_cpus_timer_first() -> None:
     assert kernel.send_ipi(0) and ts.hv.send_virq(kernel.domid, VIRQ_TIMER, 0)
     kernel.run(0)
     assert order == ["timer0", "resched0"]
+
+
+class Refusing(Hypervisor):
+    """A host that refuses one chosen hypercall (the others are answered as usual): how the tests make one step of
+    a Linux boot or resume fail."""
+
+    refuse: tuple[str, int, int] = ("", 0, 0)  # (what, vCPU, rc)
+
+    def hypercall(self, caller: int, op: int, cmd: int, arg: object, **registers: int) -> int:  # type: ignore[override]
+        what, vcpu, rc = self.refuse
+        if (what == "vector" and isinstance(arg, EvtchnUpcallVector) and arg.vcpu == vcpu) or (
+            what == "init_control" and isinstance(arg, E.InitControl) and arg.vcpu == vcpu
+        ) or (what == "expand_array" and isinstance(arg, E.ExpandArray)):
+            return rc
+        return super().hypercall(caller, op, cmd, arg, **registers)
+
+
+def refusing_host(release: str, what: str, vcpu: int = 1, rc: int = -errno.EINVAL) -> Toolstack:
+    hv = Refusing(release, abi_control=True)
+    hv.refuse = (what, vcpu, rc)
+    return Toolstack(hv)
+
+
+def test_xen_evtchn_cpu_prepare_comes_after_the_cpus_bindings() -> None:
+    """Linux CPU hotplug order: the boot CPU's control block at ``xen_init_IRQ``; a secondary CPU's IPIs and timer
+    (CPUHP_XEN_PREPARE) before its control block (CPUHP_XEN_EVTCHN_PREPARE, ``xen_evtchn_cpu_prepare``)."""
+    booted, trace = traced_boot("4.14", "6.1")
+    steps = [(r["cmd"], r["args"].get("vcpu")) for r in trace.records if r["dom"] == booted.domid]
+    assert steps.index(("init_control", 0)) < steps.index(("bind_ipi", 0))
+    assert steps.index(("bind_virq", 1)) < steps.index(("init_control", 1))
+    assert booted.state.online == [True, True]
+
+
+def test_a_cpu_whose_control_block_fails_is_never_brought_online() -> None:
+    """``xen_evtchn_cpu_prepare`` failing fails the CPU's bring-up: its bindings are undone, it takes no events,
+    and the other CPU carries on."""
+    ts = refusing_host("4.14", "init_control", vcpu=1)
+    kernel = LinuxKernel.boot(ts.hv, vm(ts), kernel="6.1")
+    assert kernel.state.abi == "fifo" and kernel.state.online == [True, False] and kernel.running
+    assert kernel.port_of("timer1") is None and kernel.port_of("resched1") is None
+    assert ["EVTCHNOP_init_control", "-EINVAL", "CPU 1 not brought online"] in kernel.state.errors
+    assert not kernel.send_ipi(1) and kernel.run(1) == 0
+    sent = traffic(ts, kernel)
+    assert handled(kernel) == sent
+
+
+def test_a_6x_cpu_whose_upcall_vector_fails_stays_down() -> None:
+    """6.x ``xen_cpu_up_prepare_hvm``: a secondary CPU whose per-vCPU vector cannot be set is not brought up."""
+    ts = refusing_host("4.17", "vector", vcpu=1)
+    kernel = LinuxKernel.boot(ts.hv, vm(ts), kernel="6.1")
+    assert kernel.state.upcall_vector == [True, False] and kernel.state.online == [True, False]
+
+
+def test_6x_resume_bug_on_when_the_upcall_vector_cannot_be_set_again() -> None:
+    """``xen_hvm_post_suspend`` (6.x): BUG_ON if a CPU's upcall vector cannot be set again after a restore."""
+    src = host("4.17")
+    kernel = LinuxKernel.boot(src.hv, vm(src), kernel="6.1")
+    assert kernel.state.upcall_vector == [True, True]
+    resumed = save_restore(src, kernel, refusing_host("4.17", "vector", vcpu=0))
+    assert resumed.state.phase == "crashed"
+    assert "HVMOP_set_evtchn_upcall_vector failed for vCPU 0" in resumed.state.crash
+
+
+def test_failing_to_add_the_first_event_array_page_panics() -> None:
+    """``evtchn_fifo_setup``: without its first event array page the kernel panics."""
+    ts = refusing_host("4.14", "expand_array", rc=-errno.ENOMEM)
+    kernel = LinuxKernel.boot(ts.hv, vm(ts))
+    assert kernel.state.phase == "crashed"
+    assert kernel.state.crash == "panic: cannot add the first event array page (-ENOMEM)"

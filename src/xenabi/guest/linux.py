@@ -123,6 +123,7 @@ class KernelState:
     cursors: list[list[int]] = field(default_factory=list)
     bindings: dict[int, list[Any]] = field(default_factory=dict)  # port -> [name, vCPU]
     upcall_vector: list[bool] = field(default_factory=list)
+    online: list[bool] = field(default_factory=list)  # CPUs brought up (a failed bring-up leaves one down)
     handled: dict[str, int] = field(default_factory=dict)
     spurious: int = 0
     errors: list[list[str]] = field(default_factory=list)  # [operation, errno, what the kernel did]
@@ -206,7 +207,8 @@ class LinuxKernel:
         booted._setup_vcpu_areas()
         booted._xen_init_irq()
         booted._setup_upcall_vectors()
-        booted._bind_all()
+        booted._bring_up_cpus()
+        booted._bind_devices()
         booted._gnttab_request_version()
         booted.state.boots += 1
         booted._save()
@@ -345,6 +347,8 @@ class LinuxKernel:
             s.gnttab_version = 1
 
     def _xen_init_irq(self) -> None:
+        """``xen_init_IRQ``: the boot CPU's control block only (the others come with their CPUs); any negative
+        answer means 2-level."""
         s = self.state
         if s.fifo_support and s.fifo_events:
             fifo = FifoGuest(self.hv, self.domid, self.pages)
@@ -352,10 +356,6 @@ class LinuxKernel:
             if rc == 0:
                 s.abi = "fifo"
                 self.ops = fifo
-                for vcpu in range(1, s.vcpus):
-                    rc = fifo.init_control(vcpu)
-                    if rc:
-                        self._error("EVTCHNOP_init_control", rc, f"vCPU {vcpu} left without a control block")
                 return
             self._error("EVTCHNOP_init_control", rc, "fall back to the 2-level ABI")
         s.abi = "2l"
@@ -371,36 +371,68 @@ class LinuxKernel:
         return bool(eax & XEN_HVM_CPUID_UPCALL_VECTOR)
 
     def _setup_upcall_vectors(self) -> None:
-        """``xen_init_setup_upcall_vector`` (6.x; 5.10 has none): only when CPUID says Xen offers the per-vCPU
-        vector, and only if vCPU 0's call succeeds; the other vCPUs follow. Otherwise every vCPU takes its events
-        through the domain-wide callback."""
+        """``xen_init_setup_upcall_vector`` for the boot CPU (6.x; 5.10 has none): only when CPUID says Xen offers
+        the per-vCPU vector; if vCPU 0's call fails, no CPU uses one (the domain-wide callback). The other CPUs set
+        theirs as they come up (:meth:`_bring_up_cpus`)."""
         s = self.state
         s.upcall_vector = [False] * s.vcpus
         if not self.d.is_hvm or not self.version.upcall_vector or not self._upcall_vector_offered():
             return
-        for vcpu in range(s.vcpus):
-            arg = EvtchnUpcallVector(vcpu=vcpu, vector=LINUX_UPCALL_VECTOR)
-            rc = self.hv.hypercall(self.domid, HYPERVISOR_hvm_op, HVMOP_set_evtchn_upcall_vector, arg)
-            s.upcall_vector[vcpu] = rc == 0
-            if rc and vcpu == 0:
-                self._error("HVMOP_set_evtchn_upcall_vector", rc, "the domain-wide callback on every vCPU")
-                return
+        rc = self._set_upcall_vector(0)
+        if rc:
+            self._error("HVMOP_set_evtchn_upcall_vector", rc, "the domain-wide callback on every vCPU")
 
-    def _bind_all(self) -> None:
-        """Per vCPU, as ``xen_smp_intr_init`` and ``xen_setup_timer`` do: the RESCHEDULE, CALL_FUNCTION and
-        CALL_FUNCTION_SINGLE IPIs, VIRQ_DEBUG (5.10 always; 6.x only under 2-level), VIRQ_TIMER at the highest FIFO
-        priority (``xen_set_irq_priority``: -ENOSYS under 2-level, ignored); then the toolstack's ports and the
-        network frontend's."""
-        debug = self.state.abi == "2l" or self.version.virq_debug_with_fifo
-        for vcpu in range(self.state.vcpus):
-            for ipi in IPIS:
-                self.bind_ipi(vcpu, f"{ipi}{vcpu}")
-            if debug:
-                self.bind_virq(VIRQ_DEBUG, vcpu, f"debug{vcpu}")
-            if self.bind_virq(VIRQ_TIMER, vcpu, f"timer{vcpu}") == 0:
-                port = self.port_of(f"timer{vcpu}")
-                assert port is not None
-                self._evtchn(E.EVTCHNOP_set_priority, E.SetPriority(port, E.EVTCHN_FIFO_PRIORITY_MAX))
+    def _set_upcall_vector(self, vcpu: int) -> int:
+        arg = EvtchnUpcallVector(vcpu=vcpu, vector=LINUX_UPCALL_VECTOR)
+        rc = self.hv.hypercall(self.domid, HYPERVISOR_hvm_op, HVMOP_set_evtchn_upcall_vector, arg)
+        self.state.upcall_vector[vcpu] = rc == 0
+        return rc
+
+    def _bring_up_cpus(self) -> None:
+        """The boot CPU's bindings, then each secondary CPU in CPU-hotplug order: its upcall vector (6.x, when the
+        boot CPU has one), its IPIs and timer (CPUHP_XEN_PREPARE), then its FIFO control block
+        (CPUHP_XEN_EVTCHN_PREPARE, ``xen_evtchn_cpu_prepare``). A CPU whose vector or control block fails is never
+        brought online: its bindings are undone and it takes no events."""
+        s = self.state
+        s.online = [False] * s.vcpus
+        self._bind_cpu(0)
+        s.online[0] = True
+        for vcpu in range(1, s.vcpus):
+            if s.upcall_vector[0]:
+                rc = self._set_upcall_vector(vcpu)
+                if rc:
+                    self._error("HVMOP_set_evtchn_upcall_vector", rc, f"CPU {vcpu} not brought online")
+                    continue
+            self._bind_cpu(vcpu)
+            if isinstance(self.ops, FifoGuest):
+                rc = self.ops.init_control(vcpu)
+                if rc:
+                    self._error("EVTCHNOP_init_control", rc, f"CPU {vcpu} not brought online")
+                    self._unbind_cpu(vcpu)
+                    continue
+            s.online[vcpu] = True
+
+    def _bind_cpu(self, vcpu: int) -> None:
+        """One CPU's bindings, as ``xen_smp_intr_init`` and ``xen_setup_timer`` make them: the RESCHEDULE,
+        CALL_FUNCTION and CALL_FUNCTION_SINGLE IPIs, VIRQ_DEBUG (5.10 always; 6.x only under 2-level), VIRQ_TIMER
+        at the highest FIFO priority (``xen_set_irq_priority``: -ENOSYS under 2-level, ignored)."""
+        for ipi in IPIS:
+            self.bind_ipi(vcpu, f"{ipi}{vcpu}")
+        if self.state.abi == "2l" or self.version.virq_debug_with_fifo:
+            self.bind_virq(VIRQ_DEBUG, vcpu, f"debug{vcpu}")
+        if self.bind_virq(VIRQ_TIMER, vcpu, f"timer{vcpu}") == 0:
+            port = self.port_of(f"timer{vcpu}")
+            assert port is not None
+            self._evtchn(E.EVTCHNOP_set_priority, E.SetPriority(port, E.EVTCHN_FIFO_PRIORITY_MAX))
+
+    def _unbind_cpu(self, vcpu: int) -> None:
+        """``xen_smp_intr_free`` and the timer's teardown: the CPU's IPIs and VIRQs are closed."""
+        for name in (*IPIS, "debug", "timer"):
+            if self.port_of(f"{name}{vcpu}") is not None:
+                self.unbind(f"{name}{vcpu}")
+
+    def _bind_devices(self) -> None:
+        """The toolstack's xenstore and console ports, and the network frontend's channel."""
         for name, param in (("xenstore", HVM_PARAM_STORE_EVTCHN), ("console", HVM_PARAM_CONSOLE_EVTCHN)):
             port = self._param(param)
             if port:
@@ -432,7 +464,12 @@ class LinuxKernel:
     def _attach_port(self, port: int, name: str, vcpu: int) -> int:
         """``xen_irq_info_setup`` + unmask: give the port an event word (FIFO), record it, unmask it."""
         if isinstance(self.ops, FifoGuest):
+            first = not self.ops.array_gfns
             rc = self.ops.setup_port(port)
+            if rc and first:  # evtchn_fifo_setup: without its first array page the kernel cannot go on
+                self._error("EVTCHNOP_expand_array", rc, "panic")
+                self.crash(f"panic: cannot add the first event array page ({errno_name(rc)})")
+                return rc
             if rc:
                 self._error("EVTCHNOP_expand_array", rc, f"{name} unusable; port {port} closed")
                 self._evtchn(E.EVTCHNOP_close, E.Close(port))
@@ -512,8 +549,9 @@ class LinuxKernel:
         return self._evtchn(E.EVTCHNOP_send, E.Send(port)) == 0
 
     def run(self, vcpu: int) -> int:
-        """Let ``vcpu`` take its upcall: every pending event is handled and counted."""
-        if not self.running:
+        """Let ``vcpu`` take its upcall: every pending event is handled and counted (a CPU that never came online
+        takes none)."""
+        if not self.running or (self.state.online and not self.state.online[vcpu]):
             return 0
         handled = self.state.handled
         bindings = self.state.bindings
@@ -538,13 +576,23 @@ class LinuxKernel:
         self._save()
 
     def resume(self) -> None:
-        """The resume path, in the domain the kernel now runs in (after restore, migration or hibernation): the
-        vCPU areas again from the XENFEAT bits cached at boot (``xen_vcpu_restore``), the grant-table version
-        (``gnttab_resume``), then ``xen_irq_resume``."""
+        """The resume path, in the domain the kernel now runs in (after restore, migration or hibernation), in
+        ``xen_suspend``'s order: the vCPU areas again from the XENFEAT bits cached at boot (``xen_vcpu_restore``),
+        6.x's per-vCPU upcall vectors on the CPUs that had them (``BUG_ON`` on failure), the grant-table version
+        (``gnttab_resume``), then ``xen_irq_resume``: FIFO re-initialised on each online CPU (``BUG()`` on failure)
+        and exactly the IPIs and VIRQs bound before re-bound (``BUG()`` if one fails), then the devices' ports.
+        (``xen_timer_resume``'s VCPUOP_stop_periodic_timer is not issued: vCPU timers are not modelled.)"""
         s = self.state
         self._setup_vcpu_areas()
         if s.phase == "crashed":
             return
+        for vcpu, had in enumerate(s.upcall_vector):
+            if had:
+                rc = self._set_upcall_vector(vcpu)
+                if rc:
+                    self._error("HVMOP_set_evtchn_upcall_vector", rc, "BUG_ON in xen_hvm_post_suspend")
+                    self.crash(f"BUG: HVMOP_set_evtchn_upcall_vector failed for vCPU {vcpu} ({errno_name(rc)})")
+                    return
         self._gnttab_request_version()
         if s.phase == "crashed":
             return
@@ -565,12 +613,20 @@ class LinuxKernel:
             self.pages.freed.extend(reversed(self.ops.array_gfns))  # reused first, in their old order
             self.ops.array_gfns = []
             self.ops.local_head = [[0] * E.EVTCHN_FIFO_MAX_QUEUES for _ in range(s.vcpus)]
+        before = {name for name, _vcpu in s.bindings.values() if name not in (*TOOLSTACK_CHANNELS, "net")}
         s.bindings = {}
         if isinstance(self.ops, TwoLevelGuest):
             self.ops.owner = {}
             self.ops.timer_port = {}
-        self._setup_upcall_vectors()
-        self._bind_all()
+        for vcpu, online in enumerate(s.online):
+            if online:
+                self._bind_cpu(vcpu)
+        lost = sorted(before - {name for name, _vcpu in s.bindings.values()})
+        if lost:
+            self._error("rebind", -errno.EINVAL, "BUG() in xen_irq_resume")
+            self.crash(f"BUG: {lost[0]} could not be bound again on resume")
+            return
+        self._bind_devices()
         s.phase = "running"
         s.resumes += 1
         self._save()
