@@ -5,30 +5,33 @@ What it does, as Linux does:
 
 - **The kernel's version** (:mod:`xenabi.guest.kernels`: Linux 5.10 or 6.1) decides where they differ; it is kept
   in the kernel's state, so a restored or resumed kernel is the same version.
-- **Boot** (``xen_init_IRQ``): with ``xen.fifo_events`` on and FIFO support built in, a control block for each vCPU
-  and EVTCHNOP_init_control; any negative result on the boot vCPU means 2-level (mask every port). Then, on HVM,
-  the per-vCPU upcall vector as ``xen_init_setup_upcall_vector`` does it (6.1 only, when CPUID leaf 4 bit 6 says
-  Xen offers it and vCPU 0's call succeeds; else the domain-wide callback). Then the bindings, per vCPU as
+- **Boot** (``xen_init_IRQ``): with ``xen.fifo_events`` on and FIFO support built in, a control block and
+  EVTCHNOP_init_control for the boot CPU; any negative result means 2-level (mask every port). Then, on HVM, the
+  boot CPU's upcall vector as ``xen_init_setup_upcall_vector`` does it (6.1 only, when CPUID leaf 4 bit 6 says Xen
+  offers it; if vCPU 0's call fails, the domain-wide callback for every CPU). Then the boot CPU's bindings, as
   ``xen_smp_intr_init`` and ``xen_setup_timer`` make them: the RESCHEDULE, CALL_FUNCTION and CALL_FUNCTION_SINGLE
   IPIs, VIRQ_DEBUG (5.10 always, 6.1 under 2-level only), VIRQ_TIMER with EVTCHNOP_set_priority at the highest
-  priority (-ENOSYS under 2-level, ignored); then the xenstore and console ports the toolstack put in the HVM
-  params, and one frontend channel (allocated unbound for a dom0 backend). FIFO array pages come from the kernel's
-  own heap and grow as ports need them. Still to be made Linux's (issue 21): the boot CPU's control block alone at
-  IRQ set-up and each secondary CPU's at its bring-up, ``HVM_PARAM_CALLBACK_IRQ``, ``VCPUOP_register_vcpu_info``,
-  the 2-level handler's timer-first rule, the resume order, the hibernation hand-over and kexec.
-- **Events**: the upcall loop and the 2-level or FIFO consumer of :mod:`xenabi.guest.evtchn_2l` /
-  :mod:`xenabi.guest.evtchn_fifo`; each delivered event is counted against the binding that owns the port.
-- **Suspend and resume** (``xen_irq_resume``), after a restore or migration: mask everything; for FIFO re-issue
-  init_control on each vCPU's zeroed control block (failure is ``BUG()``: the domain crashes) and start the array
-  again from no pages, reusing the old ones; forget every binding and bind again.
-- **Hibernation**: the kernel writes its memory image to its disk and powers off. A later boot runs a *boot kernel*
-  (an ordinary boot, which may switch the domain to FIFO), which finds the image, closes the channels it bound
-  itself, loads the image and hands over to the *resume kernel*: the kernel of the image, with the ABI it had,
-  which then resumes as above. Whether events arrive afterwards is decided by the hypervisor model. Nothing in
-  the hand-over tells Xen (no EVTCHNOP_reset, no soft reset: the guest changes the review discussed and that old
-  guests lack), so a FIFO resume kernel after a FIFO boot kernel finds its vCPUs' control blocks already
-  registered: init_control answers -EINVAL and ``evtchn_fifo_resume`` BUG()s. That is not an ABI change, and ABI
-  control does not touch it.
+  priority (-ENOSYS under 2-level, ignored). Each secondary CPU then comes up in CPU-hotplug order: its vector
+  (6.1, when the boot CPU has one), its bindings (CPUHP_XEN_PREPARE), its control block (CPUHP_XEN_EVTCHN_PREPARE,
+  ``xen_evtchn_cpu_prepare``); a CPU whose vector or control block fails is never brought online, and its
+  bindings are undone. Then the xenstore and console ports the toolstack put in the HVM params, and one frontend
+  channel (allocated unbound for a dom0 backend). FIFO array pages come from the kernel's own heap and grow as
+  ports need them; failing to add the first one panics. Still to be made Linux's (issue 21):
+  ``HVM_PARAM_CALLBACK_IRQ``, ``VCPUOP_register_vcpu_info``, the hibernation hand-over and kexec.
+- **Events**: the upcall loop and the 2-level or FIFO consumer of :mod:`xenabi.guest.evtchn_2l` (this vCPU's timer
+  first, as ``evtchn_2l_handle_events`` does) / :mod:`xenabi.guest.evtchn_fifo`; each delivered event is counted
+  against the binding that owns the port. A CPU that never came online takes no events.
+- **Suspend and resume**, after a restore or migration, in ``xen_suspend``'s order: the vCPU areas, 6.1's upcall
+  vectors (``BUG_ON``), the grant-table version, then ``xen_irq_resume``: mask everything; for FIFO re-issue
+  init_control on each online CPU's zeroed control block (failure is ``BUG()``: the domain crashes) and start the
+  array again from no pages, reusing the old ones; exactly the IPIs and VIRQs bound before are bound again
+  (``BUG()`` if one cannot be), then the devices' ports.
+- **Hibernation** (not yet Linux's: issue 21 replaces it): the kernel writes its memory image to its disk and
+  powers off. A later boot runs a *boot kernel* (an ordinary boot, which may switch the domain to FIFO), which finds
+  the image, closes the channels it bound itself, loads the image and hands over to the *resume kernel*: the
+  kernel of the image, with the ABI it had, which then runs the resume path above. Real Linux has no event-channel
+  step on hibernation resume (``spec/linux-guests.md`` §5), so this model's FIFO image after a FIFO boot kernel,
+  which finds its control blocks registered (init_control -EINVAL) and BUG()s, is not what Linux does.
 - The kernel never probes which operations exist, as Linux does not: the scenarios' ABI fingerprint is taken by
   the harness (:mod:`xenabi.fingerprint`).
 
