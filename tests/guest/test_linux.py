@@ -495,3 +495,15 @@ def test_failing_to_add_the_first_event_array_page_panics() -> None:
     kernel = LinuxKernel.boot(ts.hv, vm(ts))
     assert kernel.state.phase == "crashed"
     assert kernel.state.crash == "panic: cannot add the first event array page (-ENOMEM)"
+
+
+def test_the_guest_package_never_reads_the_hypervisors_dispatch_table() -> None:
+    """Issue 21: Linux learns its ABI from XENFEAT, CPUID and the answers to what it tries; the guest model may not
+    look up the hypervisor's dispatch table (the harness's fingerprint lives in ``xenabi.fingerprint``)."""
+    import ast
+
+    package = Path(__file__).resolve().parents[2] / "src" / "xenabi" / "guest"
+    for module in package.glob("*.py"):
+        tree = ast.parse(module.read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not {"xenabi.hypervisor.dispatch", "xenabi.fingerprint"} & imported, module.name
