@@ -374,12 +374,15 @@ class LinuxKernel:
         return bool(eax & XEN_HVM_CPUID_UPCALL_VECTOR)
 
     def _setup_upcall_vectors(self) -> None:
-        """``xen_init_setup_upcall_vector`` for the boot CPU (6.x; 5.10 has none): only when CPUID says Xen offers
-        the per-vCPU vector; if vCPU 0's call fails, no CPU uses one (the domain-wide callback). The other CPUs set
-        theirs as they come up (:meth:`_bring_up_cpus`)."""
+        """``xen_init_setup_upcall_vector`` for the boot CPU (6.x; 5.10 has none): only with the vector callback
+        (``xen_have_vector_callback``: XENFEAT ``hvm_callback_vector``) and when CPUID says Xen offers the per-vCPU
+        vector; if vCPU 0's call fails, no CPU uses one (the domain-wide callback). The other CPUs set theirs as they
+        come up (:meth:`_bring_up_cpus`; ``xen_cpu_up_prepare_hvm``), and again on resume (``xen_hvm_post_suspend``)."""
         s = self.state
         s.upcall_vector = [False] * s.vcpus
-        if not self.d.is_hvm or not self.version.upcall_vector or not self._upcall_vector_offered():
+        if not self.d.is_hvm or not self.version.upcall_vector or not self.xen_feature(Xenfeat.hvm_callback_vector):
+            return
+        if not self._upcall_vector_offered():
             return
         rc = self._set_upcall_vector(0)
         if rc:
