@@ -49,7 +49,7 @@ def test_demo_json_every_scenario_on_both_host_kinds() -> None:
     assert result.exit_code == 0, result.output
     rows = {(r["scenario"], r["host"]): r for r in json.loads(result.output)}
     assert len(rows) == 12
-    assert rows[("hibernate-across-upgrade", "uncontrolled")]["outcome"] == "hung"
+    assert rows[("hibernate-across-upgrade", "uncontrolled")]["outcome"] == "corrupted"
     assert rows[("migrate-down", "uncontrolled")]["outcome"] == "crashed"
     assert rows[("phys-area-down", "uncontrolled")]["outcome"] == "crashed"
     assert all(r["outcome"] in ("fine", "refused") for (_, host), r in rows.items() if host == "controlled")

@@ -20,7 +20,9 @@ arrival, before the kernel resumes: the guest kernel never probes.
    the controlled run the 4.18 host has it, and its toolstack creates new VMs with the pool's levelled default (what
    both releases give), so the guest never sees bits 18 and 19.
 
-Outcome, worst first: ``crashed`` (the kernel BUG()ed), ``hung`` (events sent to bound ports were never handled),
+Outcome, worst first: ``crashed`` (the kernel BUG()ed or panicked), ``corrupted`` (after a hibernation hand-over,
+Xen wrote FIFO state into frames the boot kernel had registered, which hold the image's memory; the frames and
+byte counts are named), ``hung`` (events sent to bound ports were never handled),
 ``refused`` (a host refused the VM before creating anything; it kept running where it was), ``fine``.
 """
 
@@ -246,8 +248,18 @@ class Run:
         prints = [fp for _label, fp in self.fingerprints]
         sent, handled = sum(self.sent.values()), self.handled
         lost = sent - handled
+        corrupted = kernel.corrupted_frames()
         if self.crashes:
             outcome, detail = "crashed", self.crashes[-1]
+        elif corrupted:
+            outcome = "corrupted"
+            frames = ", ".join(f"gfn {gfn:#x} ({role}: {count} bytes)"
+                               for gfn, (role, count) in sorted(corrupted.items()))  # fmt: skip
+            total = sum(count for _role, count in corrupted.values())
+            detail = (f"Xen wrote {total} bytes of FIFO state into the image's memory, in frames the boot kernel "
+                      f"registered: {frames}")  # fmt: skip
+            if lost:
+                detail += f"; {lost} of {sent} events never handled"
         elif lost:
             outcome = "hung"
             detail = f"{lost} of {sent} events never handled"

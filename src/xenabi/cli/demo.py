@@ -47,7 +47,7 @@ def demo(as_json: bool, names: tuple[str, ...], rounds: int, verbose: bool, trac
     table = new_table(title="xenabi demo: what each guest went through (every figure computed by the model)")
     for column in ("scenario", "host", "kernel", "sent", "handled", "lost", "ABI changed", "outcome"):
         table.add_column(column, justify="right" if column in ("sent", "handled", "lost") else "left")
-    colours = {"fine": "green", "refused": "yellow", "hung": "red", "crashed": "red"}
+    colours = {"fine": "green", "refused": "yellow", "hung": "red", "corrupted": "red", "crashed": "red"}
     for r in results:
         table.add_row(
             r.scenario,

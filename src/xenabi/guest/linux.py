@@ -109,6 +109,16 @@ class KernelStateMissing(Exception):
     """No kernel state in the domain's memory (nothing booted there)."""
 
 
+@dataclass(frozen=True)
+class HandOver:
+    """What a hibernation hand-over left behind, as the harness records it: the frames Xen still has registered for
+    the boot kernel's FIFO (gfn -> what it is to Xen) and the image's bytes in them right after the image was
+    loaded."""
+
+    frames: dict[int, str]
+    image: dict[int, bytes]
+
+
 # --- the state in guest memory ------------------------------------------------------------------------------------
 @dataclass
 class KernelState:
@@ -127,6 +137,8 @@ class KernelState:
     bindings: dict[int, list[Any]] = field(default_factory=dict)  # port -> [name, vCPU]
     upcall_vector: list[bool] = field(default_factory=list)
     online: list[bool] = field(default_factory=list)  # CPUs brought up (a failed bring-up leaves one down)
+    frozen: list[int] = field(default_factory=list)  # secondary CPUs taken down for a hibernation, to bring back
+    thaws: int = 0  # hibernation resumes (no event-channel step: see the module docstring)
     handled: dict[str, int] = field(default_factory=dict)
     spurious: int = 0
     errors: list[list[str]] = field(default_factory=list)  # [operation, errno, what the kernel did]
@@ -182,6 +194,7 @@ class LinuxKernel:
         self.d = hv.domain(domid)
         self.state = state
         self.version = get_kernel(state.kernel)
+        self.handover: HandOver | None = None  # set on the image kernel after a hibernation hand-over
         self.on_event: Callable[[str], None] | None = None  # sees each delivered event's binding (not persisted)
         self._load_ops()
 
@@ -404,19 +417,38 @@ class LinuxKernel:
         self._bind_cpu(0)
         s.online[0] = True
         for vcpu in range(1, s.vcpus):
-            if s.upcall_vector[0]:
-                rc = self._set_upcall_vector(vcpu)
-                if rc:
-                    self._error("HVMOP_set_evtchn_upcall_vector", rc, f"CPU {vcpu} not brought online")
-                    continue
-            self._bind_cpu(vcpu)
-            if isinstance(self.ops, FifoGuest):
-                rc = self.ops.init_control(vcpu)
-                if rc:
-                    self._error("EVTCHNOP_init_control", rc, f"CPU {vcpu} not brought online")
-                    self._unbind_cpu(vcpu)
-                    continue
-            s.online[vcpu] = True
+            self._bring_up_cpu(vcpu)
+
+    def _bring_up_cpu(self, vcpu: int) -> bool:
+        """CPU hotplug for one secondary CPU (at boot, and again after a hibernation): its upcall vector (6.x), its
+        bindings, then its FIFO control block; ``evtchn_fifo_percpu_init`` registers one only for a CPU that has
+        none yet, so a CPU coming back online keeps the one it had, whatever Xen now thinks."""
+        s = self.state
+        if s.upcall_vector[0]:
+            rc = self._set_upcall_vector(vcpu)
+            if rc:
+                self._error("HVMOP_set_evtchn_upcall_vector", rc, f"CPU {vcpu} not brought online")
+                return False
+        self._bind_cpu(vcpu)
+        if isinstance(self.ops, FifoGuest) and vcpu not in self.ops.control_block:
+            rc = self.ops.init_control(vcpu)
+            if rc:
+                self._error("EVTCHNOP_init_control", rc, f"CPU {vcpu} not brought online")
+                self._unbind_cpu(vcpu)
+                return False
+        s.online[vcpu] = True
+        return True
+
+    def _take_down_secondaries(self) -> list[int]:
+        """``disable_nonboot_cpus`` (``freeze_secondary_cpus``): every secondary CPU goes offline, its IPIs and
+        VIRQs unbound; a FIFO control block stays registered in Xen (nothing unregisters one) and allocated in the
+        kernel. Returns the CPUs it took down."""
+        s = self.state
+        down = [vcpu for vcpu in range(1, s.vcpus) if s.online and s.online[vcpu]]
+        for vcpu in down:
+            self._unbind_cpu(vcpu)
+            s.online[vcpu] = False
+        return down
 
     def _bind_cpu(self, vcpu: int) -> None:
         """One CPU's bindings, as ``xen_smp_intr_init`` and ``xen_setup_timer`` make them: the RESCHEDULE,
@@ -649,7 +681,9 @@ class LinuxKernel:
 
     # --- hibernation ----------------------------------------------------------------------------------------------
     def hibernate(self, disk: Path) -> None:
-        """Write the memory image (this kernel's state included) to ``disk`` and power off."""
+        """``hibernate()``: the secondary CPUs go offline first (``hibernation_snapshot``), then the memory image
+        (this kernel's state included) is written to ``disk`` and the domain powers off."""
+        self.state.frozen = self._take_down_secondaries()
         self.state.phase = "hibernating"
         self._save()
         runs = self._ram_runs()
@@ -669,7 +703,10 @@ class LinuxKernel:
         return [(start, count) for start, count in (before, after) if count > 0]
 
     def _resume_from_image(self, disk: Path) -> LinuxKernel:
-        """``software_resume`` in the boot kernel: freeze its own channels, load the image, hand over."""
+        """``software_resume`` in the boot kernel: devices quiesced (their channels stay bound), the secondary CPUs
+        taken offline, the image loaded over memory, and a jump into it (:meth:`thaw`). Nothing tells Xen: the boot
+        kernel's CPU 0 bindings, device ports and every FIFO control block and event array page stay registered, in
+        frames that now hold the image's data (:attr:`handover`)."""
         with open(disk, "rb") as source:
             _magic, nr_pages, _reserved = IMAGE_HEADER.unpack(source.read(IMAGE_HEADER.size))
             runs = self._ram_runs()
@@ -677,8 +714,8 @@ class LinuxKernel:
                 self._error("software_resume", -errno.EINVAL, "image does not match this memory size; booted fresh")
                 self._save()
                 return self
-            for name in [name for name, _v in self.state.bindings.values() if name not in TOOLSTACK_CHANNELS]:
-                self.unbind(name)
+            self._take_down_secondaries()
+            registered = self._fifo_frames()
             memory = memoryview(self.d.memory)
             for start, count in runs:  # one read per contiguous run
                 view = memory[start * PAGE_SIZE : (start + count) * PAGE_SIZE]
@@ -690,9 +727,49 @@ class LinuxKernel:
                     got += n
         with open(disk, "r+b") as out:
             out.write(IMAGE_USED)
-        resumed = LinuxKernel.attach(self.hv, self.domid)
-        resumed.resume()
-        return resumed
+        image = LinuxKernel.attach(self.hv, self.domid)
+        image.handover = HandOver(registered, {gfn: bytes(self.d.memory[gfn * PAGE_SIZE : (gfn + 1) * PAGE_SIZE])
+                                               for gfn in registered})  # fmt: skip
+        image.thaw()
+        return image
+
+    def _fifo_frames(self) -> dict[int, str]:
+        """The frames this kernel registered with Xen for FIFO, by gfn: what each is to Xen."""
+        if not isinstance(self.ops, FifoGuest):
+            return {}
+        blocks = self.ops.control_block.items()
+        frames = {offset // PAGE_SIZE: f"control block of vCPU {vcpu}" for vcpu, offset in blocks}
+        frames |= {gfn: f"event array page {index}" for index, gfn in enumerate(self.ops.array_gfns)}
+        return frames
+
+    def thaw(self) -> None:
+        """The image kernel after the jump: there is no event-channel step on hibernation resume (Linux's
+        ``xen_irq_resume`` runs only after a Xen save/restore), so it keeps its own tables, ports and ABI; the
+        secondary CPUs it took down before the snapshot come back through CPU hotplug."""
+        s = self.state
+        s.phase = "running"
+        s.thaws += 1
+        for vcpu in s.frozen:
+            self._bring_up_cpu(vcpu)
+        s.frozen = []
+        self._save()
+
+    def corrupted_frames(self) -> dict[int, tuple[str, int]]:
+        """After a hibernation hand-over: the frames the boot kernel registered with Xen for FIFO whose bytes Xen
+        changed since the image was loaded, with what each is to Xen and how many bytes differ. A frame the image
+        itself uses as the same FIFO structure is not counted (Xen's writes there are the image's own events)."""
+        if self.handover is None:
+            return {}
+        own = self._fifo_frames()
+        out = {}
+        for gfn, role in self.handover.frames.items():
+            if own.get(gfn) == role:
+                continue
+            now = self.d.memory[gfn * PAGE_SIZE : (gfn + 1) * PAGE_SIZE]
+            changed = sum(1 for a, b in zip(now, self.handover.image[gfn], strict=True) if a != b)
+            if changed:
+                out[gfn] = (role, changed)
+        return out
 
 
 def image_on(disk: Path) -> bool:
