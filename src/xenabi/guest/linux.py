@@ -17,7 +17,7 @@ What it does, as Linux does:
   bindings are undone. Then the xenstore and console ports the toolstack put in the HVM params, and one frontend
   channel (allocated unbound for a dom0 backend). FIFO array pages come from the kernel's own heap and grow as
   ports need them; failing to add the first one panics. Still to be made Linux's (issue 21):
-  ``HVM_PARAM_CALLBACK_IRQ``, ``VCPUOP_register_vcpu_info``, the hibernation hand-over and kexec.
+  ``HVM_PARAM_CALLBACK_IRQ``, ``VCPUOP_register_vcpu_info``, ``VCPUOP_stop_periodic_timer`` on resume and kexec.
 - **Events**: the upcall loop and the 2-level or FIFO consumer of :mod:`xenabi.guest.evtchn_2l` (this vCPU's timer
   first, as ``evtchn_2l_handle_events`` does) / :mod:`xenabi.guest.evtchn_fifo`; each delivered event is counted
   against the binding that owns the port. A CPU that never came online takes no events.
@@ -26,12 +26,18 @@ What it does, as Linux does:
   init_control on each online CPU's zeroed control block (failure is ``BUG()``: the domain crashes) and start the
   array again from no pages, reusing the old ones; exactly the IPIs and VIRQs bound before are bound again
   (``BUG()`` if one cannot be), then the devices' ports.
-- **Hibernation** (not yet Linux's: issue 21 replaces it): the kernel writes its memory image to its disk and
-  powers off. A later boot runs a *boot kernel* (an ordinary boot, which may switch the domain to FIFO), which finds
-  the image, closes the channels it bound itself, loads the image and hands over to the *resume kernel*: the
-  kernel of the image, with the ABI it had, which then runs the resume path above. Real Linux has no event-channel
-  step on hibernation resume (``spec/linux-guests.md`` §5), so this model's FIFO image after a FIFO boot kernel,
-  which finds its control blocks registered (init_control -EINVAL) and BUG()s, is not what Linux does.
+- **Hibernation** (``spec/linux-guests.md`` §5): the kernel takes its secondary CPUs down
+  (``hibernation_snapshot``: their IPIs and VIRQs unbound, a FIFO control block kept), writes its memory image to
+  its disk and powers off. A later boot runs a *boot kernel* (an ordinary boot, which may switch the domain to
+  FIFO), which finds the image, quiesces its devices (their channels stay bound), takes its own secondary CPUs down
+  and loads the image over memory; then the *image kernel* thaws (:meth:`LinuxKernel.thaw`): no event-channel step
+  (``xen_irq_resume`` runs only after a Xen save/restore), its own tables, ports and ABI, its CPUs back through CPU
+  hotplug (no init_control for a CPU that has a control block, as ``evtchn_fifo_percpu_init`` does). Nothing tells
+  Xen, which keeps the boot kernel's CPU 0 bindings, device ports and every FIFO frame registered, in frames that
+  now hold the image's memory: the harness records them (:class:`HandOver`) and
+  :meth:`LinuxKernel.corrupted_frames` names those Xen wrote since, with byte counts. A 2-level image after a FIFO
+  boot kernel loses every event that way; a FIFO image after a FIFO boot kernel of the same build keeps working
+  here, as the model allocates both kernels' FIFO frames alike.
 - The kernel never probes which operations exist, as Linux does not: the scenarios' ABI fingerprint is taken by
   the harness (:mod:`xenabi.fingerprint`).
 
