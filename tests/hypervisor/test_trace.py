@@ -89,6 +89,7 @@ def test_a_call_that_raises_is_recorded_and_raised_on() -> None:
     with pytest.raises(GuestNotRunning):
         hv.hypercall(never_ran, EC, E.EVTCHNOP_send, E.Send(1))
     assert trace.records[0]["raised"] == "GuestNotRunning" and "rc" not in trace.records[0]
+    assert trace.calls() == [("event_channel_op", "send", "GuestNotRunning")]
 
 
 def test_limit_counts_what_it_drops_and_a_stream_keeps_nothing() -> None:

@@ -116,9 +116,11 @@ class HypercallTrace:
         """The kept records, one JSON object per line."""
         return "".join(json.dumps(record) + "\n" for record in self.records)
 
-    def calls(self, domid: int | None = None) -> list[tuple[str, str, int]]:
-        """(hypercall, sub-op, rc) of each kept record, of one domain or all: what tests compare."""
-        return [(r["op"], r["cmd"], r["rc"]) for r in self.records if domid is None or r["dom"] == domid]
+    def calls(self, domid: int | None = None) -> list[tuple[str, str, int | str]]:
+        """(hypercall, sub-op, rc) of each kept record, of one domain or all: what tests compare (for a call that
+        raised, the exception's name in place of the rc)."""
+        return [(r["op"], r["cmd"], r["rc"] if "rc" in r else r["raised"]) for r in self.records
+                if domid is None or r["dom"] == domid]  # fmt: skip
 
 
 def _record(hv: Hypervisor, caller: int, op: int, cmd: int, vcpu: int, extra: dict[str, int]) -> dict[str, Any]:
