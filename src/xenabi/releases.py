@@ -26,6 +26,7 @@ from typing import Any
 from xenabi.abi import errno
 from xenabi.abi.domctl import GuestType
 from xenabi.abi.features import REGISTRY, AbiFeature
+from xenabi.abi.gnttab import GNTTAB_MAX_VERSION_DEFAULT
 from xenabi.abi.xen import VIRQ_ARGO, VIRQ_XENPMU, VIRQS, VirqClass
 from xenabi.errors import PolicyError
 
@@ -144,7 +145,7 @@ class Release:
         :class:`~xenabi.hypervisor.Hypervisor` and the fleet inventory's ``gnttab_max_version`` column)."""
         if isinstance(value, bool) or value not in (1, 2):
             return f"gnttab=max-ver:{value!r}: the version is 1 or 2"
-        if value != 2 and not self.gnttab_max_version_opt:
+        if value != GNTTAB_MAX_VERSION_DEFAULT and not self.gnttab_max_version_opt:
             return f"gnttab=max-ver: Xen {self.name} has no such boot option (4.11, 4.8.5, 4.9.3 and 4.10.2 have it)"
         return None
 

@@ -30,6 +30,7 @@ class GnttabOp(IntEnum):
 
 
 GNTTABOP_set_version = GnttabOp.set_version
+GNTTAB_MAX_VERSION_DEFAULT = 2  # Xen's opt_gnttab_max_version: the boot option gnttab=max-ver:N when not given
 GNTTABOP_CMD_MASK = (1 << 12) - 1  # the bits above carry a continuation's progress (from 4.5)
 
 # The sub-ops an x86 HVM or PVH guest may issue, in every release 4.3-4.22 (grant_table_op_is_allowed)

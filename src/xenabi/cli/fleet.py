@@ -158,9 +158,9 @@ def fleet_where(vm: str, examples: int, db: str, as_json: bool) -> None:
 
 
 def _class(row: dict[str, Any]) -> str:
-    boot = row.get("gnttab_max_version", 2)
-    return (f"Xen {row['release']} {'with' if row['abi_control'] else 'without'} ABI control"
-            + ("" if boot == 2 else f", booted with gnttab=max-ver:{boot}"))  # fmt: skip
+    from xenabi.fleet.planner import HostClass
+
+    return str(HostClass(row["release"], row["abi_control"], row["gnttab_max_version"]))
 
 
 @fleet.command("summary")

@@ -62,6 +62,7 @@ from typing import Any
 
 from xenabi.abi.domctl import GuestType
 from xenabi.abi.features import REGISTRY
+from xenabi.abi.gnttab import GNTTAB_MAX_VERSION_DEFAULT
 from xenabi.errors import InventoryError, PolicyError
 from xenabi.policy import RELEASES, features_of_version, get_release
 from xenabi.releases import normal_name
@@ -80,7 +81,7 @@ HOST_DEFAULTS: dict[str, int | float] = {
     "pcpus": 64,
     "vcpu_overcommit": 4.0,
     "pool_master": 0,
-    "gnttab_max_version": 2,
+    "gnttab_max_version": GNTTAB_MAX_VERSION_DEFAULT,
 }
 VM_DEFAULTS: dict[str, int | float] = {"memory_mib": 32, "vcpus": 1}
 # The optional columns, added to inventories made before issues 15 and 18 (ALTER TABLE keeps their rows, with the

@@ -22,6 +22,7 @@ from typing import Any
 
 from xenabi.abi.domctl import GuestType
 from xenabi.abi.features import REGISTRY
+from xenabi.abi.gnttab import GNTTAB_MAX_VERSION_DEFAULT
 from xenabi.errors import InventoryError
 from xenabi.fleet.inventory import Inventory, VmPolicy, parse_policy
 from xenabi.policy import AbiPolicy, Refusal, admission, get_release
@@ -36,10 +37,15 @@ class HostClass:
     release: str
     abi_control: bool
     # the host's boot option gnttab=max-ver:N (2, Xen's default, unless the inventory says 1)
-    gnttab_max_version: int = 2
+    gnttab_max_version: int = GNTTAB_MAX_VERSION_DEFAULT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sort_key", (*get_release(self.release).point, len(self.release)))
+
+    @property
+    def default_boot(self) -> bool:
+        """Booted without options that change what a domain gets (Xen's defaults)."""
+        return self.gnttab_max_version == GNTTAB_MAX_VERSION_DEFAULT
 
     @property
     def boot_hidden(self) -> frozenset[str]:
@@ -55,7 +61,7 @@ class HostClass:
                 "gnttab_max_version": self.gnttab_max_version}  # fmt: skip
 
     def __str__(self) -> str:
-        boot = "" if self.gnttab_max_version == 2 else f", booted with gnttab=max-ver:{self.gnttab_max_version}"
+        boot = "" if self.default_boot else f", booted with gnttab=max-ver:{self.gnttab_max_version}"
         return f"Xen {self.release} {'with' if self.abi_control else 'without'} ABI control{boot}"
 
 

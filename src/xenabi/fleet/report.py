@@ -60,7 +60,7 @@ def matrix_svg(vms: dict[VmClass, int], hosts: dict[HostClass, int], target: Hos
              'aria-label="admission of VM classes by host classes">']  # fmt: skip
     for x, hc in enumerate(columns):
         count = hosts.get(hc, 0)
-        boot = "" if hc.gnttab_max_version == 2 else f" max-ver:{hc.gnttab_max_version}"
+        boot = "" if hc.default_boot else f" max-ver:{hc.gnttab_max_version}"
         label = f"{hc.release} {'ctl' if hc.abi_control else 'legacy'}{boot}" + (" (target)" if hc == target else "")
         cx = left + x * cell + cell // 2
         parts.append(f'<text transform="translate({cx},{top - 6}) rotate(-60)">{_e(label)}'

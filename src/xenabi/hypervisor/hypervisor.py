@@ -50,7 +50,7 @@ from xenabi.abi.domctl import (
     emulation_flags_ok,
 )
 from xenabi.abi.features import REGISTRY
-from xenabi.abi.gnttab import XEN_DOMCTL_GRANT_version_mask
+from xenabi.abi.gnttab import GNTTAB_MAX_VERSION_DEFAULT, XEN_DOMCTL_GRANT_version_mask
 from xenabi.abi.vcpu import Runstate
 from xenabi.abi.version import DOMAIN_HANDLE_LEN
 from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF, NR_VIRQS
@@ -99,7 +99,7 @@ class Hypervisor:
         dom0_max_vcpus: int = 1,
         memory_mb: int | None = None,
         cmdline: str = "",
-        gnttab_max_version: int = 2,
+        gnttab_max_version: int = GNTTAB_MAX_VERSION_DEFAULT,
     ) -> None:
         self.release = get_release(release)
         self.abi_control = abi_control

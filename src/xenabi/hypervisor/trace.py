@@ -123,13 +123,13 @@ class HypercallTrace:
                 if domid is None or r["dom"] == domid]  # fmt: skip
 
 
-def _record(hv: Hypervisor, caller: int, op: int, cmd: int, vcpu: int, extra: dict[str, int]) -> dict[str, Any]:
+def _record(hv: Hypervisor, caller: int, op: int, cmd: int, vcpu: int, count: int, vcpuid: int) -> dict[str, Any]:
     record: dict[str, Any] = {"ns": hv.clock_ns, "dom": caller, "vcpu": vcpu, "op": OP_NAMES.get(op, str(op)),
                               "cmd": subop_name(op, cmd)}  # fmt: skip
     if op == xen.HYPERVISOR_vcpu_op:
-        record["vcpuid"] = extra["vcpuid"]
+        record["vcpuid"] = vcpuid
     elif op == xen.HYPERVISOR_grant_table_op:
-        record["count"] = extra["count"]
+        record["count"] = count
     return record
 
 
@@ -175,7 +175,7 @@ def traced_hypercall(hv: Hypervisor, trace: HypercallTrace, dispatch: Callable[.
 
     def hypercall(caller: int, op: int, cmd: int, arg: object, *, count: int = 1, vcpuid: int = 0,
                   vcpu: int = 0) -> int:  # fmt: skip
-        record = _record(hv, caller, op, cmd, vcpu, {"count": count, "vcpuid": vcpuid})
+        record = _record(hv, caller, op, cmd, vcpu, count, vcpuid)
         args = record["args"] = _fields(arg) if isinstance(arg, CStruct) else {"type": type(arg).__name__}
         in_memory = _in_memory(hv, caller, op, cmd, args)
         try:
@@ -198,7 +198,7 @@ def traced_hypercall_raw(hv: Hypervisor, trace: HypercallTrace,
 
     def hypercall_raw(caller: int, op: int, cmd: int, data: bytes, *, count: int = 1, vcpuid: int = 0,
                       vcpu: int = 0) -> tuple[int, bytes]:  # fmt: skip
-        record = _record(hv, caller, op, cmd, vcpu, {"count": count, "vcpuid": vcpuid})
+        record = _record(hv, caller, op, cmd, vcpu, count, vcpuid)
         layout = _struct_for(op, cmd)
         raw = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else b""
         decoded = layout is not None and len(raw) >= layout.size()

@@ -46,10 +46,10 @@ def arrival_features(info: StreamInfo, source_gnttab_max_version: int | None = N
         basis += f", whose libxl JSON hides {', '.join(sorted(cfg.knob_hidden))}"
     elif source.gnttab_grant_opts:
         basis += " (its libxl JSON sets no grant limit: the release default)"
-    elif source_gnttab_max_version == 1:
-        hidden = REGISTRY.boot_hidden({"gnttab_max_version": 1})
+    elif hidden := REGISTRY.boot_hidden({"gnttab_max_version": source_gnttab_max_version or 0}):
         features -= hidden
-        basis += f", with the operator's gnttab=max-ver:1 for the source host (no {', '.join(sorted(hidden))})"
+        basis += (f", with the operator's gnttab=max-ver:{source_gnttab_max_version} for the source host "
+                  f"(no {', '.join(sorted(hidden))})")  # fmt: skip
     else:
         basis += " (the release default; the source host's gnttab=max-ver was not given)"
     return features, basis
