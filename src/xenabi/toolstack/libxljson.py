@@ -44,13 +44,13 @@ B_INFO_ORDER = ("max_vcpus", "avail_vcpus", "cpumap", "nodemap", "vcpu_hard_affi
                 "arch_x86", "altp2m", "vmtrace_buf_kb", "vpmu")  # fmt: skip
 ORDERS = {"": TOP_ORDER, "c_info": C_INFO_ORDER, "b_info": B_INFO_ORDER}
 
-ACTIONS = ("destroy", "restart", "rename-restart", "preserve", "coredump-destroy", "coredump-restart", "soft-reset")
-"""xl.cfg's names for ``libxl_action_on_shutdown`` (xl.cfg(5)); libxl's JSON names use ``_`` for ``-``
-(``restart_rename`` for ``rename-restart``)."""
+ACTIONS = {"destroy": "destroy", "restart": "restart", "rename-restart": "restart_rename", "preserve": "preserve",
+           "coredump-destroy": "coredump_destroy", "coredump-restart": "coredump_restart",
+           "soft-reset": "soft_reset"}  # fmt: skip
+"""``libxl_action_on_shutdown``: xl.cfg's names -> libxl's (``action_on_shutdown_names`` in xl_parse.c;
+``rename-restart`` is libxl's ``restart_rename``)."""
 ACTION_KEYS = ("on_poweroff", "on_reboot", "on_watchdog", "on_crash", "on_soft_reset")
-LIBXL_ACTIONS = ("destroy", "restart", "restart_rename", "preserve", "coredump_destroy", "coredump_restart",
-                 "soft_reset")  # fmt: skip
-DEFBOOL = ("True", "False")
+LIBXL_ACTIONS = tuple(ACTIONS.values())
 
 
 def ordered(doc: dict[str, Any], where: str = "") -> dict[str, Any]:

@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from xenabi.abi.domctl import GuestType
 from xenabi.errors import ConfigError
+from xenabi.toolstack.libxljson import ACTIONS
 from xenabi.toolstack.xlcfg import XlAtom, XlConfig, XlList, XlSetting, quote, strtol
 
 HVM, PV, PVH = GuestType.HVM, GuestType.PV, GuestType.PVH
@@ -48,11 +49,6 @@ Path = tuple[str, ...]
 UUID_FORM = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
-ACTIONS = {"destroy": "destroy", "restart": "restart", "rename-restart": "restart_rename", "preserve": "preserve",
-           "coredump-destroy": "coredump_destroy", "coredump-restart": "coredump_restart",
-           "soft-reset": "soft_reset"}  # fmt: skip
-"""xl.cfg's action names -> libxl's (``action_on_shutdown_names`` in xl_parse.c; ``rename-restart`` is libxl's
-``restart_rename``)."""
 ACTION_DEFAULTS = {"on_poweroff": "destroy", "on_reboot": "restart", "on_watchdog": "destroy",
                    "on_crash": "destroy", "on_soft_reset": "soft-reset"}  # fmt: skip
 ACTION_INIT = "destroy"  # the IDL's init_val: libxl leaves an action out of the JSON when it is destroy
