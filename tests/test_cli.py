@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from xenabi import __version__
 from xenabi.cli import main
+from xenabi.scenarios import SCENARIO_NAMES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -48,17 +49,31 @@ def test_demo_json_every_scenario_on_both_host_kinds() -> None:
     result = CliRunner().invoke(main, ["demo", "--json", "--rounds", "5"])
     assert result.exit_code == 0, result.output
     rows = {(r["scenario"], r["host"]): r for r in json.loads(result.output)}
-    assert len(rows) == 12
+    assert len(rows) == 2 * len(SCENARIO_NAMES)
     assert rows[("hibernate-across-upgrade", "uncontrolled")]["outcome"] == "corrupted"
     assert rows[("migrate-down", "uncontrolled")]["outcome"] == "crashed"
     assert rows[("phys-area-down", "uncontrolled")]["outcome"] == "crashed"
-    assert all(r["outcome"] in ("fine", "refused") for (_, host), r in rows.items() if host == "controlled")
+    hazards = {name for (name, _host), r in rows.items() if r["abi_hazard"]}
+    assert hazards == set(SCENARIO_NAMES) - {"kexec", "kexec-4.14", "kexec-4.6"}
+    assert all(r["outcome"] in ("fine", "refused") for (name, host), r in rows.items()
+               if host == "controlled" and name in hazards)  # fmt: skip
+    assert all(rows[(name, "controlled")]["outcome"] == rows[(name, "uncontrolled")]["outcome"]
+               for name in set(SCENARIO_NAMES) - hazards)  # fmt: skip
+
+
+def test_demo_names_kernel_and_release_in_every_line() -> None:
+    result = CliRunner().invoke(main, ["demo", "--scenario", "upcall-down", "--scenario", "kexec-4.6",
+                                       "--kernel", "6.1", "--rounds", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "migrated to 4.5), Linux 6.1, uncontrolled: crashed: BUG: HVMOP_set_evtchn_upcall_vector" in result.output
+    assert "Unknown shutdown reason code 5. Destroying domain. [not an ABI hazard" in result.output
 
 
 def test_demo_table_and_one_scenario() -> None:
     result = CliRunner().invoke(main, ["demo", "--scenario", "migrate-down", "--rounds", "3", "-v"])
     assert result.exit_code == 0
-    assert "crashed" in result.output and "refused" in result.output and "every controlled run is safe" in result.output
+    assert "crashed" in result.output and "refused" in result.output
+    assert "every controlled run of an ABI hazard is safe" in result.output
     assert "migrate-up" not in result.output
 
 

@@ -14,7 +14,9 @@ raises. Exceptions are for the layers above (toolstack, CLI) and for invalid req
     ├── MigrationError              a save, restore or migration that did not complete, and where the VM is now
     ├── NotModelled                 a request the model deliberately does not cover (saving a PV domain)
     ├── GuestNotRunning             a hypercall issued for a domain whose vCPUs have never run
-    └── InventoryError              a fleet inventory row, file or name that is not valid: file, line and field
+    ├── InventoryError              a fleet inventory row, file or name that is not valid: file, line and field
+    ├── UnknownKernel               a guest kernel version the kernel table does not have: the known ones
+    └── KernelNotRunning            a guest-kernel call on a kernel that crashed, powered off or handed over
 
 Every exception carries structured fields besides its message, so callers never parse text.
 """
@@ -193,3 +195,13 @@ def _errno_name(errno: int) -> str:
 
 class UnknownKernel(XenabiError):
     """A guest kernel name that is not in :data:`xenabi.guest.kernels.KERNELS`; the message names the known ones."""
+
+
+class KernelNotRunning(XenabiError):
+    """A guest-kernel call on a kernel that is not running: it crashed (``crash`` says how), powered off, or handed
+    over to another kernel (hibernation, kexec). Nothing was done."""
+
+    def __init__(self, message: str, *, phase: str, crash: str = "") -> None:
+        super().__init__(message)
+        self.phase = phase
+        self.crash = crash

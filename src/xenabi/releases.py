@@ -63,6 +63,9 @@ class Release:
     reset_needs_pause: bool = False
     reset_preemptible: bool = False  # EVTCHNOP_reset_cont, -EBUSY, preemption every 64 ports
     reset_refuses_open_ports: bool = False  # -EAGAIN (FIFO kept) if ports are still open after the loop
+    # --- soft reset (XEN_DOMCTL_soft_reset, domain_soft_reset, xl's on_soft_reset) ------------------------------------
+    soft_reset: bool = False  # the domctl exists and xl soft-resets a domain that shut down with code 5
+    soft_reset_drops_time_area: bool = False  # the vCPU time area registration is dropped too (else Xen keeps it)
     unusable_ports_inert: bool = False  # unmask a no-op, set_priority -EACCES on FREE/RESERVED/Xen ports
     twolevel_limit_follows_width: bool = True  # a 32-bit guest's 2-level limit is 1024 (else 4096, latched)
     virq_xenpmu_per_vcpu: bool = False  # VIRQ 13 per-vCPU (before: an unused, so global, number)
@@ -231,6 +234,14 @@ CHANGES: tuple[Change, ...] = (
            "EVTCHNOP_reset returns a FIFO domain to 2-level whoever names it"),
     Change("reset_needs_pause", True, "4.7", "546d558a7a evtchn: make evtchn_reset() ready for soft reset",
            "EVTCHNOP_reset of another domain needs it paused by its controller (-EINVAL)"),
+    Change("soft_reset", True, "4.7", "1a043f9dc7 introduce XEN_DOMCTL_soft_reset",
+           "XEN_DOMCTL_soft_reset: a domain that shut down with SHUTDOWN_soft_reset (5) is reset in place (event "
+           "channels, runstate areas, vcpu_info) and resumed for a kexec'd kernel; xl does it by default "
+           "(on_soft_reset); before, xl destroys the domain (\"Unknown shutdown reason code 5\")"),
+    Change("soft_reset_drops_time_area", True, "4.17",
+           "b80d4f8d2e x86: also zap secondary time area handles during soft reset",
+           "a soft reset drops the vCPU time areas too (before, Xen kept writing the first kernel's)",
+           ("4.15.4", "4.16.3")),
     Change("upcall_vector_set_raises_upcall", True, "4.11",
            "7b5b8ca7df x86/upcall: inject a spurious event after setting upcall vector",
            "setting a vCPU's upcall vector injects it once, whether or not an event is pending",

@@ -40,19 +40,23 @@ from xenabi.errors import AbiIncompatible, MigrationError
 from xenabi.fingerprint import Fingerprint, take_fingerprint
 from xenabi.guest.backends import Backend
 from xenabi.guest.kernels import DEFAULT_KERNEL, get_kernel
-from xenabi.guest.linux import LinuxKernel
+from xenabi.guest.linux import KERNEL_HEAP_GFN, HandOver, LinuxKernel
 from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.trace import HypercallTrace
 from xenabi.policy import legacy_policy
 from xenabi.toolstack import DomainConfig, Toolstack
 
 HOST_KINDS = ("uncontrolled", "controlled")
-OUTCOME_ORDER = ("crashed", "hung", "refused", "fine")
+OUTCOME_ORDER = ("crashed", "destroyed", "corrupted", "hung", "refused", "fine")
 SAFE_OUTCOMES = frozenset({"fine", "refused"})
+KEXEC_HEAP_GFN = 0x80  # where the kexec'd kernel's own memory starts (kexec loads it away from the first kernel's)
 
 
-def vm_config(name: str) -> str:
-    return f'name = "{name}"\ntype = "hvm"\nmemory = 16\nvcpus = 2\nvif = [ "" ]\n'
+TICK_NS = 10_000_000  # one round of traffic is one 100 Hz timer tick of the model clock
+
+
+def vm_config(name: str, extra: str = "") -> str:
+    return f'name = "{name}"\ntype = "hvm"\nmemory = 16\nvcpus = 2\nvif = [ "" ]\n{extra}'
 
 
 @dataclass
@@ -69,6 +73,7 @@ class ScenarioResult:
     outcome: str
     detail: str
     steps: list[str] = field(default_factory=list)
+    abi_hazard: bool = True  # whether ABI control is meant to prevent what goes wrong (Scenario.abi_hazard)
 
     @property
     def safe(self) -> bool:
@@ -88,6 +93,7 @@ class ScenarioResult:
             "outcome": self.outcome,
             "detail": self.detail,
             "steps": self.steps,
+            "abi_hazard": self.abi_hazard,
         }
 
 
@@ -95,14 +101,18 @@ class Run:
     """One scenario on one kind of host: the VM, its kernel, its backends, and what was sent."""
 
     def __init__(self, name: str, controlled: bool, workdir: Path, *, rounds: int, trace: IO[str] | None = None,
-                 kernel: str = DEFAULT_KERNEL, **options: bool) -> None:  # fmt: skip
+                 kernel: str = DEFAULT_KERNEL, fifo_events: bool = True, fifo_support: bool = True,
+                 config: str = "") -> None:  # fmt: skip
         self.name = name
         self.trace = trace  # where every host of the run writes its hypercall trace, as JSON lines (None: off)
         self.controlled = controlled
         self.workdir = workdir
         self.rounds = rounds
         self.kernel_version = get_kernel(kernel).name  # the Linux version every boot of this run uses
-        self.kernel_options = options
+        self.fifo_events, self.fifo_support = fifo_events, fifo_support  # the kernel's command line and build
+        self.config = config  # xl.cfg lines the scenario adds to the VM's
+        self.retired: Counter[str] = Counter()  # events handled by kernels that have since been replaced (kexec)
+        self.destroyed = ""  # what the toolstack said when it destroyed the VM instead of letting it go on
         self.steps: list[str] = []
         self.sent: Counter[str] = Counter()
         self.ts: Toolstack | None = None
@@ -138,14 +148,15 @@ class Run:
     # --- the VM -------------------------------------------------------------------------------------------------
     def create(self, ts: Toolstack) -> None:
         self.ts = ts
-        self.domid = ts.create(DomainConfig.from_xl(vm_config(self.name)), start=True)
+        self.domid = ts.create(DomainConfig.from_xl(vm_config(self.name, self.config)), start=True)
         self.boot(disk=None)
         self.log(f"created on {ts.name}: {self._abi()}")
 
-    def boot(self, disk: Path | None) -> None:
+    def boot(self, disk: Path | None, *, heap_gfn: int = KERNEL_HEAP_GFN, handover: HandOver | None = None) -> None:
         assert self.ts is not None and self.domid is not None
         self.kernel = LinuxKernel.boot(self.ts.hv, self.domid, disk=disk, kernel=self.kernel_version,
-                                       **self.kernel_options)  # fmt: skip
+                                       fifo_events=self.fifo_events, fifo_support=self.fifo_support,
+                                       heap_gfn=heap_gfn, handover=handover)  # fmt: skip
         if self.kernel.running:
             self.fingerprint("boot")
         self._after_kernel_change()
@@ -187,6 +198,7 @@ class Run:
         hv, kernel = self.ts.hv, self.kernel
         vcpus = range(kernel.state.vcpus)
         for _ in range(self.rounds):
+            hv.advance_clock(TICK_NS)
             for backend in self.backends:
                 if backend.notify():
                     self.sent[backend.name] += 1
@@ -201,9 +213,10 @@ class Run:
 
     @property
     def handled(self) -> int:
+        retired = sum(self.retired.get(name, 0) for name in self.sent)
         if self.kernel is None:
-            return 0
-        return sum(self.kernel.state.handled.get(name, 0) for name in self.sent)
+            return retired
+        return retired + sum(self.kernel.state.handled.get(name, 0) for name in self.sent)
 
     def migrate(self, dest: Toolstack) -> None:
         assert self.kernel is not None and self.ts is not None and self.domid is not None
@@ -241,22 +254,52 @@ class Run:
         if self.alive:
             self.log(f"booted again on {self.ts.name} and resumed the image: {self._abi()}")
 
+    def kexec(self) -> None:
+        """The guest kexecs (``SCHEDOP_shutdown(SHUTDOWN_soft_reset)``), its host's toolstack acts on the shutdown as
+        xl does, and where the domain goes on, the second kernel boots from its own memory."""
+        assert self.kernel is not None and self.ts is not None and self.domid is not None
+        if not self.alive:
+            return
+        handover = self.kernel.kexec()
+        if self.kernel.state.phase == "crashed":
+            self._after_kernel_change()
+            return
+        self.retired.update(self.kernel.state.handled)
+        for backend in self.backends:
+            backend.close()
+        self.backends = []
+        self.ts.hv.advance_clock(TICK_NS)  # xl notices the shutdown and acts: time passes
+        handled = self.ts.handle_shutdown(self.domid)
+        self.log(f"kexec on {self.ts.name}: xl's action {handled.action}: {handled.message}")
+        if handled.domid is None:
+            self.destroyed = f"the toolstack destroyed the VM on {self.ts.name}: {handled.message}"
+            self.kernel = None
+            return
+        self.domid = handled.domid
+        self.log(f"after the soft reset Xen delivers {self.ts.hv.domain(self.domid).evtchn_abi}")
+        self.boot(disk=None, heap_gfn=KEXEC_HEAP_GFN, handover=handover)
+        if self.alive:
+            self.log(f"the second kernel booted: {self._abi()}")
+
     # --- the verdict ----------------------------------------------------------------------------------------------
-    def result(self, scenario: str, variant: str) -> ScenarioResult:
+    def result(self, scenario: Scenario) -> ScenarioResult:
         kernel = self.kernel
-        assert kernel is not None
         prints = [fp for _label, fp in self.fingerprints]
         sent, handled = sum(self.sent.values()), self.handled
         lost = sent - handled
-        corrupted = kernel.corrupted_frames()
+        corrupted = kernel.corrupted_frames() if kernel is not None else {}
         if self.crashes:
             outcome, detail = "crashed", self.crashes[-1]
+        elif self.destroyed:
+            outcome, detail = "destroyed", self.destroyed
         elif corrupted:
+            assert kernel is not None and kernel.handover is not None
             outcome = "corrupted"
-            frames = ", ".join(f"gfn {gfn:#x} ({role}: {count} bytes)"
+            frames = ", ".join(f"gfn {gfn:#x} ({role}: {_bytes(count)})"
                                for gfn, (role, count) in sorted(corrupted.items()))  # fmt: skip
             total = sum(count for _role, count in corrupted.values())
-            detail = (f"Xen wrote {total} bytes of FIFO state into the image's memory, in frames the boot kernel "
+            handover = kernel.handover
+            detail = (f"Xen wrote {_bytes(total)} into {handover.memory}, in frames the {handover.previous} "
                       f"registered: {frames}")  # fmt: skip
             if lost:
                 detail += f"; {lost} of {sent} events never handled"
@@ -268,9 +311,12 @@ class Run:
         elif self.refusals:
             outcome, detail = "refused", self.refusals[-1]
         else:
+            assert kernel is not None
             outcome, detail = "fine", f"all {sent} events handled ({kernel.state.abi})"
+        variant = scenario.variant
         return ScenarioResult(
-            scenario=scenario,
+            scenario=scenario.name,
+            abi_hazard=scenario.abi_hazard,
             host="controlled" if self.controlled else "uncontrolled",
             kernel=f"Linux {self.kernel_version}" + (f" {variant}" if variant else ""),
             sent=sent,
@@ -324,6 +370,32 @@ def phys_area_down(run: Run) -> None:
     run.exercise()
 
 
+def upcall_down(run: Run) -> None:
+    pool = ("4.17", "4.5")
+    run.create(run.host("4.17", new=True, pool=pool))
+    assert run.kernel is not None
+    vectors = sum(run.kernel.state.upcall_vector)
+    run.log(f"the kernel uses the per-vCPU upcall vector on {vectors} of {run.kernel.state.vcpus} vCPUs")
+    run.exercise()
+    run.migrate(run.host("4.5", new=False, pool=pool))
+    run.exercise()
+
+
+def kexec_on(release: str) -> Callable[[Run], None]:
+    def flow(run: Run) -> None:
+        run.create(run.host(release, new=True))
+        run.exercise()
+        run.kexec()
+        run.exercise()
+
+    flow.__name__ = f"kexec_on_{release.replace('.', '_')}"
+    return flow
+
+
+def _bytes(count: int) -> str:
+    return f"{count} byte" if count == 1 else f"{count} bytes"
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -331,6 +403,8 @@ class Scenario:
     variant: str  # how the kernel differs from the one asked for ("without FIFO"), or ""
     options: dict[str, bool] = field(default_factory=dict)
     summary: str = ""
+    config: str = ""  # xl.cfg lines added to the VM's
+    abi_hazard: bool = True  # False: what happens is Xen's or xl's doing, the same with or without ABI control
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -344,6 +418,14 @@ SCENARIOS: tuple[Scenario, ...] = (
              summary="migrate-up with xen.fifo_events=0 on the kernel command line"),
     Scenario("phys-area-down", phys_area_down, "",
              summary="booted on 4.18 (XENFEAT 18/19: vCPU areas by physical address), migrated to 4.17"),
+    Scenario("upcall-down", upcall_down, "", config="max_grant_frames = 32\n",
+             summary="booted on 4.17 (CPUID leaf 4 bit 6: the per-vCPU upcall vector), migrated to 4.5"),
+    Scenario("kexec", kexec_on("4.17"), "", abi_hazard=False,
+             summary="kexec on 4.17: soft reset, FIFO back to 2-level, the second kernel's init_control works"),
+    Scenario("kexec-4.14", kexec_on("4.14"), "", abi_hazard=False,
+             summary="kexec on 4.14, whose soft reset keeps the vCPU time areas (b80d4f8d2e is 4.17)"),
+    Scenario("kexec-4.6", kexec_on("4.6"), "", abi_hazard=False,
+             summary="kexec on 4.6, which has no soft reset (1a043f9dc7 is 4.7)"),
 )  # fmt: skip
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
@@ -357,10 +439,10 @@ def run_scenario(name: str, controlled: bool, *, rounds: int = 50, trace: IO[str
         raise KeyError(f"unknown scenario {name!r} (known: {', '.join(SCENARIO_NAMES)})")
     with tempfile.TemporaryDirectory(prefix="xenabi-scenario-") as workdir:
         run = Run(scenario.name, controlled, Path(workdir), rounds=rounds, trace=trace, kernel=kernel,
-                  **scenario.options)  # fmt: skip
+                  config=scenario.config, **scenario.options)  # fmt: skip
         try:
             scenario.flow(run)
-            return run.result(scenario.name, scenario.variant)
+            return run.result(scenario)
         finally:
             for ts in run.hosts:  # their domains' RAM goes back now, not when the collector next runs
                 ts.hv.close()
@@ -371,3 +453,15 @@ def run_all(names: tuple[str, ...] = SCENARIO_NAMES, *, rounds: int = 50, trace:
     """Every scenario of ``names`` on both kinds of host, with a guest of each of ``kernels``."""
     return [run_scenario(name, kind == "controlled", rounds=rounds, trace=trace, kernel=kernel) for name in names
             for kernel in kernels for kind in HOST_KINDS]  # fmt: skip
+
+
+def controlled_runs_safe(results: list[ScenarioResult]) -> bool:
+    """What the demo's exit status says: every controlled run of an ABI hazard is safe, and every scenario that is
+    not one ends the same way controlled and uncontrolled (ABI control neither prevents nor causes it)."""
+    outcomes: dict[tuple[str, str], dict[str, str]] = {}
+    for r in results:
+        outcomes.setdefault((r.scenario, r.kernel), {})[r.host] = r.outcome
+    hazards_safe = all(r.safe for r in results if r.host == "controlled" and r.abi_hazard)
+    others_alike = all(len(set(by_host.values())) == 1 for (name, _k), by_host in outcomes.items()
+                       if not next(r.abi_hazard for r in results if r.scenario == name))  # fmt: skip
+    return hazards_safe and others_alike

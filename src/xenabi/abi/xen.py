@@ -16,6 +16,7 @@ HYPERVISOR_event_channel_op_compat = 16
 HYPERVISOR_xen_version = 17
 HYPERVISOR_grant_table_op = 20
 HYPERVISOR_vcpu_op = 24
+HYPERVISOR_sched_op = 29
 HYPERVISOR_event_channel_op = 32
 HYPERVISOR_hvm_op = 34
 HYPERVISOR_domctl = 36
@@ -26,6 +27,7 @@ HYPERCALL_NAMES: dict[int, str] = {
     HYPERVISOR_xen_version: "xen_version",
     HYPERVISOR_grant_table_op: "grant_table_op",
     HYPERVISOR_vcpu_op: "vcpu_op",
+    HYPERVISOR_sched_op: "sched_op",
     HYPERVISOR_event_channel_op: "event_channel_op",
     HYPERVISOR_hvm_op: "hvm_op",
     HYPERVISOR_domctl: "domctl",

@@ -75,6 +75,7 @@ from xenabi.abi.hvm import (
     HVMOP_set_evtchn_upcall_vector,
     HvmParam,
 )
+from xenabi.abi.sched import SchedOp, SchedShutdown, ShutdownReason
 from xenabi.abi.vcpu import VcpuOp
 from xenabi.abi.version import FeatureInfo, Xenfeat, XenVer
 from xenabi.abi.xen import (
@@ -85,9 +86,11 @@ from xenabi.abi.xen import (
     HYPERVISOR_event_channel_op,
     HYPERVISOR_grant_table_op,
     HYPERVISOR_hvm_op,
+    HYPERVISOR_sched_op,
     HYPERVISOR_vcpu_op,
     HYPERVISOR_xen_version,
 )
+from xenabi.errors import KernelNotRunning, NotModelled, XenError
 from xenabi.guest.evtchn_2l import TwoLevelGuest
 from xenabi.guest.evtchn_fifo import FifoGuest
 from xenabi.guest.kernels import DEFAULT_KERNEL, get_kernel
@@ -105,6 +108,7 @@ IMAGE_USED = b"XENABI-SWSUSP-0\n"  # the signature swsusp leaves once an image h
 IMAGE_HEADER = struct.Struct("<16sII")
 LINUX_UPCALL_VECTOR = 0xF3  # HYPERVISOR_CALLBACK_VECTOR
 MAX_ERRORS = 16
+MIN_HEAP_PAGES = 64  # what a boot needs of its own memory at most: scratch, areas, control blocks, array pages
 AREA_STRIDE = 64  # each vCPU's runstate area (48 bytes) in the areas page; time areas in its second half
 TIME_AREAS = PAGE_SIZE // 2
 TOOLSTACK_CHANNELS = ("xenstore", "console")
@@ -117,12 +121,15 @@ class KernelStateMissing(Exception):
 
 @dataclass(frozen=True)
 class HandOver:
-    """What a hibernation hand-over left behind, as the harness records it: the frames Xen still has registered for
-    the boot kernel's FIFO (gfn -> what it is to Xen) and the image's bytes in them right after the image was
-    loaded."""
+    """What a two-kernel hand-over left behind: the frames the kernel that went away had registered with Xen (gfn ->
+    what each is to Xen) and their bytes at the moment the next kernel took over memory. A hibernation's boot kernel
+    leaves its FIFO frames (the image's bytes are recorded right after it was loaded); a kexec leaves everything
+    the first kernel registered, for the toolstack's soft reset to drop or not (bytes recorded at the shutdown)."""
 
     frames: dict[int, str]
     image: dict[int, bytes]
+    previous: str = "boot kernel"  # the kernel that registered the frames
+    memory: str = "the image's memory"  # whose memory the frames are now
 
 
 # --- the state in guest memory ------------------------------------------------------------------------------------
@@ -132,7 +139,7 @@ class KernelState:
     fifo_events: bool = True  # the xen.fifo_events boot parameter
     fifo_support: bool = True  # built with FIFO support (Linux 3.14 and later)
     vcpus: int = 1
-    phase: str = "running"  # running | suspended | hibernating | crashed | off
+    phase: str = "running"  # running | suspended | hibernating | kexec | crashed | off
     abi: str = "2l"
     control_blocks: dict[int, int] = field(default_factory=dict)  # vCPU -> gfn
     array_gfns: list[int] = field(default_factory=list)
@@ -216,15 +223,23 @@ class LinuxKernel:
         gnttab_version: int = 0,
         disk: Path | None = None,
         kernel: str = DEFAULT_KERNEL,
+        heap_gfn: int = KERNEL_HEAP_GFN,
+        handover: HandOver | None = None,
     ) -> LinuxKernel:
         """Boot a kernel; if ``disk`` holds a hibernation image, hand over to the kernel in it and return that.
         ``gnttab_version`` is the ``grant_table.version=`` parameter (0: Linux's own choice); ``kernel`` the
-        Linux version (:data:`xenabi.guest.kernels.KERNELS`; :class:`~xenabi.errors.UnknownKernel` otherwise)."""
+        Linux version (:data:`xenabi.guest.kernels.KERNELS`; :class:`~xenabi.errors.UnknownKernel` otherwise).
+        ``heap_gfn`` is the first frame of the kernel's own memory (a kexec'd kernel is loaded elsewhere than the
+        first: a kdump kernel lives in the ``crashkernel=`` region); ``handover`` what :meth:`kexec` left."""
         version = get_kernel(kernel)
         d = hv.domain(domid)
+        if not isinstance(heap_gfn, int) or not KERNEL_HEAP_GFN <= heap_gfn < d.nr_pages - MIN_HEAP_PAGES:
+            raise XenError(errno.EINVAL, f"heap_gfn must be a frame from {KERNEL_HEAP_GFN:#x} with room for "
+                           f"{MIN_HEAP_PAGES} pages below {d.nr_pages:#x}: {heap_gfn!r}", field="heap_gfn")  # fmt: skip
         state = KernelState(kernel=version.name, fifo_events=fifo_events, fifo_support=fifo_support,
-                            vcpus=d.max_vcpus, gnttab_param=gnttab_version)  # fmt: skip
+                            vcpus=d.max_vcpus, gnttab_param=gnttab_version, heap_next=heap_gfn)  # fmt: skip
         booted = cls(hv, domid, state)
+        booted.handover = handover
         booted._setup_features()
         booted._setup_vcpu_areas()
         booted._xen_init_irq()
@@ -461,10 +476,10 @@ class LinuxKernel:
         CALL_FUNCTION and CALL_FUNCTION_SINGLE IPIs, VIRQ_DEBUG (5.10 always; 6.x only under 2-level), VIRQ_TIMER
         at the highest FIFO priority (``xen_set_irq_priority``: -ENOSYS under 2-level, ignored)."""
         for ipi in IPIS:
-            self.bind_ipi(vcpu, f"{ipi}{vcpu}")
+            self._bind_ipi(vcpu, f"{ipi}{vcpu}")
         if self.state.abi == "2l" or self.version.virq_debug_with_fifo:
-            self.bind_virq(VIRQ_DEBUG, vcpu, f"debug{vcpu}")
-        if self.bind_virq(VIRQ_TIMER, vcpu, f"timer{vcpu}") == 0:
+            self._bind_virq(VIRQ_DEBUG, vcpu, f"debug{vcpu}")
+        if self._bind_virq(VIRQ_TIMER, vcpu, f"timer{vcpu}") == 0:
             port = self.port_of(f"timer{vcpu}")
             assert port is not None
             self._evtchn(E.EVTCHNOP_set_priority, E.SetPriority(port, E.EVTCHN_FIFO_PRIORITY_MAX))
@@ -473,7 +488,7 @@ class LinuxKernel:
         """``xen_smp_intr_free`` and the timer's teardown: the CPU's IPIs and VIRQs are closed."""
         for name in (*IPIS, "debug", "timer"):
             if self.port_of(f"{name}{vcpu}") is not None:
-                self.unbind(f"{name}{vcpu}")
+                self._unbind(f"{name}{vcpu}")
 
     def _bind_devices(self) -> None:
         """The toolstack's xenstore and console ports, and the network frontend's channel."""
@@ -490,6 +505,16 @@ class LinuxKernel:
 
     # --- bindings (public so that tests and scenarios can make the kernel misbehave) -------------------------------
     def bind_virq(self, virq: int, vcpu: int, name: str) -> int:
+        """Bind ``virq`` on ``vcpu`` under ``name`` (a driver's ``bind_virq_to_irqhandler``); Xen's answer is
+        recorded and returned."""
+        self._require_running("bind a VIRQ")
+        return self._bind_virq(virq, vcpu, name)
+
+    def bind_ipi(self, vcpu: int, name: str) -> int:
+        self._require_running("bind an IPI")
+        return self._bind_ipi(vcpu, name)
+
+    def _bind_virq(self, virq: int, vcpu: int, name: str) -> int:
         arg = E.BindVirq(virq=virq, vcpu=vcpu)
         rc = self._evtchn(E.EVTCHNOP_bind_virq, arg)
         if rc:
@@ -497,7 +522,7 @@ class LinuxKernel:
             return rc
         return self._attach_port(arg.port, name, vcpu)
 
-    def bind_ipi(self, vcpu: int, name: str) -> int:
+    def _bind_ipi(self, vcpu: int, name: str) -> int:
         arg = E.BindIpi(vcpu=vcpu)
         rc = self._evtchn(E.EVTCHNOP_bind_ipi, arg)
         if rc:
@@ -532,6 +557,10 @@ class LinuxKernel:
 
     def unbind(self, name: str) -> int:
         """``unbind_from_irq``: close the port bound under ``name`` (Xen's answer is recorded, not raised)."""
+        self._require_running("unbind a port")
+        return self._unbind(name)
+
+    def _unbind(self, name: str) -> int:
         for port, (bound, vcpu) in list(self.state.bindings.items()):
             if bound == name:
                 rc = self._evtchn(E.EVTCHNOP_close, E.Close(port))
@@ -548,6 +577,7 @@ class LinuxKernel:
 
     def unmask_port(self, port: int) -> int:
         """Unmask a port the kernel may not own (a buggy driver); Xen's answer is recorded."""
+        self._require_running("unmask a port")
         if isinstance(self.ops, FifoGuest):
             if port >= len(self.ops.array_gfns) * E.EVTCHN_FIFO_EVENT_WORDS_PER_PAGE:
                 rc = self._evtchn(E.EVTCHNOP_unmask, E.Unmask(port))
@@ -563,6 +593,7 @@ class LinuxKernel:
 
     def expand_array(self) -> int:
         """Ask for one more event array page (a driver that wants more ports); Xen's answer is recorded."""
+        self._require_running("expand the event array")
         if not isinstance(self.ops, FifoGuest):
             return -errno.EINVAL
         rc = self.ops.setup_port(len(self.ops.array_gfns) * E.EVTCHN_FIFO_EVENT_WORDS_PER_PAGE)
@@ -586,16 +617,31 @@ class LinuxKernel:
     def running(self) -> bool:
         return self.state.phase == "running" and self.domid in self.hv.domains and self.d.shutdown_reason is None
 
+    def _require_running(self, action: str) -> None:
+        """A call that needs a live kernel, on one that is not: :class:`~xenabi.errors.KernelNotRunning`."""
+        s = self.state
+        if s.phase == "running" and self.domid in self.hv.domains:
+            return
+        why = {"crashed": f"crashed ({s.crash})", "off": "has powered off", "hibernating": "is hibernating",
+               "kexec": "has kexec'd into another kernel", "suspended": "is suspended"}.get(s.phase, s.phase)
+        if s.phase == "running":
+            why = "has no domain any more (it was destroyed)"
+        raise KernelNotRunning(f"cannot {action}: the {self.version} kernel of d{self.domid} {why}", phase=s.phase,
+                               crash=s.crash)  # fmt: skip
+
     def send_ipi(self, vcpu: int) -> bool:
+        """Send ``vcpu`` a RESCHEDULE IPI; False if it has none (it never came online)."""
+        self._require_running("send an IPI")
         port = self.port_of(f"resched{vcpu}")
-        if not self.running or port is None:
+        if port is None or self.d.shutdown_reason is not None:
             return False
         return self._evtchn(E.EVTCHNOP_send, E.Send(port)) == 0
 
     def run(self, vcpu: int) -> int:
         """Let ``vcpu`` take its upcall: every pending event is handled and counted (a CPU that never came online
-        takes none)."""
-        if not self.running or (self.state.online and not self.state.online[vcpu]):
+        takes none, nor does a domain that has shut down)."""
+        self._require_running("run")
+        if self.d.shutdown_reason is not None or (self.state.online and not self.state.online[vcpu]):
             return 0
         handled = self.state.handled
         bindings = self.state.bindings
@@ -616,6 +662,7 @@ class LinuxKernel:
     # --- suspend, resume, crash -----------------------------------------------------------------------------------
     def suspend(self) -> None:
         """``xen_suspend``, before the toolstack saves or migrates the domain."""
+        self._require_running("suspend")
         self.state.phase = "suspended"
         self._save()
 
@@ -627,6 +674,10 @@ class LinuxKernel:
         and exactly the IPIs and VIRQs bound before re-bound (``BUG()`` if one fails), then the devices' ports.
         (``xen_timer_resume``'s VCPUOP_stop_periodic_timer is not issued: vCPU timers are not modelled.)"""
         s = self.state
+        if s.phase != "suspended" or self.domid not in self.hv.domains:
+            self._require_running("resume")  # a crashed, handed-over or destroyed kernel: the error says which
+            raise KernelNotRunning(f"cannot resume: the {self.version} kernel of d{self.domid} is running, not "
+                                   "suspended", phase=s.phase)  # fmt: skip
         self._setup_vcpu_areas()
         if s.phase == "crashed":
             return
@@ -689,6 +740,7 @@ class LinuxKernel:
     def hibernate(self, disk: Path) -> None:
         """``hibernate()``: the secondary CPUs go offline first (``hibernation_snapshot``), then the memory image
         (this kernel's state included) is written to ``disk`` and the domain powers off."""
+        self._require_running("hibernate")
         self.state.frozen = self._take_down_secondaries()
         self.state.phase = "hibernating"
         self._save()
@@ -721,7 +773,7 @@ class LinuxKernel:
                 self._save()
                 return self
             self._take_down_secondaries()
-            registered = self._fifo_frames()
+            registered = self._fifo_frames()  # what Xen keeps of the boot kernel (its vCPU areas are the image's)
             memory = memoryview(self.d.memory)
             for start, count in runs:  # one read per contiguous run
                 view = memory[start * PAGE_SIZE : (start + count) * PAGE_SIZE]
@@ -738,6 +790,38 @@ class LinuxKernel:
                                                for gfn in registered})  # fmt: skip
         image.thaw()
         return image
+
+    # --- kexec ----------------------------------------------------------------------------------------------------
+    def kexec(self) -> HandOver:
+        """``kernel_kexec``, the same in 5.10 and 6.1 (``spec/linux-guests.md`` §6): ``machine_shutdown`` is
+        ``xen_hvm_shutdown``, which stops the other CPUs (not CPU hotplug: their bindings stay) and, a kexec being in
+        progress, calls ``xen_reboot(SHUTDOWN_soft_reset)``: SCHEDOP_shutdown, ``BUG()`` if Xen refuses. The domain
+        has then shut down; what follows is the toolstack's (:meth:`Toolstack.handle_shutdown
+        <xenabi.toolstack.Toolstack.handle_shutdown>`), and the second kernel is an ordinary :meth:`boot` on what
+        that left, given the returned :class:`HandOver`: every frame this kernel registered with Xen and its bytes
+        now, so that :meth:`corrupted_frames` can name what Xen writes there later. PV kexec is not modelled."""
+        self._require_running("kexec")
+        if not self.d.is_hvm:
+            raise NotModelled("kexec of a PV guest (Linux's PV kexec path)")
+        s = self.state
+        rc, _ = self._raw(HYPERVISOR_sched_op, SchedOp.shutdown, SchedShutdown(ShutdownReason.soft_reset).pack())
+        if rc:
+            self._error("SCHEDOP_shutdown", rc, "BUG() in xen_reboot")
+            self.crash(f"BUG: SCHEDOP_shutdown(SHUTDOWN_soft_reset) failed ({errno_name(rc)})")
+            return HandOver({}, {})
+        s.phase = "kexec"
+        self._save()
+        frames = self._xen_frames()
+        memory = self.d.memory
+        return HandOver(frames, {gfn: bytes(memory[gfn * PAGE_SIZE : (gfn + 1) * PAGE_SIZE]) for gfn in frames},
+                        previous="first kernel", memory="memory the first kernel left (a kdump kernel's dump)")
+
+    def _xen_frames(self) -> dict[int, str]:
+        """Every frame this kernel gave Xen to write into: its FIFO frames and the page of its vCPU areas."""
+        frames = self._fifo_frames()
+        if self.state.areas_gfn:
+            frames[self.state.areas_gfn] = "runstate and time areas"
+        return frames
 
     def _fifo_frames(self) -> dict[int, str]:
         """The frames this kernel registered with Xen for FIFO, by gfn: what each is to Xen."""
@@ -761,12 +845,12 @@ class LinuxKernel:
         self._save()
 
     def corrupted_frames(self) -> dict[int, tuple[str, int]]:
-        """After a hibernation hand-over: the frames the boot kernel registered with Xen for FIFO whose bytes Xen
-        changed since the image was loaded, with what each is to Xen and how many bytes differ. A frame the image
-        itself uses as the same FIFO structure is not counted (Xen's writes there are the image's own events)."""
+        """After a hand-over (hibernation or kexec): the frames the previous kernel had registered with Xen whose
+        bytes changed since this kernel took over memory, with what each was to Xen and how many bytes differ. A
+        frame this kernel itself registered in the same role is not counted (Xen's writes there are its own)."""
         if self.handover is None:
             return {}
-        own = self._fifo_frames()
+        own = self._xen_frames()
         out = {}
         for gfn, role in self.handover.frames.items():
             if own.get(gfn) == role:

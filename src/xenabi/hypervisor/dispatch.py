@@ -5,7 +5,8 @@ sub-op its hypercall does not know, answers that hypercall's "unknown" code (``-
 hvm_op, ``spec/evtchn.md`` §1); hypfs_op decodes its own command after its other checks, and xen_version,
 grant_table_op and vcpu_op (:mod:`~xenabi.hypervisor.version`, :mod:`~xenabi.hypervisor.gnttab`,
 :mod:`~xenabi.hypervisor.vcpu`) make checks of their own before their sub-op (an allow-list, the count, the vcpuid),
-so these four are registered whole and get the call's other registers (:class:`Call`).
+and sched_op (:mod:`~xenabi.hypervisor.shutdown`) reads its struct from guest memory, so these five are registered
+whole and get the call's other registers (:class:`Call`).
 ABI feature gating is not here: the hypervisor checks a domain's hidden operations,
 derived from the feature registry, before it looks anything up. New sub-ops are added with :meth:`register`.
 
@@ -26,6 +27,7 @@ from xenabi.abi import evtchn as abi_evtchn
 from xenabi.abi.cstruct import CStruct
 from xenabi.abi.gnttab import GnttabOpArg
 from xenabi.abi.hypfs import HypfsOpArgs
+from xenabi.abi.sched import SchedOpArg
 from xenabi.abi.vcpu import VcpuOpArg
 from xenabi.abi.version import XenVersionArg
 from xenabi.abi.xen import (
@@ -34,10 +36,11 @@ from xenabi.abi.xen import (
     HYPERVISOR_grant_table_op,
     HYPERVISOR_hvm_op,
     HYPERVISOR_hypfs_op,
+    HYPERVISOR_sched_op,
     HYPERVISOR_vcpu_op,
     HYPERVISOR_xen_version,
 )
-from xenabi.hypervisor import evtchn, evtchn_fifo, gnttab, hvm, hypfs, vcpu, version
+from xenabi.hypervisor import evtchn, evtchn_fifo, gnttab, hvm, hypfs, shutdown, vcpu, version
 
 if TYPE_CHECKING:
     from xenabi.hypervisor.domain import Domain
@@ -156,3 +159,4 @@ DISPATCH.register_hypercall(HYPERVISOR_hypfs_op, HypfsOpArgs, hypfs.hypfs_op, hy
 DISPATCH.register_hypercall(HYPERVISOR_xen_version, XenVersionArg, version.xen_version)
 DISPATCH.register_hypercall(HYPERVISOR_grant_table_op, GnttabOpArg, gnttab.grant_table_op)
 DISPATCH.register_hypercall(HYPERVISOR_vcpu_op, VcpuOpArg, vcpu.vcpu_op)
+DISPATCH.register_hypercall(HYPERVISOR_sched_op, SchedOpArg, shutdown.sched_op)

@@ -138,6 +138,7 @@ UPCALL_LOG_LENGTH = 256
 class Vcpu:
     __slots__ = (
         "areas",
+        "default_info_offset",
         "domain",
         "fifo",
         "info_offset",
@@ -159,6 +160,7 @@ class Vcpu:
             self.info_offset = SHARED_INFO_GFN * PAGE_SIZE + vcpu_id * VCPU_INFO_SIZE
         else:
             self.info_offset = VCPU_INFO_GFN * PAGE_SIZE + (vcpu_id - XEN_LEGACY_MAX_VCPUS) * VCPU_INFO_SIZE
+        self.default_info_offset = self.info_offset  # where unmap_vcpu_info puts it back (a soft reset)
         self.virq_to_evtchn = [0] * NR_VIRQS
         self.upcall_vector = 0  # HVMOP_set_evtchn_upcall_vector; 0 = use the domain's callback
         self.upcall_count = 0
@@ -241,7 +243,7 @@ class Domain:
         self.controller_pause_count = 1
         self.creation_finished = False
         self.is_dying = False
-        self.shutdown_reason: str | None = None  # "poweroff", "suspend", "crash" (SHUTDOWN_* codes)
+        self.shutdown_reason: str | None = None  # a SHUTDOWN_* name ("poweroff", "soft_reset"...) or "code N"
         # The 2-level port limit: it follows the guest's width when that is latched later (Xen 4.3 and from
         # XSA-342) or stays what it was at creation (4.4.0-4.14.0): Release.twolevel_limit_follows_width.
         self.limit_shift = 6

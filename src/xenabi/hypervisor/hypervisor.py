@@ -34,6 +34,7 @@ unlimited event channel port range.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import replace
@@ -49,13 +50,15 @@ from xenabi.abi.domctl import (
     XEN_DOMCTL_CDF_hvm,
     emulation_flags_ok,
 )
+from xenabi.abi.errno import errno_name
 from xenabi.abi.features import REGISTRY
 from xenabi.abi.gnttab import GNTTAB_MAX_VERSION_DEFAULT, XEN_DOMCTL_GRANT_version_mask
+from xenabi.abi.sched import ShutdownReason
 from xenabi.abi.vcpu import Runstate
 from xenabi.abi.version import DOMAIN_HANDLE_LEN
 from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF, NR_VIRQS
 from xenabi.errors import GuestNotRunning, NotModelled, XenError
-from xenabi.hypervisor import evtchn
+from xenabi.hypervisor import evtchn, shutdown
 from xenabi.hypervisor.cpuid import hypervisor_leaf
 from xenabi.hypervisor.dispatch import DISPATCH
 from xenabi.hypervisor.domain import MAX_PAUSE_COUNT, UNBOUND, XEN_PAGES, Chan, Domain, Gating
@@ -76,6 +79,8 @@ MIN_MEMORY_MB = 1
 DOM0_MEMORY_MB = 16
 
 _ENOSYS, _EFAULT, _ESRCH = -errno.ENOSYS, -errno.EFAULT, -errno.ESRCH
+SHUTDOWN_NAMES = frozenset(reason.name for reason in ShutdownReason)
+_UNNAMED_CODE = re.compile(r"code (?:[6-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5])")  # a byte no header names
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
@@ -441,14 +446,38 @@ class Hypervisor:
         self._callers.clear()
 
     def shutdown_domain(self, domid: int, reason: str) -> None:
-        """``domain_shutdown``: the guest asked to stop (SCHEDOP_shutdown: poweroff, suspend) or Xen crashed it
-        (``domain_crash``, reason "crash"). Its vCPUs stop; the toolstack decides what happens next."""
+        """``domain_shutdown``: the guest asked to stop (SCHEDOP_shutdown, :mod:`xenabi.hypervisor.shutdown`) or Xen
+        crashed it (``domain_crash``, reason "crash"). ``reason`` is a ``SHUTDOWN_*`` name (``soft_reset``...) or
+        ``code N`` for a code no header names. Its vCPUs stop; a domain keeps its first reason; the toolstack
+        decides what happens next."""
         d = self.domain(domid)
-        if reason not in ("poweroff", "reboot", "suspend", "crash"):
+        if reason not in SHUTDOWN_NAMES and not _UNNAMED_CODE.fullmatch(reason):
             raise XenError(errno.EINVAL, f"unknown shutdown reason {reason!r}", field="reason")
         if d.shutdown_reason is None:
             d.shutdown_reason = reason
             self._sync_runstates(d)
+
+    def resume_domain(self, domid: int) -> None:
+        """``domain_resume``: a domain that shut down runs again, its shutdown forgotten."""
+        d = self.domain(domid)
+        if d.shutdown_reason is not None:
+            d.shutdown_reason = None
+            self._sync_runstates(d)
+
+    def soft_reset(self, domid: int) -> None:
+        """``XEN_DOMCTL_soft_reset`` from the control domain (4.7+; :mod:`xenabi.hypervisor.shutdown`): a domain
+        that shut down is reset in place and runs again, its memory untouched. :class:`XenError` with Xen's errno
+        when it cannot be (the domain is then left as it was, or for a PV domain, without its areas)."""
+        d = self.domain(domid)
+        if not self.release.soft_reset:
+            raise XenError(errno.ENOSYS, f"Xen {self.release.name} has no XEN_DOMCTL_soft_reset (4.7, 1a043f9dc7)")
+        if d.privileged:
+            raise XenError(errno.EINVAL, "the control domain cannot soft-reset itself", field="domid")
+        rc = shutdown.domain_soft_reset(self, d, resuming=False)
+        while rc == -errno.ERESTART:  # XEN_DOMCTL_soft_reset_cont (4.15): the toolstack's call continues
+            rc = shutdown.domain_soft_reset(self, d, resuming=True)
+        if rc:
+            raise XenError(-rc, f"XEN_DOMCTL_soft_reset of d{domid}: {errno_name(rc)}", field="domid")
 
     # --- vCPUs and the model clock (xenabi.hypervisor.vcpu) -------------------------------------------------
     @property

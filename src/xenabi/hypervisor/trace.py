@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from xenabi.abi import evtchn, gnttab, hvm, hypfs, version, xen
+from xenabi.abi import evtchn, gnttab, hvm, hypfs, sched, version, xen
 from xenabi.abi import vcpu as abi_vcpu
 from xenabi.abi.cstruct import CStruct
 from xenabi.abi.errno import ERRNO_NAMES
@@ -52,6 +52,7 @@ SUBOP_NAMES: dict[int, dict[int, str]] = {
         if name.startswith("HVMOP_") and isinstance(value, int)
     },
     xen.HYPERVISOR_hypfs_op: {int(op): op.name for op in hypfs.HypfsOp},
+    xen.HYPERVISOR_sched_op: {int(op): op.name.rstrip("_") for op in sched.SchedOp},
 }
 """Sub-op names per hypercall (the public headers' enumerations); a grant-table command is named by its low 12
 bits, the rest being a continuation's progress."""
@@ -69,6 +70,7 @@ MEMORY_ARGS: dict[tuple[int, int], type[CStruct]] = {
     (_G, gnttab.GnttabOp.get_status_frames): gnttab.GetStatusFrames,
     (_G, gnttab.GnttabOp.get_version): gnttab.GetVersion,
     (xen.HYPERVISOR_xen_version, version.XenVer.get_features): version.FeatureInfo,
+    (xen.HYPERVISOR_sched_op, sched.SchedOp.shutdown): sched.SchedShutdown,
 }  # fmt: skip
 """Sub-ops whose argument is a struct in guest memory at the handle's address: the trace shows that struct (before
 the call, and its OUT fields after a success), since its fields are what matter, not the address."""

@@ -23,6 +23,7 @@ import os
 import ssl
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,13 +35,33 @@ from xenabi.abi.hvm import (
     HVM_PARAM_STORE_EVTCHN,
     HVM_PARAM_STORE_PFN,
 )
+from xenabi.abi.sched import ShutdownReason
 from xenabi.abi.xen import HYPERVISOR_event_channel_op
-from xenabi.errors import XenError
+from xenabi.errors import NotModelled, XenError
 from xenabi.hypervisor import Hypervisor
 from xenabi.policy import AbiPolicy, Refusal, admit, features_of_version, legacy_limits
 from xenabi.policy import default_features as release_default
 from xenabi.toolstack import saverestore
 from xenabi.toolstack.config import DomainConfig
+from xenabi.toolstack.libxljson import ACTIONS
+from xenabi.toolstack.xlkeys import ACTION_INIT
+
+XL_SHUTDOWN_ACTIONS = {"poweroff": "on_poweroff", "reboot": "on_reboot", "crash": "on_crash",
+                       "watchdog": "on_watchdog", "soft_reset": "on_soft_reset"}  # fmt: skip
+"""Shutdown reason -> the config key whose action xl takes (``handle_domain_death``)."""
+SHUTDOWN_CODES = {reason.name: str(int(reason)) for reason in ShutdownReason}
+XL_ACTION_NAMES = {libxl: xl for xl, libxl in ACTIONS.items()}  # get_action_on_shutdown_name
+
+
+@dataclass(frozen=True)
+class ShutdownHandled:
+    """What :meth:`Toolstack.handle_shutdown` did: the reason, the action taken, the domain that runs on (None if
+    none does), and what xl says."""
+
+    reason: str
+    action: str
+    domid: int | None
+    message: str
 
 
 class Toolstack:
@@ -235,6 +256,57 @@ class Toolstack:
         self.destroy(domid)
         self.stored[cfg.name] = cfg
         return cfg
+
+    def handle_shutdown(self, domid: int) -> ShutdownHandled:
+        """What xl does when a domain it created shuts down (``handle_domain_death``), by the VM's ``on_*`` action
+        for the reason (a config read from xl.cfg carries xl's defaults; libxl's JSON leaves destroy out):
+        ``destroy`` (the config is kept by name, as :meth:`shutdown` keeps it), ``restart`` (destroyed and created
+        again from its config: a fresh domain, whose kernel must boot), ``preserve`` (left as it is), ``soft-reset``
+        (4.7+: paused, ``XEN_DOMCTL_soft_reset``, its toolstack ports made again as ``libxl__build_pre`` makes
+        them, unpaused: the same domain and memory, for a kexec'd kernel). A reason xl does not know, which includes
+        ``soft_reset`` before 4.7, destroys the domain with xl's message. A soft reset Xen refuses destroys it too.
+        ``suspend`` is left to the save that asked for it. The other actions (``rename-restart``, ``coredump-*``)
+        are not modelled."""
+        d = self.hv.domain(domid)
+        reason = d.shutdown_reason
+        if reason is None:
+            raise XenError(errno.EINVAL, f"d{domid} has not shut down", field="domid")
+        cfg = self.config(domid)
+        if reason == "suspend":
+            return ShutdownHandled(reason, "none", domid, "Domain has suspended.")
+        if reason not in XL_SHUTDOWN_ACTIONS or (reason == "soft_reset" and not self.hv.release.soft_reset):
+            code = SHUTDOWN_CODES.get(reason, reason.removeprefix("code "))
+            self.shutdown(domid)
+            return ShutdownHandled(reason, "destroy", None, f"Unknown shutdown reason code {code}. Destroying domain.")
+        key = XL_SHUTDOWN_ACTIONS[reason]
+        action = cfg.libxl.get(key) or ACTION_INIT  # libxl's JSON leaves an action out when it is destroy
+        said = f"Action for shutdown reason code {SHUTDOWN_CODES[reason]} is {XL_ACTION_NAMES.get(action, action)}"
+        cleanup = f"{said}; Domain {domid} needs to be cleaned up: destroying the domain"
+        if action == "destroy":
+            self.shutdown(domid)
+            return ShutdownHandled(reason, action, None, cleanup)
+        if action == "preserve":
+            return ShutdownHandled(reason, action, domid, said)
+        if action == "restart":
+            self.shutdown(domid)
+            return ShutdownHandled(reason, action, self.start(cfg.name), cleanup)
+        if action == "soft_reset":
+            return self._soft_reset(domid, reason, said)
+        raise NotModelled(f"on_{reason} action {action!r} (xl's {key})")
+
+    def _soft_reset(self, domid: int, reason: str, said: str) -> ShutdownHandled:
+        """libxl's soft reset (``libxl__destroy_domid`` with ``soft_reset``): pause, XEN_DOMCTL_soft_reset,
+        unpause, and the domain built again over the same memory, whose ``libxl__build_pre`` makes fresh toolstack
+        ports. A reset Xen refuses fails the re-creation, and the domain is destroyed."""
+        self.hv.pause(domid)
+        try:
+            self.hv.soft_reset(domid)
+        except XenError as exc:
+            self.shutdown(domid)
+            return ShutdownHandled(reason, "destroy", None, f"{said}; the soft reset failed ({exc}): destroyed")
+        self.build_pre(domid)
+        self.hv.unpause(domid)
+        return ShutdownHandled(reason, "soft_reset", domid, said)
 
     def start(self, name: str, *, force: bool = False) -> int:
         """Boot a stored VM again from its (pinned) config."""
