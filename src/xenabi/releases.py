@@ -107,6 +107,7 @@ class Release:
     vcpu_op_vcpuid_range_einval: bool = True  # a negative vcpuid or one >= MAX_VIRT_CPUS: -EINVAL before -ENOENT
     vcpu_info_offset_rc: int = -errno.EINVAL  # register_vcpu_info: an offset past 4096 - 64 (and misalignment)
     vcpu_info_align_check: bool = False  # register_vcpu_info refuses a misaligned offset (XSA-327)
+    vcpu_down_last_shuts_down: bool = False  # VCPUOP_down of the last vCPU that is up powers the domain off
     vcpu_info_guest_area: bool = False  # register_vcpu_info through map_guest_area: the 4.18 order and codes
     # --- grant_table_op (xen/common/grant_table.c) ----------------------------------------------------------
     gnttab_cmd_junk_rc: int | None = None  # bits above the 12-bit command: None = no mask (the case misses)
@@ -322,6 +323,8 @@ CHANGES: tuple[Change, ...] = (
            "vcpu_op: a negative or huge vcpuid is -ENOENT like any vcpuid naming no vCPU (was -EINVAL)"),
     Change("vcpu_op_hvm_filter", False, "4.7", "192df6f912 x86: allow HVM guests to use hypercalls to bring up vCPUs",
            "vcpu_op: HVM guests reach every sub-op (before: only 4-10 and 13, the rest -ENOSYS before the vcpuid)"),
+    Change("vcpu_down_last_shuts_down", True, "4.11", "d3b230fc46 shut down domain when last vCPU goes down",
+           "VCPUOP_down of the last vCPU that is up shuts the domain down (poweroff) instead"),
     Change("vcpu_info_align_check", True, "4.14",
            "3fdc211b01 xen: Check the alignment of the offset pased via VCPUOP_register_vcpu_info",
            "register_vcpu_info refuses an offset that is not 8-aligned (4 for 32-bit guests): -EINVAL",

@@ -310,7 +310,46 @@ def test_garbage_never_raises(cmd: int, vcpuid: int, data: bytes, release: str) 
     except NotModelled:
         assert cmd in NOT_MODELLED_OPS
         return
-    assert rc <= 0
+    assert rc <= 0 or (cmd == VcpuOp.is_up and rc == 1)
+
+
+# --- up, down, is_up, stop_periodic_timer -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("release", "reached"), [("4.6", False), ("4.7", True)])
+def test_192df6f912_hvm_guests_reach_up_down_is_up_from_4_7(release: str, reached: bool) -> None:
+    hv, domid = guest(release)
+    for cmd in (VcpuOp.is_up, VcpuOp.down, VcpuOp.up):
+        assert (vcpu_op(hv, domid, cmd, 1) != ENOSYS) == reached
+    assert vcpu_op(hv, domid, VcpuOp.stop_periodic_timer, 1) == 0  # op 7 is in the 4.3-4.6 filter
+
+
+def test_common_vcpu_op_up_down_is_up() -> None:
+    """``VCPUOP_is_up`` answers 1 or 0; ``VCPUOP_up`` of a vCPU never initialised is -EINVAL; ``VCPUOP_down``
+    takes it down and the runstate follows."""
+    hv, domid = guest("4.17")
+    assert vcpu_op(hv, domid, VcpuOp.is_up, 0) == 1 and vcpu_op(hv, domid, VcpuOp.is_up, 1) == 0
+    assert vcpu_op(hv, domid, VcpuOp.up, 1) == EINVAL
+    hv.vcpu_up(domid, 1)  # the guest starts it (INIT-SIPI): from now on it has had a context
+    assert vcpu_op(hv, domid, VcpuOp.down, 1) == 0 and vcpu_op(hv, domid, VcpuOp.is_up, 1) == 0
+    assert hv.domain(domid).vcpus[1].runstate == Runstate.offline
+    assert vcpu_op(hv, domid, VcpuOp.up, 1) == 0 and vcpu_op(hv, domid, VcpuOp.is_up, 1) == 1
+    assert hv.domain(domid).vcpus[1].runstate == Runstate.running
+
+
+@pytest.mark.parametrize(("release", "shuts_down"), [("4.10", False), ("4.11.0", True)])
+def test_d3b230fc46_the_last_vcpu_going_down_shuts_the_domain_down(release: str, shuts_down: bool) -> None:
+    hv, domid = guest(release)
+    assert vcpu_op(hv, domid, VcpuOp.down, 0) == 0
+    d = hv.domain(domid)
+    assert (d.shutdown_reason == "poweroff") == shuts_down and d.vcpus[0].up == shuts_down
+
+
+def test_stop_periodic_timer_zeroes_the_period() -> None:
+    hv, domid = guest("4.17", kind="pv")
+    v = hv.domain(domid).vcpus[1]
+    assert v.periodic_period_ns == 10_000_000  # pv_vcpu_initialise's 10 ms
+    assert vcpu_op(hv, domid, VcpuOp.stop_periodic_timer, 1) == 0 and v.periodic_period_ns == 0
+    hv2, hvm = guest("4.17")
+    assert hv2.domain(hvm).vcpus[0].periodic_period_ns == 0
 
 
 def test_registry_row_is_what_gates_ops_14_and_15() -> None:

@@ -133,6 +133,7 @@ class Upcall:
 
 
 UPCALL_LOG_LENGTH = 256
+PV_PERIODIC_PERIOD_NS = 10_000_000  # a PV vCPU starts with a 10 ms periodic tick (pv_vcpu_initialise); HVM with none
 
 
 class Vcpu:
@@ -142,6 +143,8 @@ class Vcpu:
         "domain",
         "fifo",
         "info_offset",
+        "initialised",
+        "periodic_period_ns",
         "runstate",
         "runstate_time",
         "state_entry_time",
@@ -168,6 +171,8 @@ class Vcpu:
         self.fifo: FifoVcpu | None = None
         # vcpu_op's state (xenabi.hypervisor.vcpu): vCPU 0 is up from creation, the others once brought up
         self.up = vcpu_id == 0
+        self.initialised = self.up  # has had a context (is_initialised): vCPU 0 from the build, others once up
+        self.periodic_period_ns = 0 if domain.is_hvm else PV_PERIODIC_PERIOD_NS
         self.runstate = Runstate.offline
         self.state_entry_time = 0
         self.runstate_time = [0, 0, 0, 0]  # ns spent in each Runstate

@@ -11,6 +11,14 @@ modelled: "pvh" is an HVM container in every release.
 HVMOP_get_param, in ``hvmop_get_param``'s order: an index past ``HVM_NR_PARAMS`` -EINVAL, an unknown domain
 -ESRCH, a domain that is not an HVM container -EINVAL, then XSM_TARGET (self, its device model, the control
 domain) -EPERM. A param never set reads 0.
+
+HVMOP_set_param makes the same four checks in the same order in every release (``do_hvm_op``'s shared
+set/get case before 4.7, ``hvmop_set_param`` and ``hvm_allow_set_param`` after; read at RELEASE-4.6.0 and
+4.17.0). Only ``HVM_PARAM_CALLBACK_IRQ``, which a guest may always set on itself, is modelled: Xen records the
+callback (``hvm_set_callback_via``: any value is accepted, an unknown type meaning no callback) and the param
+reads back as written. ``hvm_latch_shinfo_size`` runs too, and keeps the 64-bit layout: the model's HVM vCPUs are in
+64-bit mode. Another param raises :class:`~xenabi.errors.NotModelled` once the checks pass (its per-param rules
+are not modelled).
 """
 
 from __future__ import annotations
@@ -21,12 +29,15 @@ from typing import TYPE_CHECKING
 from xenabi.abi import errno
 from xenabi.abi.hvm import (
     HVM_NR_PARAMS,
+    HVM_PARAM_CALLBACK_IRQ,
     HVM_UPCALL_VECTOR_MIN,
     EvtchnUpcallVector,
     HVMOP_get_param,
     HVMOP_set_evtchn_upcall_vector,
+    HVMOP_set_param,
     HvmParam,
 )
+from xenabi.errors import NotModelled
 from xenabi.hypervisor.upcall import vcpu_assert_vector
 from xenabi.hypervisor.xsm import xsm_target
 
@@ -56,7 +67,8 @@ def set_evtchn_upcall_vector(hv: Hypervisor, cur: Domain, arg: EvtchnUpcallVecto
     return 0
 
 
-def get_param(hv: Hypervisor, cur: Domain, arg: HvmParam) -> int:
+def _param_domain(hv: Hypervisor, cur: Domain, arg: HvmParam) -> Domain | int:
+    """The checks set_param and get_param share, in Xen's order: the domain, or the errno."""
     if not 0 <= arg.index < HVM_NR_PARAMS:
         return -errno.EINVAL
     d = hv.lookup(cur, arg.domid)
@@ -66,13 +78,31 @@ def get_param(hv: Hypervisor, cur: Domain, arg: HvmParam) -> int:
         return -errno.EINVAL
     if not xsm_target(cur, d):
         return -errno.EPERM
+    return d
+
+
+def get_param(hv: Hypervisor, cur: Domain, arg: HvmParam) -> int:
+    d = _param_domain(hv, cur, arg)
+    if isinstance(d, int):
+        return d
     arg.value = d.hvm_params.get(arg.index, 0)
+    return 0
+
+
+def set_param(hv: Hypervisor, cur: Domain, arg: HvmParam) -> int:
+    d = _param_domain(hv, cur, arg)
+    if isinstance(d, int):
+        return d
+    if arg.index != HVM_PARAM_CALLBACK_IRQ:
+        raise NotModelled(f"HVMOP_set_param of HVM param {arg.index} (only HVM_PARAM_CALLBACK_IRQ is modelled)")
+    d.hvm_params[HVM_PARAM_CALLBACK_IRQ] = arg.value  # hvm_set_callback_via, then params[index] = value
     return 0
 
 
 SUBOPS: dict[int, Callable[..., int]] = {
     HVMOP_set_evtchn_upcall_vector: set_evtchn_upcall_vector,
     HVMOP_get_param: get_param,
+    HVMOP_set_param: set_param,
 }
-ARG_STRUCTS = {HVMOP_set_evtchn_upcall_vector: EvtchnUpcallVector, HVMOP_get_param: HvmParam}
+ARG_STRUCTS = {HVMOP_set_evtchn_upcall_vector: EvtchnUpcallVector, HVMOP_get_param: HvmParam, HVMOP_set_param: HvmParam}
 PRECHECKS = {HVMOP_set_evtchn_upcall_vector: upcall_vector_precheck}

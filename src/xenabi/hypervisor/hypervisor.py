@@ -498,7 +498,9 @@ class Hypervisor:
         d = self.domain(domid)
         if not isinstance(vcpu, int) or not 0 <= vcpu < d.max_vcpus:
             raise XenError(errno.ENOENT, f"d{domid} has no vCPU {vcpu!r}", field="vcpu")
-        d.vcpus[vcpu].up = bool(up)
+        v = d.vcpus[vcpu]
+        v.up = bool(up)
+        v.initialised = v.initialised or v.up
         self._sync_runstates(d)
 
     def _sync_runstates(self, d: Domain) -> None:

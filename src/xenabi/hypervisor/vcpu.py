@@ -39,7 +39,13 @@ page or more -EINVAL, re-registering -EBUSY, then ``map_guest_area``'s checks. O
 copied to the new place, every selector bit and the upcall are marked pending (a spurious event the guest must
 cope with), and the event-channel code uses the new place from then on. A 32-bit guest's vcpu_info alignment is 4.
 
-Other sub-ops that exist in Xen (initialise, up, down, is_up, timers, send_nmi, get_physid) raise
+**up, down, is_up, stop_periodic_timer** (ops 1, 2, 3, 7; HVM guests reach 1-3 only from 4.7): ``is_up`` answers 1
+or 0; ``up`` wakes a vCPU that has had a context (-EINVAL for one never initialised); ``down`` takes one down, and
+from 4.11 (d3b230fc46, ``vcpu_down_last_shuts_down``) taking down the last vCPU that is up powers the domain off
+instead; ``stop_periodic_timer`` sets the vCPU's periodic period to 0 (PV vCPUs start with 10 ms, HVM ones with
+none; the model fires no timers, so this is state only).
+
+Other sub-ops that exist in Xen (initialise, set_periodic_timer, the singleshot timer, send_nmi, get_physid) raise
 :class:`~xenabi.errors.NotModelled`; an op the release lacks answers -ENOSYS.
 """
 
@@ -272,7 +278,42 @@ def _register_vcpu_info(hv: Hypervisor, cur: Domain, v: Vcpu, addr: int, current
     return 0
 
 
+def _up(hv: Hypervisor, cur: Domain, v: Vcpu, addr: int, current: int) -> int:
+    """VCPUOP_up: a vCPU that has never had a context (``is_initialised``) cannot be woken (-EINVAL)."""
+    if not v.initialised:
+        return _EINVAL
+    if not v.up:
+        hv.vcpu_up(cur.domid, v.vcpu_id)
+    return 0
+
+
+def _down(hv: Hypervisor, cur: Domain, v: Vcpu, addr: int, current: int) -> int:
+    """VCPUOP_down; from 4.11 (d3b230fc46) taking down the last vCPU that is up shuts the domain down instead
+    (poweroff), and the call answers 0."""
+    if hv.release.vcpu_down_last_shuts_down and not any(o.up for o in cur.vcpus if o is not v):
+        hv.shutdown_domain(cur.domid, "poweroff")
+        return 0
+    if v.up:
+        hv.vcpu_up(cur.domid, v.vcpu_id, up=False)
+    return 0
+
+
+def _is_up(hv: Hypervisor, cur: Domain, v: Vcpu, addr: int, current: int) -> int:
+    return int(v.up)  # 1 or 0: !(pause_flags & VPF_down)
+
+
+def _stop_periodic_timer(hv: Hypervisor, cur: Domain, v: Vcpu, addr: int, current: int) -> int:
+    """VCPUOP_stop_periodic_timer: the vCPU's periodic tick stops (its period becomes 0). The model fires no timer,
+    so the period is state a guest's later calls and the tests can see."""
+    v.periodic_period_ns = 0
+    return 0
+
+
 SUBOPS: dict[int, VcpuHandler] = {
+    VcpuOp.up: _up,
+    VcpuOp.down: _down,
+    VcpuOp.is_up: _is_up,
+    VcpuOp.stop_periodic_timer: _stop_periodic_timer,
     VcpuOp.get_runstate_info: _get_runstate_info,
     VcpuOp.register_runstate_memory_area: _register_runstate_linear,
     VcpuOp.register_vcpu_info: _register_vcpu_info,
