@@ -8,6 +8,7 @@ EPERM = 1
 ENOENT = 2
 ESRCH = 3
 ENXIO = 6
+ENODEV = 19  # Linux's, for what a guest kernel reports (Xen does not return it here)
 EAGAIN = 11
 ENOMEM = 12
 EACCES = 13

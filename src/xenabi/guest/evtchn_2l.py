@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from xenabi.abi.evtchn import BindVcpu, EVTCHNOP_bind_vcpu, EVTCHNOP_unmask, Unmask
 from xenabi.abi.xen import HYPERVISOR_event_channel_op
-from xenabi.guest.upcall import do_upcall
+from xenabi.guest.upcall import do_upcall, vcpu_info_slot
 from xenabi.hypervisor import Hypervisor
 
 
@@ -30,6 +30,8 @@ class TwoLevelGuest:
         self.timer_port: dict[int, int] = {}  # vCPU -> its VIRQ_TIMER port, served before the selector scan
         self._words: memoryview | None = None
         self._words_bits = 0
+        # where the kernel reads each vCPU's vcpu_info (its shared_info slot until the kernel places it)
+        self.vcpu_info = [vcpu_info_slot(vcpu) for vcpu in range(self.d.max_vcpus)]
 
     # --- bit access -------------------------------------------------------------------------------------
     def _bit(self, base: int, port: int) -> bool:
@@ -68,7 +70,7 @@ class TwoLevelGuest:
             self._set(d.shinfo_mask, port, True)  # Xen's unmask acts only on a masked port
             return self._unmask_hypercall(port)
         word = port >> d.word_shift
-        info = d.vcpus[vcpu].info_offset
+        info = self.vcpu_info[vcpu]
         if not self._set(info + d.pending_sel, word, True):
             d.memory[info] |= 1
         return 0
@@ -91,7 +93,7 @@ class TwoLevelGuest:
     # --- consumption ----------------------------------------------------------------------------------------
     def upcall(self, vcpu: int, deliver: Callable[[int], None]) -> int:
         """The upcall loop on ``vcpu`` with this ABI's event handling; returns events delivered."""
-        return do_upcall(self.d, vcpu, self.handle_events, deliver)
+        return do_upcall(self.d, self.vcpu_info[vcpu], vcpu, self.handle_events, deliver)
 
     def _word_view(self) -> memoryview:
         """Guest memory as xen_ulong_t words (64- or 32-bit, as the domain's width is now): the selector, pending
@@ -116,7 +118,7 @@ class TwoLevelGuest:
                 words_view[d.shinfo_pending // nbytes + word] &= ~(1 << bit)
                 deliver(timer)
                 handled = 1
-        sel = (d.vcpus[vcpu].info_offset + d.pending_sel) // nbytes
+        sel = (self.vcpu_info[vcpu] + d.pending_sel) // nbytes
         pending_words = words_view[sel]
         words_view[sel] = 0  # xchg(&vcpu_info->evtchn_pending_sel, 0)
         pending_base = d.shinfo_pending // nbytes

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from xenabi.abi import evtchn as E
 from xenabi.abi.xen import PAGE_SIZE, HYPERVISOR_event_channel_op
 from xenabi.guest.pages import PageAllocator
-from xenabi.guest.upcall import do_upcall
+from xenabi.guest.upcall import do_upcall, vcpu_info_slot
 from xenabi.hypervisor import Hypervisor
 
 PENDING = 1 << E.EVTCHN_FIFO_PENDING
@@ -37,6 +37,8 @@ class FifoGuest:
         self.control_block: dict[int, int] = {}  # vCPU -> byte offset of its control block
         self.array_gfns: list[int] = []
         self.local_head = [[0] * E.EVTCHN_FIFO_MAX_QUEUES for _ in range(self.d.max_vcpus)]
+        # where the kernel reads each vCPU's vcpu_info (its shared_info slot until the kernel places it)
+        self.vcpu_info = [vcpu_info_slot(vcpu) for vcpu in range(self.d.max_vcpus)]
 
     def _op(self, cmd: int, arg: object) -> int:
         return self.hv.hypercall(self.domid, HYPERVISOR_event_channel_op, cmd, arg)
@@ -103,7 +105,7 @@ class FifoGuest:
     # --- consumption ------------------------------------------------------------------------------------------
     def upcall(self, vcpu: int, deliver: Callable[[int], None]) -> int:
         """The upcall loop on ``vcpu`` with this ABI's event handling; returns events delivered."""
-        return do_upcall(self.d, vcpu, self.handle_events, deliver)
+        return do_upcall(self.d, self.vcpu_info[vcpu], vcpu, self.handle_events, deliver)
 
     def handle_events(self, vcpu: int, deliver: Callable[[int], None]) -> int:
         cb = self.control_block.get(vcpu)

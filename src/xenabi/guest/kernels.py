@@ -11,6 +11,11 @@ spec's *(recalled)* facts are not used here.
   (``XEN_HVM_CPUID_UPCALL_VECTOR``, which Xen sets from 4.17, and clears where ABI control hides ``evtchn_upcall``)
   is set, and only goes on to the other vCPUs when vCPU 0's call succeeds.
 - **VIRQ_DEBUG** (``xen_smp_intr_init``): 5.10 binds it on every CPU; from 5.11 only under 2-level.
+- **A refused VCPUOP_register_vcpu_info** (``xen_vcpu_setup``): 5.10 warns, stops placing vcpu_info for later
+  CPUs (``xen_have_vcpu_info_placement`` cleared) and uses the CPU's slot in shared_info (a CPU numbered 32 or more
+  has none and stays down); 5.16 removed that flag ("x86/xen: remove xen_have_vcpu_info_placement flag") and 6.x
+  panics (``register_vcpu_info failed: cpu=N err=E``). Read from v5.x copies of ``arch/x86/xen/enlighten.c`` and the
+  patch mail.
 - Common to both, and so not fields: per CPU the RESCHEDULE, CALL_FUNCTION and CALL_FUNCTION_SINGLE IPIs and
   VIRQ_TIMER, whose priority is then set to the highest with ``EVTCHNOP_set_priority`` (-ENOSYS under 2-level,
   which Linux ignores); FIFO by one ``init_control`` on the boot CPU, any negative answer meaning 2-level.
@@ -30,6 +35,7 @@ class LinuxVersion:
     name: str
     upcall_vector: bool  # uses HVMOP_set_evtchn_upcall_vector when CPUID leaf 4 bit 6 says Xen offers it
     virq_debug_with_fifo: bool  # binds VIRQ_DEBUG under FIFO too (not only under 2-level)
+    vcpu_info_failure_panics: bool  # a refused register_vcpu_info panics (else: shared_info slots from then on)
     era: str = ""
 
     def __str__(self) -> str:
@@ -39,8 +45,10 @@ class LinuxVersion:
 KERNELS: dict[str, LinuxVersion] = {
     kernel.name: kernel
     for kernel in (
-        LinuxVersion("5.10", upcall_vector=False, virq_debug_with_fifo=True, era="December 2020, the seed's era"),
-        LinuxVersion("6.1", upcall_vector=True, virq_debug_with_fifo=False, era="a 6.x LTS (6.0 added the vector)"),
+        LinuxVersion("5.10", upcall_vector=False, virq_debug_with_fifo=True, vcpu_info_failure_panics=False,
+                     era="December 2020, the seed's era"),
+        LinuxVersion("6.1", upcall_vector=True, virq_debug_with_fifo=False, vcpu_info_failure_panics=True,
+                     era="a 6.x LTS (6.0 added the vector)"),
     )
 }
 DEFAULT_KERNEL = "5.10"

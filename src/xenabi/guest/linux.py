@@ -68,15 +68,18 @@ from xenabi.abi.cpuid import (
 from xenabi.abi.errno import errno_name
 from xenabi.abi.gnttab import GnttabOp, SetVersion
 from xenabi.abi.hvm import (
+    HVM_PARAM_CALLBACK_IRQ,
     HVM_PARAM_CONSOLE_EVTCHN,
     HVM_PARAM_STORE_EVTCHN,
     EvtchnUpcallVector,
     HVMOP_get_param,
     HVMOP_set_evtchn_upcall_vector,
+    HVMOP_set_param,
     HvmParam,
+    hvm_callback_vector,
 )
 from xenabi.abi.sched import SchedOp, SchedShutdown, ShutdownReason
-from xenabi.abi.vcpu import VcpuOp
+from xenabi.abi.vcpu import VCPU_INFO_SIZE, RegisterVcpuInfo, VcpuOp
 from xenabi.abi.version import FeatureInfo, Xenfeat, XenVer
 from xenabi.abi.xen import (
     DOMID_SELF,
@@ -95,6 +98,7 @@ from xenabi.guest.evtchn_2l import TwoLevelGuest
 from xenabi.guest.evtchn_fifo import FifoGuest
 from xenabi.guest.kernels import DEFAULT_KERNEL, get_kernel
 from xenabi.guest.pages import FIRST_FREE_GFN, PageAllocator
+from xenabi.guest.upcall import vcpu_info_slot
 from xenabi.hypervisor import Hypervisor
 from xenabi.hypervisor.domain import XEN_PAGES
 
@@ -149,6 +153,11 @@ class KernelState:
     cursors: list[list[int]] = field(default_factory=list)
     bindings: dict[int, list[Any]] = field(default_factory=dict)  # port -> [name, vCPU]
     upcall_vector: list[bool] = field(default_factory=list)
+    vector_callback: bool = False  # xen_have_vector_callback: HVM_PARAM_CALLBACK_IRQ holds the vector callback
+    vcpu_info: list[int] = field(default_factory=list)  # where each CPU's vcpu_info is read (0: it has none)
+    vcpu_info_gfns: list[int] = field(default_factory=list)  # the kernel's own per-CPU vcpu_info pages
+    vcpu_info_placement: bool = True  # 5.10's xen_have_vcpu_info_placement (cleared by a refusal)
+    vcpuop_timer: bool = False  # VCPUOP_stop_periodic_timer worked at boot: the vcpuop clockevent is in use
     online: list[bool] = field(default_factory=list)  # CPUs brought up (a failed bring-up leaves one down)
     frozen: list[int] = field(default_factory=list)  # secondary CPUs taken down for a hibernation, to bring back
     thaws: int = 0  # hibernation resumes (no event-channel step: see the module docstring)
@@ -240,13 +249,12 @@ class LinuxKernel:
                             vcpus=d.max_vcpus, gnttab_param=gnttab_version, heap_next=heap_gfn)  # fmt: skip
         booted = cls(hv, domid, state)
         booted.handover = handover
-        booted._setup_features()
-        booted._setup_vcpu_areas()
-        booted._xen_init_irq()
-        booted._setup_upcall_vectors()
-        booted._bring_up_cpus()
-        booted._bind_devices()
-        booted._gnttab_request_version()
+        for step in (booted._setup_features, booted._setup_vcpu_areas, booted._smp_prepare_boot_cpu,
+                     booted._xen_init_irq, booted._bring_up_cpus, booted._bind_devices,
+                     booted._gnttab_request_version):  # fmt: skip
+            step()
+            if booted.state.phase == "crashed":
+                break
         booted.state.boots += 1
         booted._save()
         if disk is not None and image_on(disk):
@@ -268,6 +276,7 @@ class LinuxKernel:
             fifo.array_gfns = list(s.array_gfns)
             if s.local_heads:
                 fifo.local_head = [list(heads) for heads in s.local_heads]
+            fifo.vcpu_info = s.vcpu_info
             self.ops: FifoGuest | TwoLevelGuest = fifo
         else:
             two = TwoLevelGuest(self.hv, self.domid)
@@ -275,6 +284,7 @@ class LinuxKernel:
                 two.cursor = [(w, b) for w, b in s.cursors]
             two.owner = {port: vcpu for port, (_name, vcpu) in s.bindings.items()}
             two.timer_port = {vcpu: port for port, (name, vcpu) in s.bindings.items() if name == f"timer{vcpu}"}
+            two.vcpu_info = s.vcpu_info
             self.ops = two
 
     def _save(self) -> None:
@@ -389,15 +399,19 @@ class LinuxKernel:
         s = self.state
         if s.fifo_support and s.fifo_events:
             fifo = FifoGuest(self.hv, self.domid, self.pages)
+            fifo.vcpu_info = s.vcpu_info
             rc = fifo.init_control(0)
             if rc == 0:
                 s.abi = "fifo"
                 self.ops = fifo
+                self._setup_callback()
                 return
             self._error("EVTCHNOP_init_control", rc, "fall back to the 2-level ABI")
         s.abi = "2l"
         self.ops = TwoLevelGuest(self.hv, self.domid)
+        self.ops.vcpu_info = s.vcpu_info
         self.ops.mask_all()
+        self._setup_callback()
 
     def _upcall_vector_offered(self) -> bool:
         """CPUID leaf 0x40000x04 EAX bit 6 (``XEN_HVM_CPUID_UPCALL_VECTOR``): how 6.x learns the vector exists."""
@@ -407,26 +421,91 @@ class LinuxKernel:
         eax = self.hv.cpuid(self.domid, XEN_CPUID_FIRST_LEAF + XEN_CPUID_LEAF_HVM)[0]
         return bool(eax & XEN_HVM_CPUID_UPCALL_VECTOR)
 
-    def _setup_upcall_vectors(self) -> None:
-        """``xen_init_setup_upcall_vector`` for the boot CPU (6.x; 5.10 has none): only with the vector callback
-        (``xen_have_vector_callback``: XENFEAT ``hvm_callback_vector``) and when CPUID says Xen offers the per-vCPU
-        vector; if vCPU 0's call fails, no CPU uses one (the domain-wide callback). The other CPUs set theirs as they
-        come up (:meth:`_bring_up_cpus`; ``xen_cpu_up_prepare_hvm``), and again on resume (``xen_hvm_post_suspend``)."""
+    def _setup_callback(self) -> None:
+        """The end of ``xen_init_IRQ`` on HVM: how Xen is to raise the event upcall. 6.x first tries the per-vCPU
+        vector (``xen_init_setup_upcall_vector``: only with the vector callback, XENFEAT ``hvm_callback_vector``,
+        and when CPUID says Xen offers it); with it, ``HVM_PARAM_CALLBACK_IRQ`` = 1 ("trick toolstack to think we
+        are enlightened"), whose refusal drops back to the domain-wide vector although vCPU 0's own vector stays
+        set in Xen. Otherwise (and on 5.10) ``xen_setup_callback_vector``: the vector callback 0xF3 where XENFEAT
+        says Xen has it; a refusal clears ``xen_have_vector_callback``, no BUG (the PCI-INTx callback of the
+        platform device that would follow is not modelled). The other CPUs set their vectors as they come up
+        (:meth:`_bring_up_cpu`; ``xen_cpu_up_prepare_hvm``), and all again on resume (``xen_hvm_post_suspend``)."""
         s = self.state
         s.upcall_vector = [False] * s.vcpus
-        if not self.d.is_hvm or not self.version.upcall_vector or not self.xen_feature(Xenfeat.hvm_callback_vector):
+        if not self.d.is_hvm:
             return
-        if not self._upcall_vector_offered():
-            return
-        rc = self._set_upcall_vector(0)
-        if rc:
+        s.vector_callback = self.xen_feature(Xenfeat.hvm_callback_vector)
+        if s.vector_callback and self.version.upcall_vector and self._upcall_vector_offered():
+            rc = self._set_upcall_vector(0)
+            if rc == 0:
+                return
             self._error("HVMOP_set_evtchn_upcall_vector", rc, "the domain-wide callback on every vCPU")
+        self._setup_callback_vector()
+
+    def _setup_callback_vector(self) -> None:
+        """``xen_setup_callback_vector``."""
+        s = self.state
+        if not s.vector_callback:
+            return
+        rc = self._set_param(HVM_PARAM_CALLBACK_IRQ, hvm_callback_vector(LINUX_UPCALL_VECTOR))
+        if rc:
+            self._error("HVMOP_set_param", rc, "xen_have_vector_callback cleared")
+            s.vector_callback = False
+
+    def _set_param(self, index: int, value: int) -> int:
+        return self.hv.hypercall(self.domid, HYPERVISOR_hvm_op, HVMOP_set_param,
+                                 HvmParam(domid=DOMID_SELF, index=index, value=value))  # fmt: skip
 
     def _set_upcall_vector(self, vcpu: int) -> int:
+        """``xen_set_upcall_vector``: the vCPU's own vector, and for CPU 0 ``HVM_PARAM_CALLBACK_IRQ`` = 1; at boot a
+        refused param means no per-vCPU vectors after all (the domain-wide callback for every CPU)."""
         arg = EvtchnUpcallVector(vcpu=vcpu, vector=LINUX_UPCALL_VECTOR)
         rc = self.hv.hypercall(self.domid, HYPERVISOR_hvm_op, HVMOP_set_evtchn_upcall_vector, arg)
+        if rc == 0 and vcpu == 0:
+            rc = self._set_param(HVM_PARAM_CALLBACK_IRQ, 1)
+            if rc:
+                self._error("HVMOP_set_param", rc, "the domain-wide vector callback, vCPU 0's vector still set")
         self.state.upcall_vector[vcpu] = rc == 0
         return rc
+
+    # --- vcpu_info (xen_vcpu_setup) ------------------------------------------------------------------------------
+    def _own_vcpu_info(self, cpu: int) -> int:
+        """The CPU's per-CPU vcpu_info (``xen_vcpu_info``), 64 to a page so that none crosses one."""
+        page, slot = divmod(cpu, PAGE_SIZE // VCPU_INFO_SIZE)
+        return self.state.vcpu_info_gfns[page] * PAGE_SIZE + slot * VCPU_INFO_SIZE
+
+    def _smp_prepare_boot_cpu(self) -> None:
+        """``xen_hvm_smp_prepare_boot_cpu``: every CPU starts on its shared_info slot; the boot CPU's vcpu_info is
+        placed now (before ``xen_init_IRQ``), the others' as they come up."""
+        s = self.state
+        s.vcpu_info[:] = [vcpu_info_slot(cpu) for cpu in range(s.vcpus)]
+        per_page = PAGE_SIZE // VCPU_INFO_SIZE
+        s.vcpu_info_gfns = [self.pages.alloc() for _ in range(-(-s.vcpus // per_page))]
+        self._vcpu_setup(0)
+
+    def _vcpu_setup(self, cpu: int) -> bool:
+        """``xen_vcpu_setup``: VCPUOP_register_vcpu_info for the CPU's own vcpu_info, unless (HVM) it is already
+        there. Refused: 6.x panics; 5.10 stops placing vcpu_info at all and uses the CPU's shared_info slot, and a
+        CPU without one (32 or more) cannot come up (-ENODEV: False)."""
+        s = self.state
+        own = self._own_vcpu_info(cpu)
+        if self.d.is_hvm and s.vcpu_info[cpu] == own:
+            return True
+        if s.vcpu_info_placement:
+            gfn, offset = divmod(own, PAGE_SIZE)
+            rc, _ = self._raw(HYPERVISOR_vcpu_op, VcpuOp.register_vcpu_info, RegisterVcpuInfo(gfn, offset).pack(),
+                              vcpuid=cpu)  # fmt: skip
+            if rc == 0:
+                s.vcpu_info[cpu] = own
+                return True
+            if self.version.vcpu_info_failure_panics:
+                self._error("VCPUOP_register_vcpu_info", rc, "panic")
+                self.crash(f"panic: register_vcpu_info failed: cpu={cpu} err={rc}")
+                return False
+            self._error("VCPUOP_register_vcpu_info", rc, "no vcpu_info placement: shared_info slots from now on")
+            s.vcpu_info_placement = False
+        s.vcpu_info[cpu] = vcpu_info_slot(cpu)
+        return s.vcpu_info[cpu] != 0
 
     def _bring_up_cpus(self) -> None:
         """The boot CPU's bindings, then each secondary CPU in CPU-hotplug order: its upcall vector (6.x, when the
@@ -435,16 +514,36 @@ class LinuxKernel:
         brought online: its bindings are undone and it takes no events."""
         s = self.state
         s.online = [False] * s.vcpus
+        self._time_init()
         self._bind_cpu(0)
         s.online[0] = True
         for vcpu in range(1, s.vcpus):
             self._bring_up_cpu(vcpu)
+            if s.phase == "crashed":
+                return
+
+    def _time_init(self) -> None:
+        """``xen_time_init`` on the boot CPU: VCPUOP_stop_periodic_timer; if Xen takes it, the vcpuop clockevent
+        (every CPU stops its tick as it comes up, and again on resume, BUG() on failure); if not, the older
+        ``set_timer_op`` clockevent, which never stops a periodic tick."""
+        rc = self._stop_periodic_timer(0)
+        self.state.vcpuop_timer = rc == 0
+        if rc:
+            self._error("VCPUOP_stop_periodic_timer", rc, "the set_timer_op clockevent")
+
+    def _stop_periodic_timer(self, cpu: int) -> int:
+        return self.hv.hypercall_raw(self.domid, HYPERVISOR_vcpu_op, VcpuOp.stop_periodic_timer, bytes(8),
+                                     vcpuid=cpu)[0]  # fmt: skip
 
     def _bring_up_cpu(self, vcpu: int) -> bool:
         """CPU hotplug for one secondary CPU (at boot, and again after a hibernation): its upcall vector (6.x), its
         bindings, then its FIFO control block; ``evtchn_fifo_percpu_init`` registers one only for a CPU that has
         none yet, so a CPU coming back online keeps the one it had, whatever Xen now thinks."""
         s = self.state
+        if not self._vcpu_setup(vcpu):
+            if s.phase != "crashed":
+                self._error("xen_vcpu_setup", -errno.ENODEV, f"CPU {vcpu} not brought online")
+            return False
         if s.upcall_vector[0]:
             rc = self._set_upcall_vector(vcpu)
             if rc:
@@ -458,6 +557,11 @@ class LinuxKernel:
                 self._unbind_cpu(vcpu)
                 return False
         s.online[vcpu] = True
+        if s.vcpuop_timer:  # the new CPU's clockevent goes one-shot: its periodic tick stops, BUG() if it cannot
+            rc = self._stop_periodic_timer(vcpu)
+            if rc:
+                self._error("VCPUOP_stop_periodic_timer", rc, "BUG() in xen_vcpuop_set_oneshot")
+                self.crash(f"BUG: VCPUOP_stop_periodic_timer failed for CPU {vcpu} ({errno_name(rc)})")
         return True
 
     def _take_down_secondaries(self) -> list[int]:
@@ -474,15 +578,17 @@ class LinuxKernel:
     def _bind_cpu(self, vcpu: int) -> None:
         """One CPU's bindings, as ``xen_smp_intr_init`` and ``xen_setup_timer`` make them: the RESCHEDULE,
         CALL_FUNCTION and CALL_FUNCTION_SINGLE IPIs, VIRQ_DEBUG (5.10 always; 6.x only under 2-level), VIRQ_TIMER
-        at the highest FIFO priority (``xen_set_irq_priority``: -ENOSYS under 2-level, ignored)."""
-        for ipi in IPIS:
-            self._bind_ipi(vcpu, f"{ipi}{vcpu}")
-        if self.state.abi == "2l" or self.version.virq_debug_with_fifo:
-            self._bind_virq(VIRQ_DEBUG, vcpu, f"debug{vcpu}")
+        at the highest FIFO priority (``xen_set_irq_priority``: -ENOSYS under 2-level, ignored). The timer comes
+        first: ``xen_setup_timer`` runs before ``xen_smp_intr_init`` (``xen_time_init`` precedes the boot CPU's IPIs,
+        and ``xen_cpu_up_prepare_hvm`` sets up a secondary CPU's timer first)."""
         if self._bind_virq(VIRQ_TIMER, vcpu, f"timer{vcpu}") == 0:
             port = self.port_of(f"timer{vcpu}")
             assert port is not None
             self._evtchn(E.EVTCHNOP_set_priority, E.SetPriority(port, E.EVTCHN_FIFO_PRIORITY_MAX))
+        for ipi in IPIS:
+            self._bind_ipi(vcpu, f"{ipi}{vcpu}")
+        if self.state.abi == "2l" or self.version.virq_debug_with_fifo:
+            self._bind_virq(VIRQ_DEBUG, vcpu, f"debug{vcpu}")
 
     def _unbind_cpu(self, vcpu: int) -> None:
         """``xen_smp_intr_free`` and the timer's teardown: the CPU's IPIs and VIRQs are closed."""
@@ -667,27 +773,22 @@ class LinuxKernel:
         self._save()
 
     def resume(self) -> None:
-        """The resume path, in the domain the kernel now runs in (after restore, migration or hibernation), in
-        ``xen_suspend``'s order: the vCPU areas again from the XENFEAT bits cached at boot (``xen_vcpu_restore``),
-        6.x's per-vCPU upcall vectors on the CPUs that had them (``BUG_ON`` on failure), the grant-table version
-        (``gnttab_resume``), then ``xen_irq_resume``: FIFO re-initialised on each online CPU (``BUG()`` on failure)
-        and exactly the IPIs and VIRQs bound before re-bound (``BUG()`` if one fails), then the devices' ports.
-        (``xen_timer_resume``'s VCPUOP_stop_periodic_timer is not issued: vCPU timers are not modelled.)"""
+        """The resume path after a save/restore or migration, in the domain the kernel now runs in, in
+        ``xen_suspend``'s order: ``xen_hvm_post_suspend`` (the vCPU areas again from the XENFEAT bits cached at
+        boot, then :meth:`_vcpu_restore`, then the callback: 6.x's per-vCPU vectors on every online CPU with
+        ``BUG_ON``, else the vector callback), the grant-table version (``gnttab_resume``), then ``xen_irq_resume``:
+        FIFO re-initialised on each online CPU (``BUG()`` on failure) and exactly the IPIs and VIRQs bound before
+        re-bound (``BUG()`` if one fails), then ``xen_timer_resume`` (with the vcpuop clockevent,
+        VCPUOP_stop_periodic_timer on every online CPU, ``BUG()`` on failure), then the devices' ports."""
         s = self.state
         if s.phase != "suspended" or self.domid not in self.hv.domains:
             self._require_running("resume")  # a crashed, handed-over or destroyed kernel: the error says which
             raise KernelNotRunning(f"cannot resume: the {self.version} kernel of d{self.domid} is running, not "
                                    "suspended", phase=s.phase)  # fmt: skip
-        self._setup_vcpu_areas()
-        if s.phase == "crashed":
-            return
-        for vcpu, had in enumerate(s.upcall_vector):
-            if had:
-                rc = self._set_upcall_vector(vcpu)
-                if rc:
-                    self._error("HVMOP_set_evtchn_upcall_vector", rc, "BUG_ON in xen_hvm_post_suspend")
-                    self.crash(f"BUG: HVMOP_set_evtchn_upcall_vector failed for vCPU {vcpu} ({errno_name(rc)})")
-                    return
+        for step in (self._setup_vcpu_areas, self._vcpu_restore, self._post_suspend_callback):
+            step()
+            if s.phase == "crashed":
+                return
         self._gnttab_request_version()
         if s.phase == "crashed":
             return
@@ -721,10 +822,65 @@ class LinuxKernel:
             self._error("rebind", -errno.EINVAL, "BUG() in xen_irq_resume")
             self.crash(f"BUG: {lost[0]} could not be bound again on resume")
             return
+        self._timer_resume()
+        if s.phase == "crashed":
+            return
         self._bind_devices()
         s.phase = "running"
         s.resumes += 1
         self._save()
+
+    def _vcpu_restore(self) -> None:
+        """``xen_vcpu_restore``: per CPU, VCPUOP_is_up; another CPU that is up goes down (``BUG()`` if it will not);
+        its vcpu_info starts again from its shared_info slot and is placed again (:meth:`_vcpu_setup`: 6.x panics on
+        a refusal, 5.10 says the system will hang, uses the slot and leaves the CPU down); then it comes back up
+        (``BUG()`` if it will not). Before 4.7 an HVM guest's VCPUOP_is_up is -ENOSYS, which reads as down."""
+        s = self.state
+        for cpu in range(s.vcpus):
+            other = cpu != 0
+            is_up = self._vcpu_op(VcpuOp.is_up, cpu) > 0
+            if other and is_up and self._vcpu_op(VcpuOp.down, cpu):
+                self.crash(f"BUG: VCPUOP_down failed for CPU {cpu} in xen_vcpu_restore")
+                return
+            s.vcpu_info[cpu] = vcpu_info_slot(cpu)
+            placed = self._vcpu_setup(cpu)
+            if s.phase == "crashed":
+                return
+            if not placed:
+                self._error("xen_vcpu_setup_restore", -errno.ENODEV, f"CPU {cpu}: the system will hang")
+            elif other and is_up and self._vcpu_op(VcpuOp.up, cpu):
+                self.crash(f"BUG: VCPUOP_up failed for CPU {cpu} in xen_vcpu_restore")
+                return
+
+    def _vcpu_op(self, cmd: int, cpu: int) -> int:
+        return self.hv.hypercall_raw(self.domid, HYPERVISOR_vcpu_op, cmd, bytes(8), vcpuid=cpu)[0]
+
+    def _post_suspend_callback(self) -> None:
+        """The callback again (``xen_hvm_post_suspend``): 6.x with per-vCPU vectors sets each online CPU's,
+        ``BUG_ON`` on failure; otherwise the vector callback, whose refusal only clears the flag."""
+        s = self.state
+        if not (s.upcall_vector and s.upcall_vector[0]):
+            self._setup_callback_vector()
+            return
+        for vcpu, online in enumerate(s.online):
+            if online:
+                rc = self._set_upcall_vector(vcpu)
+                if rc:
+                    self._error("HVMOP_set_evtchn_upcall_vector", rc, "BUG_ON in xen_hvm_post_suspend")
+                    self.crash(f"BUG: HVMOP_set_evtchn_upcall_vector failed for vCPU {vcpu} ({errno_name(rc)})")
+                    return
+
+    def _timer_resume(self) -> None:
+        """``xen_timer_resume``: with the vcpuop clockevent, every online CPU's periodic tick is stopped again."""
+        if not self.state.vcpuop_timer:
+            return
+        for cpu, online in enumerate(self.state.online):
+            if online:
+                rc = self._stop_periodic_timer(cpu)
+                if rc:
+                    self._error("VCPUOP_stop_periodic_timer", rc, "BUG() in xen_timer_resume")
+                    self.crash(f"BUG: VCPUOP_stop_periodic_timer failed on resume ({errno_name(rc)})")
+                    return
 
     def _words(self) -> int:
         assert isinstance(self.ops, FifoGuest)
@@ -773,7 +929,7 @@ class LinuxKernel:
                 self._save()
                 return self
             self._take_down_secondaries()
-            registered = self._fifo_frames()  # what Xen keeps of the boot kernel (its vCPU areas are the image's)
+            registered = self._xen_frames()  # what Xen keeps of the boot kernel
             memory = memoryview(self.d.memory)
             for start, count in runs:  # one read per contiguous run
                 view = memory[start * PAGE_SIZE : (start + count) * PAGE_SIZE]
@@ -817,10 +973,15 @@ class LinuxKernel:
                         previous="first kernel", memory="memory the first kernel left (a kdump kernel's dump)")
 
     def _xen_frames(self) -> dict[int, str]:
-        """Every frame this kernel gave Xen to write into: its FIFO frames and the page of its vCPU areas."""
+        """Every frame this kernel gave Xen to write into: its FIFO frames, the page of its vCPU areas and its
+        vcpu_info pages."""
+        s = self.state
         frames = self._fifo_frames()
-        if self.state.areas_gfn:
-            frames[self.state.areas_gfn] = "runstate and time areas"
+        if s.areas_gfn:
+            frames[s.areas_gfn] = "runstate and time areas"
+        for page, gfn in enumerate(s.vcpu_info_gfns):
+            if any(info // PAGE_SIZE == gfn for info in s.vcpu_info):
+                frames[gfn] = f"vcpu_info page {page}"
         return frames
 
     def _fifo_frames(self) -> dict[int, str]:

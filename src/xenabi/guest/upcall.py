@@ -7,18 +7,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from xenabi.abi.xen import PAGE_SIZE, VCPU_INFO_SIZE, XEN_LEGACY_MAX_VCPUS
 from xenabi.hypervisor import Domain
+from xenabi.hypervisor.domain import SHARED_INFO_GFN
 
 Deliver = Callable[[int], None]
 
 
-def do_upcall(d: Domain, vcpu: int, handle_events: Callable[[int, Deliver], int], deliver: Deliver) -> int:
-    """Run the upcall loop on ``vcpu``; returns how many events were delivered."""
+def do_upcall(d: Domain, info: int, vcpu: int, handle_events: Callable[[int, Deliver], int], deliver: Deliver) -> int:
+    """Run the upcall loop on ``vcpu``, whose vcpu_info the kernel reads at guest address ``info`` (where it
+    believes Xen writes it); returns how many events were delivered."""
     memory = d.memory
-    info = d.vcpus[vcpu].info_offset
     handled = 0
     while True:
         memory[info] = 0
         handled += handle_events(vcpu, deliver)
         if not memory[info]:
             return handled
+
+
+def vcpu_info_slot(cpu: int) -> int:
+    """Where a CPU's vcpu_info is before the kernel places it (``xen_vcpu_info_reset``): its slot in shared_info,
+    or 0 (none) for a CPU numbered 32 or more."""
+    return SHARED_INFO_GFN * PAGE_SIZE + cpu * VCPU_INFO_SIZE if cpu < XEN_LEGACY_MAX_VCPUS else 0
