@@ -158,7 +158,7 @@ class Guest:
         try:
             domid = self.ts.migrate(self.kernel.domid, dest)
         except AbiIncompatible:
-            self.kernel.state.phase = "running"  # the suspend is cancelled
+            self.kernel.cancel_suspend()
             return
         self.ts = dest
         self.kernel = LinuxKernel.attach(dest.hv, domid)

@@ -56,7 +56,7 @@ TICK_NS = 10_000_000  # one round of traffic is one 100 Hz timer tick of the mod
 
 
 def vm_config(name: str, extra: str = "") -> str:
-    return f'name = "{name}"\ntype = "hvm"\nmemory = 16\nvcpus = 2\nvif = [ "" ]\n{extra}'
+    return f'name = "{name}"\ntype = "hvm"\nmemory = 4\nvcpus = 2\nvif = [ "" ]\n{extra}'
 
 
 @dataclass
@@ -226,7 +226,7 @@ class Run:
         try:
             new = self.ts.migrate(self.domid, dest)
         except (AbiIncompatible, MigrationError) as exc:
-            self.kernel.state.phase = "running"  # the suspend was cancelled: carry on in the same domain
+            self.kernel.cancel_suspend()  # carry on in the same domain
             self.kernel.run(0)
             self.refusals.append(str(exc))
             self.log(f"migration to {dest.name} refused; still running on {self.ts.name}: {exc}")

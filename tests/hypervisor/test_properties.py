@@ -216,7 +216,7 @@ class Harness:
             assert ev(hv, domid, "close", port=old)[0] == 0
             self.outstanding[old] = False
             if isinstance(guest, TwoLevelGuest):
-                guest.owner.pop(old, None)
+                guest.own(old, None)
             rc, arg = ev(hv, domid, "bind_interdomain", remote_dom=0, remote_port=self.backend[i])
             assert rc == 0
             new = arg.local_port

@@ -26,7 +26,8 @@ class TwoLevelGuest:
         self.domid = domid
         self.d = hv.domain(domid)
         self.cursor = [(0, 0)] * self.d.max_vcpus
-        self.owner: dict[int, int] = {}  # port -> vCPU it is bound to in the guest; default vCPU0
+        self.owner: dict[int, int] = {}  # port -> vCPU it is bound to in the guest; default vCPU0 (change via own())
+        self._owned: dict[tuple[int, int], int] = {}  # (vCPU, word) -> the word's bits that vCPU owns, as needed
         self.timer_port: dict[int, int] = {}  # vCPU -> its VIRQ_TIMER port, served before the selector scan
         self._words: memoryview | None = None
         self._words_bits = 0
@@ -75,6 +76,29 @@ class TwoLevelGuest:
             d.memory[info] |= 1
         return 0
 
+    # --- ownership (cpu_evtchn_mask) ------------------------------------------------------------------------------
+    def own(self, port: int, vcpu: int | None) -> None:
+        """Bind ``port`` to ``vcpu`` in the guest (None: forget it, so it defaults to vCPU 0 again)."""
+        if vcpu is None:
+            self.owner.pop(port, None)
+        else:
+            self.owner[port] = vcpu
+        self._owned.clear()
+
+    def set_owners(self, owner: dict[int, int]) -> None:
+        self.owner = owner
+        self._owned.clear()
+
+    def _owned_bits(self, vcpu: int, word_idx: int) -> int:
+        """The bits of one word whose ports ``vcpu`` owns: worked out once per word until ownership changes."""
+        key = (vcpu, word_idx)
+        bits = self._owned.get(key)
+        if bits is None:
+            base, owner = word_idx * self.d.word_bits, self.owner
+            bits = sum(1 << bit for bit in range(self.d.word_bits) if owner.get(base + bit, 0) == vcpu)
+            self._owned[key] = bits
+        return bits
+
     def rebind(self, port: int, vcpu: int) -> int:
         """Linux ``xen_rebind_evtchn_to_cpu``: mask, EVTCHNOP_bind_vcpu, move ownership, unmask if it was unmasked
         (the unmask re-raises a pending event on the new vCPU)."""
@@ -82,7 +106,7 @@ class TwoLevelGuest:
         self.mask(port)
         rc = self.hv.hypercall(self.domid, HYPERVISOR_event_channel_op, EVTCHNOP_bind_vcpu, BindVcpu(port, vcpu))
         if rc == 0:
-            self.owner[port] = vcpu
+            self.own(port, vcpu)
         if not was_masked:
             self.unmask(port)
         return rc
@@ -160,10 +184,5 @@ class TwoLevelGuest:
         nbytes = d.word_bits // 8
         active = words_view[d.shinfo_pending // nbytes + word_idx] & ~words_view[d.shinfo_mask // nbytes + word_idx]
         if self.owner:
-            base = word_idx * d.word_bits
-            for bit in range(d.word_bits):
-                if active >> bit & 1 and self.owner.get(base + bit, 0) != vcpu:
-                    active &= ~(1 << bit)
-        elif vcpu != 0:
-            return 0
-        return active
+            return active & self._owned_bits(vcpu, word_idx) if active else 0
+        return active if vcpu == 0 else 0

@@ -106,7 +106,7 @@ KERNEL_STATE_GFN = FIRST_FREE_GFN
 KERNEL_STATE_PAGES = 2
 KERNEL_HEAP_GFN = KERNEL_STATE_GFN + KERNEL_STATE_PAGES
 STATE_MAGIC = b"XLNX"
-STATE_HEADER = struct.Struct("<4sI")
+STATE_HEADER = struct.Struct("<4sII")  # magic, then the lengths of the stable part and the counters after it
 IMAGE_MAGIC = b"XENABI-SWSUSP-1\n"
 IMAGE_USED = b"XENABI-SWSUSP-0\n"  # the signature swsusp leaves once an image has been resumed from
 IMAGE_HEADER = struct.Struct("<16sII")
@@ -175,32 +175,42 @@ class KernelState:
     areas_gfn: int = 0  # the runstate and time areas of every vCPU
     areas_by: str = ""  # "phys" (VCPUOP 14/15, XENFEAT 18/19) or "linear" (VCPUOP 5/13)
 
-    def to_bytes(self) -> bytes:
-        # Every field already holds plain JSON values, so the fields go to json as they are: asdict's recursive
-        # deep copy produced the same bytes at several times the cost (half of the demo's time).
-        doc = {name: getattr(self, name) for name in _STATE_FIELDS}
-        return json.dumps(doc, separators=(",", ":")).encode()
+    def to_bytes(self, names: tuple[str, ...] | None = None) -> bytes:
+        """The fields ``names`` (all of them by default) as one JSON object. Every field already holds plain JSON
+        values, so they go to json as they are: asdict's recursive deep copy produced the same bytes at several times
+        the cost."""
+        return _ENCODE({name: getattr(self, name) for name in names or _STATE_FIELDS}).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> KernelState:
-        doc = json.loads(data)
+    def from_bytes(cls, *parts: bytes) -> KernelState:
+        """The state from one or more JSON objects of its fields (:meth:`to_bytes`)."""
+        doc: dict[str, Any] = {}
+        for part in parts:
+            doc.update(json.loads(part))
         doc["control_blocks"] = {int(k): v for k, v in doc["control_blocks"].items()}
         doc["bindings"] = {int(k): v for k, v in doc["bindings"].items()}
         return cls(**doc)
 
 
 _STATE_FIELDS = tuple(f.name for f in fields(KernelState))
+# What taking events changes, and nothing else does: written after the rest on every delivery (LinuxKernel.run),
+# so that the rest is encoded only when something else changed.
+_COUNTER_FIELDS = ("handled", "spurious", "cursors", "local_heads")
+_STABLE_FIELDS = tuple(name for name in _STATE_FIELDS if name not in _COUNTER_FIELDS)
+# The state holds plain JSON values and no cycles: skipping the encoder's cycle check is safe and a third faster.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def read_state(hv: Hypervisor, domid: int) -> KernelState:
     d = hv.domain(domid)
     base = KERNEL_STATE_GFN * PAGE_SIZE
-    magic, length = STATE_HEADER.unpack_from(d.memory, base)
-    if magic != STATE_MAGIC or length > KERNEL_STATE_PAGES * PAGE_SIZE - STATE_HEADER.size:
+    magic, stable, counters = STATE_HEADER.unpack_from(d.memory, base)
+    if magic != STATE_MAGIC or stable + counters > KERNEL_STATE_PAGES * PAGE_SIZE - STATE_HEADER.size:
         raise KernelStateMissing(f"d{domid}: no kernel state in memory")
     start = base + STATE_HEADER.size
     try:
-        return KernelState.from_bytes(bytes(d.memory[start : start + length]))
+        return KernelState.from_bytes(bytes(d.memory[start : start + stable]),
+                                      bytes(d.memory[start + stable : start + stable + counters]))  # fmt: skip
     except (ValueError, TypeError, KeyError) as exc:
         raise KernelStateMissing(f"d{domid}: kernel state is corrupt ({exc})") from exc
 
@@ -217,6 +227,7 @@ class LinuxKernel:
         self.state = state
         self.version = get_kernel(state.kernel)
         self.handover: HandOver | None = None  # set on the image kernel after a hibernation hand-over
+        self._stable = state.to_bytes(_STABLE_FIELDS)  # the state but its counters, as last written
         self.on_event: Callable[[str], None] | None = None  # sees each delivered event's binding (not persisted)
         self._load_ops()
 
@@ -282,27 +293,37 @@ class LinuxKernel:
             two = TwoLevelGuest(self.hv, self.domid)
             if s.cursors:
                 two.cursor = [(w, b) for w, b in s.cursors]
-            two.owner = {port: vcpu for port, (_name, vcpu) in s.bindings.items()}
+            two.set_owners({port: vcpu for port, (_name, vcpu) in s.bindings.items()})
             two.timer_port = {vcpu: port for port, (name, vcpu) in s.bindings.items() if name == f"timer{vcpu}"}
             two.vcpu_info = s.vcpu_info
             self.ops = two
 
     def _save(self) -> None:
+        """Write the whole state to guest memory (after anything but taking events)."""
         s = self.state
         s.heap_next, s.heap_free = self.pages.next_gfn, list(self.pages.freed)
         if isinstance(self.ops, FifoGuest):
             s.control_blocks = {vcpu: offset // PAGE_SIZE for vcpu, offset in self.ops.control_block.items()}
             s.array_gfns = list(self.ops.array_gfns)
+        s.errors = s.errors[-MAX_ERRORS:]
+        self._stable = s.to_bytes(_STABLE_FIELDS)
+        self._save_counters()
+
+    def _save_counters(self) -> None:
+        """Write what taking events changes (the counters, the 2-level cursors, the FIFO queue heads) after the
+        stable part, which stays as the last :meth:`_save` wrote it."""
+        s = self.state
+        if isinstance(self.ops, FifoGuest):
             s.local_heads = [list(heads) for heads in self.ops.local_head]
         else:
             s.cursors = [list(c) for c in self.ops.cursor]
-        s.errors = s.errors[-MAX_ERRORS:]
-        blob = s.to_bytes()
+        stable, counters = self._stable, s.to_bytes(_COUNTER_FIELDS)
         room = KERNEL_STATE_PAGES * PAGE_SIZE - STATE_HEADER.size
-        if len(blob) > room:
-            raise RuntimeError(f"kernel state of {len(blob)} bytes does not fit {room}")
+        if len(stable) + len(counters) > room:
+            raise RuntimeError(f"kernel state of {len(stable) + len(counters)} bytes does not fit {room}")
         base = KERNEL_STATE_GFN * PAGE_SIZE
-        self.d.memory[base : base + STATE_HEADER.size + len(blob)] = STATE_HEADER.pack(STATE_MAGIC, len(blob)) + blob
+        header = STATE_HEADER.pack(STATE_MAGIC, len(stable), len(counters))
+        self.d.memory[base : base + STATE_HEADER.size + len(stable) + len(counters)] = header + stable + counters
 
     def _error(self, operation: str, rc: int, reaction: str) -> None:
         self.state.errors.append([operation, errno_name(rc), reaction])
@@ -650,7 +671,7 @@ class LinuxKernel:
                 self._evtchn(E.EVTCHNOP_close, E.Close(port))
                 return rc
         else:
-            self.ops.owner[port] = vcpu
+            self.ops.own(port, vcpu)
             if name == f"timer{vcpu}":
                 self.ops.timer_port[vcpu] = port
         self.state.bindings[port] = [name, vcpu]
@@ -674,7 +695,7 @@ class LinuxKernel:
                     self._error("EVTCHNOP_close", rc, f"{name}: port {port} forgotten anyway")
                 del self.state.bindings[port]
                 if isinstance(self.ops, TwoLevelGuest):
-                    self.ops.owner.pop(port, None)
+                    self.ops.own(port, None)
                     if self.ops.timer_port.get(vcpu) == port:
                         del self.ops.timer_port[vcpu]
                 self._save()
@@ -762,7 +783,8 @@ class LinuxKernel:
                 self.on_event(binding[0])
 
         count = self.ops.upcall(vcpu, deliver)
-        self._save()
+        if count:  # nothing delivered, nothing changed: the counters, cursors and queue heads move only with events
+            self._save_counters()
         return count
 
     # --- suspend, resume, crash -----------------------------------------------------------------------------------
@@ -770,6 +792,21 @@ class LinuxKernel:
         """``xen_suspend``, before the toolstack saves or migrates the domain."""
         self._require_running("suspend")
         self.state.phase = "suspended"
+        self._save()
+
+    def cancel_suspend(self) -> None:
+        """The suspend was cancelled (the toolstack did not save or move the domain; ``HYPERVISOR_suspend`` returned
+        1): ``xen_hvm_post_suspend`` with ``suspend_cancelled`` sets the callback again (6.x's per-vCPU vectors with
+        ``BUG_ON``, or the vector callback) and ``gnttab_resume`` runs, but there is no ``xen_irq_resume``: the
+        kernel carries on in the same domain with its ports."""
+        if self.state.phase != "suspended" or self.domid not in self.hv.domains:
+            self._require_running("cancel a suspend")
+            raise KernelNotRunning(f"cannot cancel a suspend: the {self.version} kernel of d{self.domid} is "
+                                   "running, not suspended", phase=self.state.phase)  # fmt: skip
+        self.state.phase = "running"
+        self._post_suspend_callback()
+        if self.state.phase != "crashed":
+            self._gnttab_request_version()
         self._save()
 
     def resume(self) -> None:
@@ -812,7 +849,7 @@ class LinuxKernel:
         before = {name for name, _vcpu in s.bindings.values() if name not in (*TOOLSTACK_CHANNELS, "net")}
         s.bindings = {}
         if isinstance(self.ops, TwoLevelGuest):
-            self.ops.owner = {}
+            self.ops.set_owners({})
             self.ops.timer_port = {}
         for vcpu, online in enumerate(s.online):
             if online:
