@@ -198,3 +198,21 @@ def test_a_cancelled_suspend_sets_the_callback_again_but_keeps_its_ports() -> No
     assert sent == handled > 0
     with pytest.raises(KernelNotRunning, match="running, not suspended"):
         booted.cancel_suspend()
+
+
+def test_xen_irq_resume_rebinds_without_the_timers_priority() -> None:
+    """``xen_irq_resume`` binds each CPU's VIRQs (in VIRQ order) and IPIs again but never sets a priority: the FIFO
+    timer that ``xen_setup_timer`` put at the highest priority comes back at the default one, a real Linux quirk."""
+    from xenabi.abi.evtchn import EVTCHN_FIFO_PRIORITY_DEFAULT, EVTCHN_FIFO_PRIORITY_MAX
+
+    src = host()
+    booted = LinuxKernel.boot(src.hv, vm(src))
+    timer = booted.port_of("timer0")
+    assert timer is not None and src.hv.domain(booted.domid).chans[timer].priority == EVTCHN_FIFO_PRIORITY_MAX
+    resumed, trace = restore(src, booted, host())
+    timer = resumed.port_of("timer0")
+    assert timer is not None
+    assert resumed.hv.domain(resumed.domid).chans[timer].priority == EVTCHN_FIFO_PRIORITY_DEFAULT
+    cmds = [cmd for cmd, vcpu in steps(trace, resumed.domid) if vcpu == 0 and cmd.startswith("bind")]
+    assert cmds == ["bind_virq", "bind_virq", "bind_ipi", "bind_ipi", "bind_ipi"]  # timer, debug, then the IPIs
+    assert "set_priority" not in [cmd for cmd, _v in steps(trace, resumed.domid)]

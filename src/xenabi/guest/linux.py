@@ -1,31 +1,43 @@
 """A Linux-like guest kernel whose state lives in its domain's memory (``spec/evtchn.md`` §4.5, §5.7, §5.8, §7;
-``spec/abi-control.md`` §1.2, §4).
+``spec/abi-control.md`` §1.2, §4; ``spec/linux-guests.md``).
 
-What it does, as Linux does:
+Linux read: the event-channel files (events_base.c, events_2l.c, events_fifo.c), manage.c and arch/x86/xen's
+enlighten.c, enlighten_hvm.c, suspend_hvm.c, smp_hvm.c and time.c, as v5.x and v6.x copies and patch mails show
+them (the tree at a tag cannot be fetched here; the kernel table says which facts are which). What it does, as Linux
+does:
 
 - **The kernel's version** (:mod:`xenabi.guest.kernels`: Linux 5.10 or 6.1) decides where they differ; it is kept
   in the kernel's state, so a restored or resumed kernel is the same version.
-- **Boot** (``xen_init_IRQ``): with ``xen.fifo_events`` on and FIFO support built in, a control block and
-  EVTCHNOP_init_control for the boot CPU; any negative result means 2-level (mask every port). Then, on HVM, the
-  boot CPU's upcall vector as ``xen_init_setup_upcall_vector`` does it (6.1 only, when CPUID leaf 4 bit 6 says Xen
-  offers it; if vCPU 0's call fails, the domain-wide callback for every CPU). Then the boot CPU's bindings, as
-  ``xen_smp_intr_init`` and ``xen_setup_timer`` make them: the RESCHEDULE, CALL_FUNCTION and CALL_FUNCTION_SINGLE
-  IPIs, VIRQ_DEBUG (5.10 always, 6.1 under 2-level only), VIRQ_TIMER with EVTCHNOP_set_priority at the highest
-  priority (-ENOSYS under 2-level, ignored). Each secondary CPU then comes up in CPU-hotplug order: its vector
-  (6.1, when the boot CPU has one), its bindings (CPUHP_XEN_PREPARE), its control block (CPUHP_XEN_EVTCHN_PREPARE,
-  ``xen_evtchn_cpu_prepare``); a CPU whose vector or control block fails is never brought online, and its
-  bindings are undone. Then the xenstore and console ports the toolstack put in the HVM params, and one frontend
-  channel (allocated unbound for a dom0 backend). FIFO array pages come from the kernel's own heap and grow as
-  ports need them; failing to add the first one panics. Still to be made Linux's (issue 21):
-  ``HVM_PARAM_CALLBACK_IRQ``, ``VCPUOP_register_vcpu_info``, ``VCPUOP_stop_periodic_timer`` on resume and kexec.
+- **Boot**: XENVER_get_features once; the vCPU areas; the boot CPU's vcpu_info placed
+  (``xen_hvm_smp_prepare_boot_cpu`` → ``xen_vcpu_setup``: VCPUOP_register_vcpu_info for the CPU's own vcpu_info in
+  the kernel's memory; refused, 5.10 falls back to shared_info slots for good and 6.1 panics). Then
+  ``xen_init_IRQ``: with ``xen.fifo_events`` on and FIFO support built in, a control block and
+  EVTCHNOP_init_control for the boot CPU; any negative result means 2-level (mask every port); then, on HVM, the
+  callback: 6.1's per-vCPU vector when CPUID leaf 4 bit 6 says Xen offers it, with ``HVM_PARAM_CALLBACK_IRQ`` = 1,
+  else ``HVM_PARAM_CALLBACK_IRQ`` = the vector callback 0xF3 (HVMOP_set_param). Then ``xen_time_init``:
+  VCPUOP_stop_periodic_timer (refused: the older clockevent, which never stops a tick again). Then the boot CPU's
+  bindings, as ``xen_setup_timer`` and ``xen_smp_intr_init`` make them: VIRQ_TIMER with EVTCHNOP_set_priority at the
+  highest priority (-ENOSYS under 2-level, ignored), the RESCHEDULE, CALL_FUNCTION and CALL_FUNCTION_SINGLE IPIs,
+  VIRQ_DEBUG (5.10 always, 6.1 under 2-level only). Each secondary CPU then comes up in CPU-hotplug order: its
+  vcpu_info, its vector (6.1, when the boot CPU has one), its bindings (CPUHP_XEN_PREPARE), its control block
+  (CPUHP_XEN_EVTCHN_PREPARE, ``xen_evtchn_cpu_prepare``), and once online its periodic tick stopped (``BUG()`` if
+  Xen refuses); a CPU whose vcpu_info, vector or control block fails is never brought online, and its bindings are
+  undone. Then the xenstore and console ports the toolstack put in the HVM params, and one frontend channel
+  (allocated unbound for a dom0 backend). FIFO array pages come from the kernel's own heap and grow as ports need
+  them; failing to add the first one panics.
 - **Events**: the upcall loop and the 2-level or FIFO consumer of :mod:`xenabi.guest.evtchn_2l` (this vCPU's timer
-  first, as ``evtchn_2l_handle_events`` does) / :mod:`xenabi.guest.evtchn_fifo`; each delivered event is counted
-  against the binding that owns the port. A CPU that never came online takes no events.
-- **Suspend and resume**, after a restore or migration, in ``xen_suspend``'s order: the vCPU areas, 6.1's upcall
-  vectors (``BUG_ON``), the grant-table version, then ``xen_irq_resume``: mask everything; for FIFO re-issue
-  init_control on each online CPU's zeroed control block (failure is ``BUG()``: the domain crashes) and start the
-  array again from no pages, reusing the old ones; exactly the IPIs and VIRQs bound before are bound again
-  (``BUG()`` if one cannot be), then the devices' ports.
+  first, as ``evtchn_2l_handle_events`` does) / :mod:`xenabi.guest.evtchn_fifo`, reading each CPU's vcpu_info where
+  the kernel placed it (not where Xen keeps it: where the two differ, events go unseen); each delivered event is
+  counted against the binding that owns the port. A CPU that never came online takes no events.
+- **Suspend and resume**, after a restore or migration, in ``xen_suspend``'s order: the vCPU areas,
+  ``xen_vcpu_restore`` (per CPU VCPUOP_is_up, down, the vcpu_info placed again, up; ``BUG()`` where Linux has one),
+  the callback again (6.1's per-vCPU vectors with ``BUG_ON``, or the vector callback), the grant-table version, then
+  ``xen_irq_resume``: mask everything; for FIFO re-issue init_control on each online CPU's zeroed control block
+  (failure is ``BUG()``: the domain crashes) and start the array again from no pages, reusing the old ones; exactly
+  the IPIs and VIRQs bound before are bound again (``BUG()`` if one cannot be); then ``xen_timer_resume`` (every
+  online CPU's tick stopped again, ``BUG()`` on failure), then the devices' ports. The timer's FIFO priority is not
+  set again, as Linux does not. A cancelled suspend (:meth:`LinuxKernel.cancel_suspend`) sets the callback again
+  and carries on with its ports.
 - **Hibernation** (``spec/linux-guests.md`` §5): the kernel takes its secondary CPUs down
   (``hibernation_snapshot``: their IPIs and VIRQs unbound, a FIFO control block kept), writes its memory image to
   its disk and powers off. A later boot runs a *boot kernel* (an ordinary boot, which may switch the domain to
@@ -33,19 +45,33 @@ What it does, as Linux does:
   and loads the image over memory; then the *image kernel* thaws (:meth:`LinuxKernel.thaw`): no event-channel step
   (``xen_irq_resume`` runs only after a Xen save/restore), its own tables, ports and ABI, its CPUs back through CPU
   hotplug (no init_control for a CPU that has a control block, as ``evtchn_fifo_percpu_init`` does). Nothing tells
-  Xen, which keeps the boot kernel's CPU 0 bindings, device ports and every FIFO frame registered, in frames that
-  now hold the image's memory: the harness records them (:class:`HandOver`) and
-  :meth:`LinuxKernel.corrupted_frames` names those Xen wrote since, with byte counts. A 2-level image after a FIFO
-  boot kernel loses every event that way; a FIFO image after a FIFO boot kernel of the same build keeps working
-  here, as the model allocates both kernels' FIFO frames alike.
+  Xen, which keeps the boot kernel's CPU 0 bindings, device ports and every frame it registered (FIFO control blocks
+  and array pages, vCPU areas, vcpu_info), in frames that now hold the image's memory: the kernel records them
+  (:class:`HandOver`) and :meth:`LinuxKernel.corrupted_frames` names those Xen wrote since, with byte counts. A
+  2-level image after a FIFO boot kernel loses every event that way. A boot kernel placed where the image kernel
+  was (the same build, no physical KASLR: the model's default, since its allocations are deterministic) registered
+  the very frames the image uses for the same things, so a FIFO image after it keeps working; a boot kernel placed
+  elsewhere (``heap_gfn``) corrupts and starves a FIFO image too.
+- **kexec** (:meth:`LinuxKernel.kexec`, ``spec/linux-guests.md`` §6): ``xen_hvm_shutdown`` issues
+  SCHEDOP_shutdown(SHUTDOWN_soft_reset), ``BUG()`` if refused; the toolstack acts on the shutdown
+  (:meth:`~xenabi.toolstack.Toolstack.handle_shutdown`), and the second kernel is an ordinary :meth:`boot`, perhaps
+  elsewhere in memory, given the first kernel's :class:`HandOver`.
 - The kernel never probes which operations exist, as Linux does not: the scenarios' ABI fingerprint is taken by
   the harness (:mod:`xenabi.fingerprint`).
 
-Every piece of kernel state (ABI, control blocks, array pages, heap, bindings, counters, errors) is
-kept in two pages of guest RAM at :data:`KERNEL_STATE_GFN` and reloaded by :meth:`LinuxKernel.attach`, so save,
-restore, migration and hibernation carry it exactly as they carry a real kernel's memory. A hypercall that fails
-gets Xen's errno, and the kernel records what it did about it (``errors``); nothing it does can make the hypervisor
-model raise.
+Not modelled: starting a secondary vCPU in Xen (HVM INIT-SIPI; Xen sees the secondaries down, so placing their
+vcpu_info from CPU 0 is always allowed and ``xen_vcpu_restore`` finds them down after a restore, whose stream
+carries no CPU records), the platform PCI device's INTx callback when the vector callback is refused, the PV-only
+IRQ_WORK IPI and VIRQ_XENPMU, the vsyscall time area (Linux registers one, for CPU 0, when the TSC is stable; the
+model registers a time area for every CPU), netfront's queues and xenbus reconnection, PV kexec.
+
+Every piece of kernel state (ABI, control blocks, array pages, heap, bindings, counters, errors) is kept in two
+pages of guest RAM at :data:`KERNEL_STATE_GFN` and reloaded by :meth:`LinuxKernel.attach`, so save, restore,
+migration, hibernation and kexec carry it exactly as they carry a real kernel's memory. What taking events changes
+(the counters, 2-level cursors and FIFO queue heads) is written after the rest on every delivery, and the rest only
+when it changes. A hypercall that fails gets Xen's errno, and the kernel records what it did about it (``errors``);
+nothing it does can make the hypervisor model raise. A call on a kernel that is not running (crashed, powered off,
+handed over, destroyed) raises :class:`~xenabi.errors.KernelNotRunning`.
 """
 
 from __future__ import annotations
@@ -611,6 +637,23 @@ class LinuxKernel:
         if self.state.abi == "2l" or self.version.virq_debug_with_fifo:
             self._bind_virq(VIRQ_DEBUG, vcpu, f"debug{vcpu}")
 
+    def _rebind_cpu(self, vcpu: int, before: set[str]) -> int:
+        """``xen_irq_resume``'s ``restore_cpu_virqs`` then ``restore_cpu_ipis``: exactly the CPU's VIRQs (in VIRQ
+        order) and IPIs bound before, bound again; no priority is set again (the timer's FIFO priority is lost, a
+        real Linux quirk). 0, or the errno of the first bind Xen refused."""
+        virqs = ((VIRQ_TIMER, f"timer{vcpu}"), (VIRQ_DEBUG, f"debug{vcpu}"))
+        for virq, name in virqs:
+            if name in before:
+                rc = self._bind_virq(virq, vcpu, name)
+                if rc:
+                    return rc
+        for ipi in IPIS:
+            if f"{ipi}{vcpu}" in before:
+                rc = self._bind_ipi(vcpu, f"{ipi}{vcpu}")
+                if rc:
+                    return rc
+        return 0
+
     def _unbind_cpu(self, vcpu: int) -> None:
         """``xen_smp_intr_free`` and the timer's teardown: the CPU's IPIs and VIRQs are closed."""
         for name in (*IPIS, "debug", "timer"):
@@ -851,14 +894,12 @@ class LinuxKernel:
         if isinstance(self.ops, TwoLevelGuest):
             self.ops.set_owners({})
             self.ops.timer_port = {}
-        for vcpu, online in enumerate(s.online):
-            if online:
-                self._bind_cpu(vcpu)
-        lost = sorted(before - {name for name, _vcpu in s.bindings.values()})
-        if lost:
-            self._error("rebind", -errno.EINVAL, "BUG() in xen_irq_resume")
-            self.crash(f"BUG: {lost[0]} could not be bound again on resume")
-            return
+        for vcpu in range(s.vcpus):
+            lost = self._rebind_cpu(vcpu, before)
+            if lost:
+                self._error("rebind", lost, "BUG() in xen_irq_resume")
+                self.crash(f"BUG: a VIRQ or IPI of CPU {vcpu} could not be bound again on resume ({errno_name(lost)})")
+                return
         self._timer_resume()
         if s.phase == "crashed":
             return
