@@ -408,8 +408,8 @@ NOT_MODELLED: tuple[str, ...] = (
     "d4bfa0c78f (4.15.0): SCHEDOP_poll refuses unusable ports (the model has no SCHEDOP_poll)",
     "emulation-flag rules for HVM creation (85c17cbb25, 4.8.0: LAPIC-only; 72cad62abb, 4.19.0: X86_EMU_USE_PIRQ "
     "optional): the model has no emulation flags",
-    "e2d2b9fd7a (4.17.0): which HVM domains count as using PV event channels for pirqs (physdev ops and "
-    "HVM_PARAM_CALLBACK_IRQ are not modelled)",
+    "e2d2b9fd7a (4.17.0): which HVM domains count as using PV event channels for pirqs (physdev ops are not "
+    "modelled, nor is what HVM_PARAM_CALLBACK_IRQ means for pirqs)",
     "fe2e079f64 (4.6.0; 4.3.4, 4.4.2, 4.5.1): before it the bytes after a xen_version string's NUL were stale Xen "
     "stack contents; the model writes zeros",
     "XENFEAT_supervisor_mode_kernel (3; 4.3-4.5 builds with supervisor_mode_kernel) and pae_pgdir_above_4gb (4; "

@@ -19,11 +19,24 @@ arrival, before the kernel resumes: the guest kernel never probes.
    kernel caches at boot), then migrated to 4.17 in the same pool. 4.17 stays without ABI control in both runs; in
    the controlled run the 4.18 host has it, and its toolstack creates new VMs with the pool's levelled default (what
    both releases give), so the guest never sees bits 18 and 19.
+6. ``upcall-down``: booted on 4.17, whose CPUID leaf 4 bit 6 offers the per-vCPU upcall vector (Linux 6.1 takes it;
+   5.10 never does), then migrated to 4.5, which has no HVMOP_set_evtchn_upcall_vector: 6.1's
+   ``xen_hvm_post_suspend`` BUG()s. Controlled: the pool's level (4.17 with 4.5) hides ``evtchn_upcall``, so the leaf
+   bit is clear and 6.1 uses the domain-wide vector from the start. The VM asks for 32 grant frames
+   (``max_grant_frames``), what 4.5 gives, so that admission has only the ABI to decide on.
+7. ``kexec``, ``kexec-4.14``, ``kexec-4.6``: the guest kexecs (SCHEDOP_shutdown with SHUTDOWN_soft_reset) and its
+   host's xl acts as that release's xl does (:meth:`~xenabi.toolstack.Toolstack.handle_shutdown`); the second
+   kernel is loaded elsewhere in memory. On 4.17 the soft reset returns FIFO to 2-level and drops every area, and
+   the second kernel's init_control works; 4.14's soft reset keeps the first kernel's time areas (b80d4f8d2e is
+   4.17), which Xen writes when the domain runs again, into memory the first kernel left; 4.6's xl knows no reason
+   code 5 and destroys the VM. These are Xen's and xl's doing, not ABI hazards (``Scenario.abi_hazard`` False): the
+   controlled run must end exactly as the uncontrolled one.
 
-Outcome, worst first: ``crashed`` (the kernel BUG()ed or panicked), ``corrupted`` (after a hibernation hand-over,
-Xen wrote FIFO state into frames the boot kernel had registered, which hold the image's memory; the frames and
-byte counts are named), ``hung`` (events sent to bound ports were never handled),
-``refused`` (a host refused the VM before creating anything; it kept running where it was), ``fine``.
+Outcome, worst first: ``crashed`` (the kernel BUG()ed or panicked), ``destroyed`` (the toolstack destroyed the VM
+instead of letting it go on), ``corrupted`` (after a hand-over, hibernation or kexec, Xen wrote into frames the
+previous kernel had registered, which now hold other memory; the frames and byte counts are named), ``hung``
+(events sent to bound ports were never handled), ``refused`` (a host refused the VM before creating anything; it kept
+running where it was), ``fine``. Every round of traffic is one 10 ms tick of the hosts' model clock.
 """
 
 from __future__ import annotations

@@ -216,3 +216,44 @@ def test_xen_irq_resume_rebinds_without_the_timers_priority() -> None:
     cmds = [cmd for cmd, vcpu in steps(trace, resumed.domid) if vcpu == 0 and cmd.startswith("bind")]
     assert cmds == ["bind_virq", "bind_virq", "bind_ipi", "bind_ipi", "bind_ipi"]  # timer, debug, then the IPIs
     assert "set_priority" not in [cmd for cmd, _v in steps(trace, resumed.domid)]
+
+
+def restore_with_cpu1_up(release: str, kernel: str) -> tuple[LinuxKernel, HypercallTrace]:
+    """A restore whose stream had brought vCPU 1 back up, as Xen's CPU records do (the model's streams carry none)."""
+    src = host(release)
+    booted = LinuxKernel.boot(src.hv, vm(src), kernel=kernel)
+    booted.suspend()
+    data = io.BytesIO()
+    src.save(booted.domid, data)
+    data.seek(0)
+    dst = host(release)
+    domid = dst.restore(data)
+    dst.hv.vcpu_up(domid, 1)
+    trace = dst.hv.start_trace()
+    resumed = LinuxKernel.attach(dst.hv, domid)
+    resumed.resume()
+    return resumed, trace
+
+
+@pytest.mark.parametrize("kernel", ["5.10", "6.1"])
+def test_xen_vcpu_restore_takes_an_up_cpu_down_to_place_its_vcpu_info(kernel: str) -> None:
+    """From 4.7 ``xen_vcpu_restore`` finds vCPU 1 up, takes it down (Xen refuses another vCPU's vcpu_info while it is
+    up, before 4.18), places its vcpu_info and brings it back up."""
+    resumed, trace = restore_with_cpu1_up("4.17", kernel)
+    restore_ops = ("is_up", "down", "register_vcpu_info", "up")
+    calls = [(r["cmd"], r["rc"]) for r in trace.records if r["cmd"] in restore_ops and r["vcpuid"] == 1]
+    assert calls[:4] == [("is_up", 1), ("down", 0), ("register_vcpu_info", 0), ("up", 0)]
+    assert resumed.running and resumed.hv.domain(resumed.domid).vcpus[1].up
+
+
+@pytest.mark.parametrize(("kernel", "crashed"), [("5.10", False), ("6.1", True)])
+def test_before_4_7_an_up_cpus_vcpu_info_cannot_be_placed_again(kernel: str, crashed: bool) -> None:
+    """Before 4.7 an HVM guest's VCPUOP_is_up is -ENOSYS (read as down), so ``xen_vcpu_restore`` places vCPU 1's
+    vcpu_info while it is up and Xen refuses it: 5.10 goes on with shared_info slots, 6.x panics (derived from
+    Xen's ``map_vcpu_info`` and Linux's ``xen_vcpu_setup``; not seen on real hardware here)."""
+    resumed, _trace = restore_with_cpu1_up("4.6", kernel)
+    if crashed:
+        assert resumed.state.crash == "panic: register_vcpu_info failed: cpu=1 err=-22"
+        return
+    assert resumed.running and not resumed.state.vcpu_info_placement
+    assert resumed.state.vcpu_info == [v.info_offset for v in resumed.hv.domain(resumed.domid).vcpus]

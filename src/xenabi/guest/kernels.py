@@ -2,9 +2,9 @@
 
 A guest kernel is named by its version, as a Xen release is, and :class:`~xenabi.guest.linux.LinuxKernel` reads the
 fields; no code compares versions. The facts are ``spec/linux-guests.md`` §1, §2 and §8 (from
-``arch/x86/xen/enlighten_hvm.c``, ``arch/x86/xen/smp.c``, ``arch/x86/xen/time.c`` and
-``drivers/xen/events/events_base.c``); the Linux sources themselves were not re-read for this table yet, and the
-spec's *(recalled)* facts are not used here.
+``arch/x86/xen/enlighten.c``, ``enlighten_hvm.c``, ``smp.c``, ``time.c`` and ``drivers/xen/events/events_base.c``).
+The Linux tree at v5.10 and v6.1 cannot be fetched here; the vector and vcpu_info rows were checked against the
+patch mails that changed them and against v5.x and v6.x copies of those files, the VIRQ_DEBUG row is the spec's.
 
 - **The per-vCPU upcall vector** (``xen_init_setup_upcall_vector``): 5.10 never calls
   ``HVMOP_set_evtchn_upcall_vector``. 6.x (from 6.0) calls it only when CPUID leaf 0x40000x04 EAX bit 6
