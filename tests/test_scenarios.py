@@ -243,3 +243,29 @@ def test_the_demo_verdict_holds_hazards_to_safety_and_the_rest_to_sameness() -> 
     assert not controlled_runs_safe(results)
     results[3].outcome, results[1].outcome = "destroyed", "crashed"
     assert not controlled_runs_safe(results)
+
+
+def test_a_cpu_that_stays_down_is_its_own_outcome(tmp_path: Path) -> None:
+    """A secondary CPU whose control block Xen refuses is never brought online (``xen_evtchn_cpu_prepare``): the
+    run says so, naming the CPU and the refusal, rather than calling it hung or fine."""
+    from xenabi.abi import errno
+    from xenabi.abi import evtchn as E
+    from xenabi.scenarios import OUTCOME_ORDER, SCENARIOS, Run
+
+    run = Run("vm", False, tmp_path, rounds=2)
+    ts = run.host("4.14", new=False)
+    answer = ts.hv.hypercall
+
+    def refusing(caller: int, op: int, cmd: int, arg: object, **registers: int) -> int:
+        if isinstance(arg, E.InitControl) and arg.vcpu == 1:
+            return -errno.ENOMEM
+        return answer(caller, op, cmd, arg, **registers)
+
+    ts.hv.hypercall = refusing  # type: ignore[method-assign]
+    run.create(ts)
+    run.exercise()
+    result = run.result(SCENARIOS[0])
+    assert result.outcome == "missing CPU" and not result.safe
+    assert result.detail == "CPU 1 never came online (EVTCHNOP_init_control -ENOMEM)"
+    assert OUTCOME_ORDER.index("missing CPU") < OUTCOME_ORDER.index("hung")
+    ts.hv.close()

@@ -34,7 +34,8 @@ arrival, before the kernel resumes: the guest kernel never probes.
 
 Outcome, worst first: ``crashed`` (the kernel BUG()ed or panicked), ``destroyed`` (the toolstack destroyed the VM
 instead of letting it go on), ``corrupted`` (after a hand-over, hibernation or kexec, Xen wrote into frames the
-previous kernel had registered, which now hold other memory; the frames and byte counts are named), ``hung``
+previous kernel had registered, which now hold other memory; the frames and byte counts are named), ``missing CPU``
+(a CPU the kernel tried to bring up stayed down, with the refusal that kept it there), ``hung``
 (events sent to bound ports were never handled), ``refused`` (a host refused the VM before creating anything; it kept
 running where it was), ``fine``. Every round of traffic is one 10 ms tick of the hosts' model clock.
 """
@@ -60,7 +61,7 @@ from xenabi.policy import legacy_policy
 from xenabi.toolstack import DomainConfig, Toolstack
 
 HOST_KINDS = ("uncontrolled", "controlled")
-OUTCOME_ORDER = ("crashed", "destroyed", "corrupted", "hung", "refused", "fine")
+OUTCOME_ORDER = ("crashed", "destroyed", "corrupted", "missing CPU", "hung", "refused", "fine")
 SAFE_OUTCOMES = frozenset({"fine", "refused"})
 KEXEC_HEAP_GFN = 0x80  # where the kexec'd kernel's own memory starts (kexec loads it away from the first kernel's)
 
@@ -314,6 +315,14 @@ class Run:
             handover = kernel.handover
             detail = (f"Xen wrote {_bytes(total)} into {handover.memory}, in frames the {handover.previous} "
                       f"registered: {frames}")  # fmt: skip
+            if lost:
+                detail += f"; {lost} of {sent} events never handled"
+        elif kernel is not None and not all(kernel.state.online):
+            outcome = "missing CPU"
+            down = [cpu for cpu, online in enumerate(kernel.state.online) if not online]
+            why = [f"{operation} {rc}" for operation, rc, reaction in kernel.state.errors
+                   if any(reaction == f"CPU {cpu} not brought online" for cpu in down)]  # fmt: skip
+            detail = f"CPU {', '.join(map(str, down))} never came online ({'; '.join(why) or 'no reason recorded'})"
             if lost:
                 detail += f"; {lost} of {sent} events never handled"
         elif lost:

@@ -49,7 +49,7 @@ def demo(as_json: bool, names: tuple[str, ...], rounds: int, verbose: bool, trac
     for column in ("scenario", "host", "kernel", "sent", "handled", "lost", "ABI changed", "outcome"):
         table.add_column(column, justify="right" if column in ("sent", "handled", "lost") else "left")
     colours = {"fine": "green", "refused": "yellow", "hung": "red", "corrupted": "red", "crashed": "red",
-               "destroyed": "red"}  # fmt: skip
+               "destroyed": "red", "missing CPU": "red"}  # fmt: skip
     for r in results:
         table.add_row(
             r.scenario,

@@ -940,24 +940,23 @@ class LinuxKernel:
         if not (s.upcall_vector and s.upcall_vector[0]):
             self._setup_callback_vector()
             return
-        for vcpu, online in enumerate(s.online):
-            if online:
-                rc = self._set_upcall_vector(vcpu)
-                if rc:
-                    self._error("HVMOP_set_evtchn_upcall_vector", rc, "BUG_ON in xen_hvm_post_suspend")
-                    self.crash(f"BUG: HVMOP_set_evtchn_upcall_vector failed for vCPU {vcpu} ({errno_name(rc)})")
-                    return
+        self._on_each_online_cpu(self._set_upcall_vector, "HVMOP_set_evtchn_upcall_vector", "BUG_ON in "
+                                 "xen_hvm_post_suspend")  # fmt: skip
 
     def _timer_resume(self) -> None:
         """``xen_timer_resume``: with the vcpuop clockevent, every online CPU's periodic tick is stopped again."""
-        if not self.state.vcpuop_timer:
-            return
+        if self.state.vcpuop_timer:
+            self._on_each_online_cpu(self._stop_periodic_timer, "VCPUOP_stop_periodic_timer", "BUG() in "
+                                     "xen_timer_resume")  # fmt: skip
+
+    def _on_each_online_cpu(self, call: Callable[[int], int], operation: str, reaction: str) -> None:
+        """``call`` for each online CPU in turn; the first refusal crashes the kernel (``reaction`` says where)."""
         for cpu, online in enumerate(self.state.online):
             if online:
-                rc = self._stop_periodic_timer(cpu)
+                rc = call(cpu)
                 if rc:
-                    self._error("VCPUOP_stop_periodic_timer", rc, "BUG() in xen_timer_resume")
-                    self.crash(f"BUG: VCPUOP_stop_periodic_timer failed on resume ({errno_name(rc)})")
+                    self._error(operation, rc, reaction)
+                    self.crash(f"BUG: {operation} failed for vCPU {cpu} ({errno_name(rc)})")
                     return
 
     def _words(self) -> int:
