@@ -146,6 +146,7 @@ class Run:
         hv = Hypervisor(release, abi_control=self.controlled and new)
         if self.trace is not None:
             label = {"scenario": self.name, "run": "controlled" if self.controlled else "uncontrolled",
+                     "kernel": self.kernel_version,
                      "host": f"{release}{'+control' if hv.abi_control else ''}"}  # fmt: skip
             hv.start_trace(HypercallTrace(out=self.trace, label=label))
         default = None

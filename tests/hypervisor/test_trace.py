@@ -124,11 +124,12 @@ def test_the_trace_shows_a_linux_boot() -> None:
 
 def test_demo_writes_every_hosts_trace_as_json_lines(tmp_path: Path) -> None:
     path = tmp_path / "trace.jsonl"
-    result = CliRunner().invoke(main, ["demo", "--scenario", "migrate-down", "--rounds", "2", "--trace", str(path)])
+    result = CliRunner().invoke(main, ["demo", "--scenario", "migrate-down", "--rounds", "2", "--trace", str(path),
+                                       "--kernel", "5.10", "--kernel", "6.1"])  # fmt: skip
     assert result.exit_code == 0
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert {(r["scenario"], r["run"]) for r in records} == {("migrate-down", "uncontrolled"),
-                                                            ("migrate-down", "controlled")}  # fmt: skip
+    assert {(r["scenario"], r["run"], r["kernel"]) for r in records} == {
+        ("migrate-down", run, kernel) for run in ("uncontrolled", "controlled") for kernel in ("5.10", "6.1")}
     assert {r["host"] for r in records} >= {"4.14", "4.14+control"}
     # the uncontrolled run's crash is there: init_control on 4.3 answering -ENOSYS after the migration
     assert any(r["host"] == "4.3" and r["cmd"] == "init_control" and r.get("errno") == "ENOSYS" for r in records)
