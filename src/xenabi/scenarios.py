@@ -64,8 +64,6 @@ HOST_KINDS = ("uncontrolled", "controlled")
 OUTCOME_ORDER = ("crashed", "destroyed", "corrupted", "missing CPU", "hung", "refused", "fine")
 SAFE_OUTCOMES = frozenset({"fine", "refused"})
 KEXEC_HEAP_GFN = 0x80  # where the kexec'd kernel's own memory starts (kexec loads it away from the first kernel's)
-
-
 TICK_NS = 10_000_000  # one round of traffic is one 100 Hz timer tick of the model clock
 
 
@@ -481,10 +479,9 @@ def run_all(names: tuple[str, ...] = SCENARIO_NAMES, *, rounds: int = 50, trace:
 def controlled_runs_safe(results: list[ScenarioResult]) -> bool:
     """What the demo's exit status says: every controlled run of an ABI hazard is safe, and every scenario that is
     not one ends the same way controlled and uncontrolled (ABI control neither prevents nor causes it)."""
-    outcomes: dict[tuple[str, str], dict[str, str]] = {}
+    others: dict[tuple[str, str], set[str]] = {}  # (scenario, kernel) -> its outcomes on both kinds of host
     for r in results:
-        outcomes.setdefault((r.scenario, r.kernel), {})[r.host] = r.outcome
+        if not r.abi_hazard:
+            others.setdefault((r.scenario, r.kernel), set()).add(r.outcome)
     hazards_safe = all(r.safe for r in results if r.host == "controlled" and r.abi_hazard)
-    others_alike = all(len(set(by_host.values())) == 1 for (name, _k), by_host in outcomes.items()
-                       if not next(r.abi_hazard for r in results if r.scenario == name))  # fmt: skip
-    return hazards_safe and others_alike
+    return hazards_safe and all(len(outcomes) == 1 for outcomes in others.values())

@@ -34,7 +34,6 @@ unlimited event channel port range.
 from __future__ import annotations
 
 import os
-import re
 import struct
 from collections.abc import Callable
 from dataclasses import replace
@@ -53,7 +52,7 @@ from xenabi.abi.domctl import (
 from xenabi.abi.errno import errno_name
 from xenabi.abi.features import REGISTRY
 from xenabi.abi.gnttab import GNTTAB_MAX_VERSION_DEFAULT, XEN_DOMCTL_GRANT_version_mask
-from xenabi.abi.sched import ShutdownReason
+from xenabi.abi.sched import shutdown_reason_name
 from xenabi.abi.vcpu import Runstate
 from xenabi.abi.version import DOMAIN_HANDLE_LEN
 from xenabi.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF, NR_VIRQS
@@ -79,8 +78,7 @@ MIN_MEMORY_MB = 1
 DOM0_MEMORY_MB = 16
 
 _ENOSYS, _EFAULT, _ESRCH = -errno.ENOSYS, -errno.EFAULT, -errno.ESRCH
-SHUTDOWN_NAMES = frozenset(reason.name for reason in ShutdownReason)
-_UNNAMED_CODE = re.compile(r"code (?:[6-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5])")  # a byte no header names
+SHUTDOWN_REASONS = frozenset(shutdown_reason_name(code) for code in range(256))  # what a shutdown code byte reads as
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
@@ -451,7 +449,7 @@ class Hypervisor:
         ``code N`` for a code no header names. Its vCPUs stop; a domain keeps its first reason; the toolstack
         decides what happens next."""
         d = self.domain(domid)
-        if reason not in SHUTDOWN_NAMES and not _UNNAMED_CODE.fullmatch(reason):
+        if reason not in SHUTDOWN_REASONS:
             raise XenError(errno.EINVAL, f"unknown shutdown reason {reason!r}", field="reason")
         if d.shutdown_reason is None:
             d.shutdown_reason = reason
