@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from xenabi.abi import errno
 from xenabi.abi import evtchn as E
 from xenabi.abi.domctl import CreateDomain
 from xenabi.abi.gnttab import GnttabOp, SetVersion
@@ -133,3 +134,14 @@ def test_demo_writes_every_hosts_trace_as_json_lines(tmp_path: Path) -> None:
     assert {r["host"] for r in records} >= {"4.14", "4.14+control"}
     # the uncontrolled run's crash is there: init_control on 4.3 answering -ENOSYS after the migration
     assert any(r["host"] == "4.3" and r["cmd"] == "init_control" and r.get("errno") == "ENOSYS" for r in records)
+
+
+def test_a_host_traced_from_boot_as_design_md_writes_it() -> None:
+    """``DESIGN.md``'s contract: ``Hypervisor(release="4.22", trace=True); hv.trace``."""
+    hv = Hypervisor(release="4.22", trace=True)
+    assert hv.trace is not None and hv.trace.records == []
+    domid = new_domu(hv, "hvm")
+    assert hv.hypercall(domid, HYPERVISOR_event_channel_op, 99, None) == -errno.ENOSYS
+    assert hv.trace.calls(domid) == [("event_channel_op", "99", -errno.ENOSYS)]
+    untraced = Hypervisor(release="4.22")
+    assert untraced.trace is None and "hypercall" not in vars(untraced)

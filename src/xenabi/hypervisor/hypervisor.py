@@ -103,7 +103,10 @@ class Hypervisor:
         memory_mb: int | None = None,
         cmdline: str = "",
         gnttab_max_version: int = GNTTAB_MAX_VERSION_DEFAULT,
+        trace: bool | HypercallTrace = False,
     ) -> None:
+        """``trace``: record every hypercall from boot (True, or the :class:`HypercallTrace` to record into; see
+        :meth:`start_trace`), as ``DESIGN.md``'s ``Hypervisor(release, trace=True); hv.trace`` reads."""
         self.release = get_release(release)
         self.abi_control = abi_control
         self.cmdline: str = cmdline  # Xen's boot command line, as XENVER_commandline reads it
@@ -135,6 +138,8 @@ class Hypervisor:
         dom0 = self._build(0, self.dom0_config(dom0_max_vcpus), dom0_memory_mb, privileged=True)
         self.domains[0] = dom0
         self.unpause(0)  # Xen unpauses dom0 at the end of boot
+        if trace is not False:
+            self.start_trace(None if trace is True else trace)
 
     # --- configuration derived from the registry and the release table -------------------------------------
     @property
