@@ -115,6 +115,11 @@ def test_config_show_legacy_host() -> None:
     assert result.exit_code == 0 and report["policy"]["features"] == ["gnttab_v2"] and report["hypfs"] == []
     # Xen 4.3's highest hypervisor leaf is 0x40000002 (03d745c8bf raised it to 4 in 4.5)
     assert report["cpuid"][0]["regs"][0] == "0x40000002" and report["pinned"] is False
+    # the policy's -1 is the host's default: what the domain really got is said beside it
+    assert (report["policy"]["max_grant_frames"], report["grant_limits"]["max_grant_frames"]) == (-1, 32)
+    assert report["grant_limits"]["max_maptrack_frames"] == 256  # 4.3: before the 1024 default of 4.5
+    table = CliRunner().invoke(main, ["config", "show", HVM_EXAMPLE, "--release", "4.3", "--no-abi-control"])
+    assert "-1 (the host's default: 32)" in table.output
 
 
 def test_config_show_refusal_exits_1(tmp_path: Path) -> None:

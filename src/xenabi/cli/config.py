@@ -72,8 +72,13 @@ def _print_config_report(report: dict[str, object]) -> None:
     table.add_column("field")
     table.add_column("value")
     table.add_row("features", ", ".join(policy["features"]) or "(none)")
+    limits = report["grant_limits"]
+    assert isinstance(limits, dict)
     for key in ("max_evtchn_port", "max_grant_frames", "max_maptrack_frames"):
-        table.add_row(key, str(policy[key]))
+        value = str(policy[key])
+        if policy[key] == -1 and key in limits:  # -1: the host's default; say what that is here
+            value = f"-1 (the host's default: {limits[key]})"
+        table.add_row(key, value)
     flags = report["create_flags"]
     assert isinstance(flags, dict)
     table.add_row("create flags", f"{flags['value']} = " + (" | ".join(flags["names"]) or "(none)"))

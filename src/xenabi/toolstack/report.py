@@ -87,6 +87,9 @@ def config_report(cfg: DomainConfig, release: str, abi_control: bool) -> dict[st
     mask = d.config.abi_features
     report["abi_features"] = {"value": f"{mask:#x}", "names": [row.name for row in REGISTRY if mask >> row.bit & 1]}
     report["grant_opts"] = d.config.grant_opts  # None: the host's maximum (or no such field before 4.16)
+    # what the domain really got, where the policy says -1 (the host's default, which legacy hosts always give)
+    report["grant_limits"] = {"max_grant_frames": d.grant_table.max_frames,
+                              "max_maptrack_frames": d.grant_table.max_maptrack}  # fmt: skip
     report["cpuid"] = [
         {"leaf": f"{leaf:#010x}", "regs": [f"{reg:#010x}" for reg in hv.cpuid(domid, leaf)]}
         for leaf in range(XEN_CPUID_FIRST_LEAF, XEN_CPUID_FIRST_LEAF + max_leaf(hv) + 1)
