@@ -25,7 +25,6 @@ HVM_NR_PARAMS = 39
 # HVM_PARAM_CALLBACK_IRQ's value: the callback type in bits 63:56 (0 a GSI, 1 a PCI INTx, 2 a vector), the GSI,
 # PCI device or vector below.
 HVM_PARAM_CALLBACK_TYPE_SHIFT = 56
-HVM_PARAM_CALLBACK_TYPE_GSI = 0
 HVM_PARAM_CALLBACK_TYPE_VECTOR = 2
 
 

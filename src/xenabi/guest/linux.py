@@ -157,7 +157,7 @@ class HandOver:
     the first kernel registered, for the toolstack's soft reset to drop or not (bytes recorded at the shutdown)."""
 
     frames: dict[int, str]
-    image: dict[int, bytes]
+    snapshot: dict[int, bytes]  # each frame's bytes when the next kernel took over memory
     previous: str = "boot kernel"  # the kernel that registered the frames
     memory: str = "the image's memory"  # whose memory the frames are now
 
@@ -1094,7 +1094,7 @@ class LinuxKernel:
             if own.get(gfn) == role:
                 continue
             now = self.d.memory[gfn * PAGE_SIZE : (gfn + 1) * PAGE_SIZE]
-            changed = sum(1 for a, b in zip(now, self.handover.image[gfn], strict=True) if a != b)
+            changed = sum(1 for a, b in zip(now, self.handover.snapshot[gfn], strict=True) if a != b)
             if changed:
                 out[gfn] = (role, changed)
         return out

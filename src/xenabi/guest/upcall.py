@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from xenabi.abi.xen import PAGE_SIZE, VCPU_INFO_SIZE, XEN_LEGACY_MAX_VCPUS
+from xenabi.abi.xen import XEN_LEGACY_MAX_VCPUS
 from xenabi.hypervisor import Domain
-from xenabi.hypervisor.domain import SHARED_INFO_GFN
+from xenabi.hypervisor.domain import shared_info_vcpu_info
 
 Deliver = Callable[[int], None]
 
@@ -29,4 +29,4 @@ def do_upcall(d: Domain, info: int, vcpu: int, handle_events: Callable[[int, Del
 def vcpu_info_slot(cpu: int) -> int:
     """Where a CPU's vcpu_info is before the kernel places it (``xen_vcpu_info_reset``): its slot in shared_info,
     or 0 (none) for a CPU numbered 32 or more."""
-    return SHARED_INFO_GFN * PAGE_SIZE + cpu * VCPU_INFO_SIZE if cpu < XEN_LEGACY_MAX_VCPUS else 0
+    return shared_info_vcpu_info(cpu) if cpu < XEN_LEGACY_MAX_VCPUS else 0

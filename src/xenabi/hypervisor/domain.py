@@ -136,10 +136,14 @@ UPCALL_LOG_LENGTH = 256
 PV_PERIODIC_PERIOD_NS = 10_000_000  # a PV vCPU starts with a 10 ms periodic tick (pv_vcpu_initialise); HVM with none
 
 
+def shared_info_vcpu_info(vcpu_id: int) -> int:
+    """The guest address of ``vcpu_info[vcpu_id]`` in shared_info (vCPUs 0-31)."""
+    return SHARED_INFO_GFN * PAGE_SIZE + vcpu_id * VCPU_INFO_SIZE
+
+
 class Vcpu:
     __slots__ = (
         "areas",
-        "default_info_offset",
         "domain",
         "fifo",
         "info_offset",
@@ -159,11 +163,7 @@ class Vcpu:
     def __init__(self, domain: Domain, vcpu_id: int) -> None:
         self.domain = domain
         self.vcpu_id = vcpu_id
-        if vcpu_id < XEN_LEGACY_MAX_VCPUS:
-            self.info_offset = SHARED_INFO_GFN * PAGE_SIZE + vcpu_id * VCPU_INFO_SIZE
-        else:
-            self.info_offset = VCPU_INFO_GFN * PAGE_SIZE + (vcpu_id - XEN_LEGACY_MAX_VCPUS) * VCPU_INFO_SIZE
-        self.default_info_offset = self.info_offset  # where unmap_vcpu_info puts it back (a soft reset)
+        self.info_offset = self.default_info_offset
         self.virq_to_evtchn = [0] * NR_VIRQS
         self.upcall_vector = 0  # HVMOP_set_evtchn_upcall_vector; 0 = use the domain's callback
         self.upcall_count = 0
@@ -177,6 +177,15 @@ class Vcpu:
         self.state_entry_time = 0
         self.runstate_time = [0, 0, 0, 0]  # ns spent in each Runstate
         self.areas: VcpuAreas | None = None  # registered areas; None until the first registration (the fast path)
+
+    @property
+    def default_info_offset(self) -> int:
+        """Where the vCPU's vcpu_info is until the guest places it, and where unmap_vcpu_info puts it back (a soft
+        reset): its slot in shared_info, or for vCPUs from 32 the model's vcpu_info pages."""
+        vcpu_id = self.vcpu_id
+        if vcpu_id < XEN_LEGACY_MAX_VCPUS:
+            return shared_info_vcpu_info(vcpu_id)
+        return VCPU_INFO_GFN * PAGE_SIZE + (vcpu_id - XEN_LEGACY_MAX_VCPUS) * VCPU_INFO_SIZE
 
     def __repr__(self) -> str:
         return f"Vcpu(d{self.domain.domid}v{self.vcpu_id})"
